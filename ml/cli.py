@@ -18,8 +18,9 @@ from .events import Reporter, install_cancel_handler
 # name -> module under ml.commands. Order is the order of the workflow.
 COMMANDS = [
     "init",
-    "sample",
+    "validate",
     "env",
+    "sample",
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except FilmRecoveryError as exc:
         reporter.error(exc.as_event())
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # disk full, permissions, a file where a folder should be
+        where = exc.filename or "file system"
+        reporter.error(FilmRecoveryError(f"{exc.strerror or exc}.", where=str(where),
+                                         fix="Check the path, free disk space and write permission.").as_event())
         return EXIT_BAD_INPUT
     except (Cancelled, KeyboardInterrupt):
         reporter.error({"type": "error", "message": "Cancelled; outputs in flight were discarded.",

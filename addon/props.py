@@ -1,0 +1,154 @@
+"""The scene recipe: one PointerProperty on the Scene (`scene.film_recovery`).
+
+The PropertyGroups are generated from the engine's job schema (ml/job.py), so the recipe that
+saves with the .blend and the job.json the engine reads can never drift apart. Extra UI state
+(job progress, QC checklist, last results) lives beside the schema fields and is not exported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+import bpy
+
+from ..ml import job as schema
+
+# Field help shown as tooltips; fields not listed get their name as label.
+FIELD_HELP: dict[str, str] = {
+    "work_dir": "Folder for datasets, checkpoints, renders and reports (default: beside the .blend)",
+    "branch": "Chroma: learn Reference colour (Source Y + Reference CbCr). "
+              "Spatial: learn Reference detail (Reference Y + Source CbCr)",
+    "path": "Image sequence pattern (#### or %04d) or movie file",
+    "ingest": "Display-referred export (Rec.709 2.4 ODT, 0-1) or ACES2065-1 master "
+              "(taken through the ACES 1.3 Rec.709 output transform)",
+    "roi": "Central fraction of the frame used to solve alignment (conservative ROI)",
+    "holdout": "Keep this pair out of training and use it for validation",
+    "align_score": "Structural misalignment after alignment (lower is better; -1 = not measured)",
+}
+
+
+class FILMREC_PG_FrameRef(bpy.types.PropertyGroup):
+    frame: bpy.props.IntProperty(name="Frame")
+
+
+class FILMREC_PG_FrameMatrix(bpy.types.PropertyGroup):
+    """One 3x3 warp (Reference px -> Source px), row-major, for one frame."""
+
+    frame: bpy.props.IntProperty(name="Frame")
+    matrix: bpy.props.FloatVectorProperty(name="Matrix", size=9,
+                                          default=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def _bpy_property(cls_name: str, name: str, tp: Any, default: Any) -> Any:
+    """A bpy property for one dataclass field, by its type hint."""
+    options = {"name": name.replace("_", " ").title(), "description": FIELD_HELP.get(name, "")}
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return bpy.props.PointerProperty(type=_GENERATED[tp.__name__], **options)
+    if origin is Literal:
+        items = [(value, value.replace("_", " ").title(), "") for value in typing.get_args(tp)]
+        return bpy.props.EnumProperty(items=items, default=default, **options)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item_tp):
+            return bpy.props.CollectionProperty(type=_GENERATED[item_tp.__name__], **options)
+        if item_tp is int:
+            return bpy.props.CollectionProperty(type=FILMREC_PG_FrameRef, **options)
+        if item_tp is float:
+            return bpy.props.FloatVectorProperty(size=len(default), default=default, **options)
+    if origin is dict:
+        return bpy.props.CollectionProperty(type=FILMREC_PG_FrameMatrix, **options)
+    if tp is bool:
+        return bpy.props.BoolProperty(default=default, **options)
+    if tp is int:
+        return bpy.props.IntProperty(default=default, **options)
+    if tp is float:
+        return bpy.props.FloatProperty(default=default, **options)
+    if tp is str:
+        subtype = "DIR_PATH" if name.endswith("_dir") else "FILE_PATH" if name in ("path", "model_path", "init_weights") else "NONE"
+        return bpy.props.StringProperty(default=default, subtype=subtype, **options)
+    raise TypeError(f"{cls_name}.{name}: no bpy property for {tp!r}")
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+_GENERATED: dict[str, type] = {}
+
+
+def _generate(cls: type, extra: dict[str, Any] | None = None) -> type:
+    hints = typing.get_type_hints(cls)
+    annotations = {}
+    for field in dataclasses.fields(cls):
+        if field.name in ("schema", "schema_version"):
+            continue  # fixed by the serialiser, not user state
+        annotations[field.name] = _bpy_property(cls.__name__, field.name, hints[field.name], _field_default(field))
+    annotations.update(extra or {})
+    generated = type(f"FILMREC_PG_{cls.__name__}", (bpy.types.PropertyGroup,),
+                     {"__annotations__": annotations, "__doc__": cls.__doc__})
+    _GENERATED[cls.__name__] = generated
+    return generated
+
+
+class FILMREC_PG_Check(bpy.types.PropertyGroup):
+    """One QC checklist line."""
+
+    check: bpy.props.StringProperty(name="Check")
+    status: bpy.props.EnumProperty(items=[("pass", "Pass", ""), ("warn", "Warn", ""), ("fail", "Fail", "")])
+    message: bpy.props.StringProperty(name="Message")
+
+
+class FILMREC_PG_JobState(bpy.types.PropertyGroup):
+    """What the running or last engine job reported (UI only, not exported)."""
+
+    running: bpy.props.BoolProperty(name="Running")
+    command: bpy.props.StringProperty(name="Command")
+    stage: bpy.props.StringProperty(name="Stage")
+    progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+    message: bpy.props.StringProperty(name="Message")
+    events_seen: bpy.props.IntProperty(name="Events")
+    last_error: bpy.props.StringProperty(name="Last error")
+    last_result: bpy.props.StringProperty(name="Last result (JSON)")
+    exit_code: bpy.props.IntProperty(name="Exit code", default=-1)
+    preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
+    metrics: bpy.props.StringProperty(name="Last metrics (JSON)")
+
+
+def _build_classes() -> list[type]:
+    _GENERATED.clear()
+    order = [schema.Plate, schema.Conform, schema.Balance, schema.Cleanup, schema.Pair,
+             schema.Alignment, schema.CropKey, schema.Crop, schema.Training, schema.Output]
+    classes = [_generate(cls) for cls in order]
+    recipe = _generate(schema.Job, extra={
+        "pairs_index": bpy.props.IntProperty(name="Active pair"),
+        "qc_checks": bpy.props.CollectionProperty(type=FILMREC_PG_Check),
+        "qc_status": bpy.props.StringProperty(name="QC status", default=""),
+        "job_state": bpy.props.PointerProperty(type=FILMREC_PG_JobState),
+    })
+    return [FILMREC_PG_FrameRef, FILMREC_PG_FrameMatrix, FILMREC_PG_Check, FILMREC_PG_JobState,
+            *classes, recipe]
+
+
+_registered: list[type] = []
+
+
+def register() -> None:
+    _registered[:] = _build_classes()
+    for cls in _registered:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.film_recovery = bpy.props.PointerProperty(type=_GENERATED["Job"])
+
+
+def unregister() -> None:
+    del bpy.types.Scene.film_recovery
+    for cls in reversed(_registered):
+        bpy.utils.unregister_class(cls)
+    _registered.clear()
+    _GENERATED.clear()

@@ -1,0 +1,63 @@
+"""Plates as Sequencer strips: Source and Reference on their own channels, in the right colourspace."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bpy
+
+from ..ml.imageio import frame_path, is_sequence
+
+SOURCE_CHANNEL, REFERENCE_CHANNEL, RESULT_CHANNEL = 1, 2, 3
+
+# What Blender should call each ingest preset's pixels (names in Blender 5.0's colour config).
+INGEST_COLORSPACE = {"display": "Rec.1886", "aces2065-1": "ACES2065-1"}
+
+
+def _remove_named(scene: bpy.types.Scene, name: str) -> None:
+    strips = scene.sequence_editor.strips
+    existing = strips.get(name)
+    if existing is not None:
+        strips.remove(existing)
+
+
+def load_plate_strip(scene: bpy.types.Scene, plate, name: str, channel: int) -> bpy.types.Strip:
+    """(Re)create the strip `name` for a plate; idempotent, so loading again replaces it."""
+    editor = scene.sequence_editor_create()
+    _remove_named(scene, name)
+    pattern = bpy.path.abspath(plate.path)
+    if is_sequence(pattern):
+        first = frame_path(pattern, plate.first_frame)
+        strip = editor.strips.new_image(name=name, filepath=first, channel=channel,
+                                        frame_start=plate.first_frame, fit_method="FIT")
+        for frame in range(plate.first_frame + 1, plate.last_frame + 1):
+            strip.elements.append(os.path.basename(frame_path(pattern, frame)))
+    else:
+        strip = editor.strips.new_movie(name=name, filepath=pattern, channel=channel,
+                                        frame_start=plate.first_frame, fit_method="FIT")
+    strip.colorspace_settings.name = INGEST_COLORSPACE[plate.ingest]
+    return strip
+
+
+def load_plates(scene: bpy.types.Scene) -> list[str]:
+    """Source on channel 1, Reference on channel 2; the scene frame range follows the Source."""
+    fr = scene.film_recovery
+    loaded = []
+    if fr.source.path:
+        load_plate_strip(scene, fr.source, "FR Source", SOURCE_CHANNEL)
+        scene.frame_start, scene.frame_end = fr.source.first_frame, fr.source.last_frame
+        scene.render.fps = max(1, round(fr.source.fps))
+        loaded.append("Source")
+    if fr.reference.path:
+        load_plate_strip(scene, fr.reference, "FR Reference", REFERENCE_CHANNEL)
+        loaded.append("Reference")
+    return loaded
+
+
+def set_render_size_from(path: str, scene: bpy.types.Scene) -> None:
+    from ..ml.imageio import read_info
+
+    info = read_info(str(Path(path)))
+    scene.render.resolution_x, scene.render.resolution_y = info.width, info.height
+    scene.render.resolution_percentage = 100

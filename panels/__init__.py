@@ -1,0 +1,20 @@
+"""Sidebar panels (Sequencer and Compositor, one "Film Recovery" category), one per stage."""
+
+import bpy
+
+from .common import make_panels
+from .stages import STAGE_PANELS
+
+_classes: list[type] = []
+
+
+def register() -> None:
+    _classes[:] = make_panels(STAGE_PANELS)
+    for cls in _classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister() -> None:
+    for cls in reversed(_classes):
+        bpy.utils.unregister_class(cls)
+    _classes.clear()

@@ -1,0 +1,95 @@
+"""job.json: round trip, and clear errors that name the field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ml.errors import JobFileError
+from ml.job import Job, Pair, job_from_dict, job_to_dict, load_job, save_job
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    job = Job(name="reel2_sh010", work_dir=str(tmp_path), branch="spatial")
+    job.pairs = [Pair(source_frame=1003, reference_frame=1005, accepted=False, reason="splice")]
+    job.alignment.solves = {"1003": [1, 0, 2, 0, 1, 3, 0, 0, 1]}
+    job.balance.gain = [1.2, 0.8, 1.0]
+    path = save_job(job, tmp_path / "job.json")
+    assert load_job(path) == job
+    assert not list(tmp_path.glob("*.part*"))
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda d: d.update(schema_version=99), "job.schema_version"),
+    (lambda d: d["training"].pop("steps"), "job.training.steps"),
+    (lambda d: d["training"].update(steps="many"), "job.training.steps"),
+    (lambda d: d["source"].update(ingest="sRGB"), "job.source.ingest"),
+    (lambda d: d.update(pairs=[{"source_frame": 1}]), "job.pairs[0]"),
+    (lambda d: d["alignment"]["solves"].update({"1001": ["x"]}), "job.alignment.solves.1001[0]"),
+    (lambda d: d.update(colour="x"), "job"),
+])
+def test_bad_fields_are_named(mutate, where):
+    data = job_to_dict(Job())
+    mutate(data)
+    with pytest.raises(JobFileError) as info:
+        job_from_dict(data)
+    assert info.value.where.startswith(where), info.value.describe()
+
+
+def test_bool_is_not_an_int():
+    data = job_to_dict(Job())
+    data["training"]["steps"] = True
+    with pytest.raises(JobFileError, match="expected int"):
+        job_from_dict(data)
+
+
+def test_unreadable_and_invalid_json(tmp_path):
+    with pytest.raises(JobFileError, match="cannot read"):
+        load_job(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ not json")
+    with pytest.raises(JobFileError, match="line 1"):
+        load_job(broken)
+
+
+def _cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "ml", "--json", *args], cwd=cwd, capture_output=True,
+                          text=True)
+
+
+def test_cli_help_lists_commands():
+    done = subprocess.run([sys.executable, "-m", "ml", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("init", "validate", "env", "sample"):
+        assert command in done.stdout
+
+
+def test_cli_init_then_validate_names_missing_plate(tmp_path):
+    job_path = tmp_path / "job.json"
+    assert _cli("init", str(job_path), "--frames", "1001-1010").returncode == 0
+    done = _cli("validate", str(job_path))
+    assert done.returncode == 2
+    event = json.loads(done.stdout.strip().splitlines()[-1])
+    assert event["type"] == "error" and event["where"] == "job.source.path" and event["fix"]
+
+
+def test_cli_bad_schema_version_exits_2_with_readable_error(tmp_path):
+    job_path = tmp_path / "job.json"
+    job_path.write_text(json.dumps({**job_to_dict(Job()), "schema_version": 7}))
+    done = _cli("validate", str(job_path))
+    assert done.returncode == 2
+    event = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "unknown schema version 7" in event["message"]
+
+
+def test_cli_human_mode_draws_a_bar(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ml", "--human", "init", str(tmp_path / "j.json")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0
+    assert '"job"' in done.stdout and not done.stdout.startswith('{"type"')
