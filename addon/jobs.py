@@ -19,6 +19,7 @@ from typing import Any
 
 import bpy
 
+from ..ml.events import Reporter
 from . import interpreter, preferences, recipe
 
 # Seconds a cancelled engine gets to write its checkpoint before it is killed.
@@ -93,6 +94,8 @@ class EngineJob:
                 self.process.kill()
                 self.process.wait()
 
+
+_console = Reporter(human=True)
 
 # One engine job at a time per Blender session; the panel and status bar show it.
 _active: EngineJob | None = None
@@ -186,6 +189,8 @@ class EngineJobOperator:
         fr = context.scene.film_recovery
         for event in job.drain():
             apply_event(fr.job_state, event)
+            if bpy.app.background and event.get("type") != "result":
+                _console.emit(event)  # batch runs: a progress bar on the terminal
             if event.get("type") == "result":
                 self.on_result(context, {k: v for k, v in event.items() if k != "type"})
 

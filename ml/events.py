@@ -32,6 +32,7 @@ class Reporter:
         self.stream = stream or sys.stdout
         self.human = human
         self._started = time.monotonic()
+        self._stage = ""
         self._bar_open = False
 
     def emit(self, event: dict) -> None:
@@ -65,6 +66,8 @@ class Reporter:
         kind = event.get("type")
         out = sys.stderr
         if kind == "progress":
+            if event["stage"] != self._stage:  # ETA per stage, not since the reporter was made
+                self._stage, self._started = event["stage"], time.monotonic()
             total = max(event["total"], 1)
             frac = min(event["done"] / total, 1.0)
             width = 30

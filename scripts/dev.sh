@@ -20,7 +20,10 @@ setup() {
 
 case "${1:-}" in
   setup) setup ;;
-  demo) setup; shift; exec .venv/bin/python scripts/run_sample_shot.py "$@" ;;
+  demo)
+    setup; shift
+    exec .venv/bin/python scripts/film_recovery_batch.py --sample --work-dir work/demo \
+      --save work/demo/sample_shot.blend --stages all "$@" ;;
   test)
     setup; shift
     set +e
