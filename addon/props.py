@@ -34,9 +34,9 @@ class FILMREC_PG_FrameRef(bpy.types.PropertyGroup):
 
 
 class FILMREC_PG_FrameMatrix(bpy.types.PropertyGroup):
-    """One 3x3 warp (Reference px -> Source px), row-major, for one frame."""
+    """One 3x3 warp (Reference px -> Source px), row-major, for one Source frame ("global": every frame)."""
 
-    frame: bpy.props.IntProperty(name="Frame")
+    key: bpy.props.StringProperty(name="Frame")
     matrix: bpy.props.FloatVectorProperty(name="Matrix", size=9,
                                           default=(1, 0, 0, 0, 1, 0, 0, 0, 1))
 
@@ -128,6 +128,22 @@ def _build_classes() -> list[type]:
     classes = [_generate(cls) for cls in order]
     recipe = _generate(schema.Job, extra={
         "pairs_index": bpy.props.IntProperty(name="Active pair"),
+        "pair_scope": bpy.props.EnumProperty(
+            name="Scope", description="How much footage the pairs must teach (the guide's pair counts)",
+            items=[("shot", "Shot (4-9)", "One shot: 4 to 9 pairs"),
+                   ("scene", "Scene (12-24)", "One scene: 12 to 24 pairs"),
+                   ("sequence", "Sequence (24-64+)", "A sequence: 24 to 64 or more pairs")],
+            default="shot"),
+        "crop_bypass": bpy.props.BoolProperty(
+            name="Bypass crop", description="Show the full frame while solving; the crop is applied last"),
+        "compositor_view": bpy.props.StringProperty(name="Compositor view", default="ground_truth"),
+        "align_warnings": bpy.props.StringProperty(name="Edge warnings", default=""),
+        "manual_offset": bpy.props.FloatVectorProperty(
+            name="Offset", size=2, description="Manual nudge of the Reference in Source pixels (y up)"),
+        "manual_angle": bpy.props.FloatProperty(name="Angle", description="Manual turn in degrees (counter-clockwise)"),
+        "manual_scale": bpy.props.FloatProperty(name="Scale", default=1.0, min=0.5, max=2.0),
+        "reference_offset": bpy.props.IntProperty(
+            name="Reference offset", description="Reference frame = Source frame + this (temporal match)"),
         "qc_checks": bpy.props.CollectionProperty(type=FILMREC_PG_Check),
         "qc_status": bpy.props.StringProperty(name="QC status", default=""),
         "job_state": bpy.props.PointerProperty(type=FILMREC_PG_JobState),

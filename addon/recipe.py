@@ -38,7 +38,7 @@ def _read(pg: Any, cls: type) -> Any:
             else:
                 values[field.name] = [float(v) for v in value]
         elif origin is dict:
-            values[field.name] = {str(item.frame): [float(v) for v in item.matrix] for item in value}
+            values[field.name] = {item.key: [float(v) for v in item.matrix] for item in value}
         elif origin is Literal or tp in (bool, int, float, str):
             values[field.name] = value
         else:
@@ -73,9 +73,10 @@ def _write(pg: Any, obj: Any) -> None:
         elif origin is dict:
             collection = getattr(pg, field.name)
             collection.clear()
-            for frame, matrix in sorted(value.items(), key=lambda kv: int(kv[0])):
+            numeric_first = sorted(value.items(), key=lambda kv: (not kv[0].isdigit(), int(kv[0]) if kv[0].isdigit() else 0, kv[0]))
+            for key, matrix in numeric_first:
                 new = collection.add()
-                new.frame = int(frame)
+                new.key = key
                 new.matrix = matrix
         else:
             setattr(pg, field.name, value)
@@ -124,3 +125,31 @@ def write_job_file(recipe: Any) -> Path:
 
 def recipe_as_json(recipe: Any) -> str:
     return json.dumps(schema.job_to_dict(recipe_to_job(recipe)), indent=2)
+
+
+def pair_from_dict(data: dict) -> schema.Pair:
+    """An engine pair (as printed in a result event) as a schema Pair; unknown keys are ignored."""
+    names = {f.name for f in dataclasses.fields(schema.Pair)}
+    return schema.Pair(**{k: v for k, v in data.items() if k in names})
+
+
+def merge_pairs(recipe: Any, pairs: list[schema.Pair]) -> int:
+    """Add pairs to the recipe; a pair for a Source frame already listed replaces it. Returns how many were new."""
+    existing = {item.source_frame: item for item in recipe.pairs}
+    added = 0
+    for pair in pairs:
+        item = existing.get(pair.source_frame)
+        if item is None:
+            item = recipe.pairs.add()
+            added += 1
+        _write(item, pair)
+    return added
+
+
+def reload_pairs_from_job_file(recipe: Any, path: Path) -> int:
+    """Replace the recipe's pairs with those of a job.json the engine rewrote (pair import)."""
+    job = schema.load_job(path)
+    recipe.pairs.clear()
+    for pair in job.pairs:
+        _write(recipe.pairs.add(), pair)
+    return len(job.pairs)

@@ -61,3 +61,24 @@ def set_render_size_from(path: str, scene: bpy.types.Scene) -> None:
     info = read_info(str(Path(path)))
     scene.render.resolution_x, scene.render.resolution_y = info.width, info.height
     scene.render.resolution_percentage = 100
+
+
+def show_pair(scene: bpy.types.Scene, source_frame: int, reference_frame: int) -> None:
+    """Slide the Reference strip so its `reference_frame` sits under the Source's `source_frame`."""
+    strips = scene.sequence_editor_create().strips
+    reference = strips.get("FR Reference")
+    if reference is None:
+        return
+    fr = scene.film_recovery
+    reference.frame_start = fr.reference.first_frame - (reference_frame - source_frame)
+
+
+def toggle_difference(scene: bpy.types.Scene) -> bool:
+    """Reference blended as Difference over the Source, or back to normal. Returns the new state."""
+    strips = scene.sequence_editor_create().strips
+    reference = strips.get("FR Reference")
+    if reference is None:
+        raise RuntimeError("No 'FR Reference' strip: load the plates first.")
+    on = reference.blend_type != "DIFFERENCE"
+    reference.blend_type = "DIFFERENCE" if on else "REPLACE"
+    return on

@@ -31,6 +31,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes 0600 files; give the result the permissions a plain open() would have.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -120,8 +124,9 @@ _COMPRESSION = {"zip": "zip", "piz": "piz", "dwaa": "dwaa:45", "none": "none"}
 
 
 def write_exr(path: str | os.PathLike, image: np.ndarray, compression: str = "zip",
-              attributes: dict[str, str | float | int] | None = None) -> Path:
-    """Write a half-float RGB EXR atomically, with string/number header attributes."""
+              attributes: dict[str, str | float | int | tuple[float, ...]] | None = None) -> Path:
+    """Write a half-float RGB EXR atomically, with header attributes (strings, numbers, or
+    tuples of floats such as the 8-float `chromaticities`)."""
     import OpenImageIO as oiio
 
     image = np.ascontiguousarray(image, dtype=np.float32)
@@ -131,7 +136,10 @@ def write_exr(path: str | os.PathLike, image: np.ndarray, compression: str = "zi
         spec.channelnames = ("R", "G", "B")
     spec.attribute("compression", _COMPRESSION.get(compression, compression))
     for key, value in (attributes or {}).items():
-        spec.attribute(key, value)
+        if isinstance(value, (tuple, list)):
+            spec.attribute(key, oiio.TypeDesc(f"float[{len(value)}]"), tuple(float(v) for v in value))
+        else:
+            spec.attribute(key, value)
     path = Path(path)
     with atomic_path(path) as tmp:
         out = oiio.ImageOutput.create(str(tmp))

@@ -122,9 +122,12 @@ class Training:
     model: Literal["unet", "bilateral"] = "unet"
     size: Literal["tiny", "small", "medium", "large"] = "small"
     steps: int = 2000
+    epochs: int = 0  # > 0: steps = ceil(epochs x training pairs / batch), as CopyCat counts them
     batch: int = 8
     crop_size: int = 128
     learning_rate: float = 2e-3
+    loss: Literal["charbonnier", "l1"] = "charbonnier"
+    gradient_loss: float = 0.0  # weight of an L1 term on image gradients (sharper edges)
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     seed: int = 0
     augment: bool = False

@@ -2,9 +2,11 @@
 
 import bpy
 
-from . import jobs, pending, project
+from . import align, compositor, curation, ground_truth, ingest, jobs, pairs, pending, project
 
-_classes = (*jobs.classes, *project.classes, *pending.classes)
+_classes = (*jobs.classes, *project.classes, *ingest.classes, *pairs.classes, *curation.classes, *compositor.classes, *align.classes,
+            *ground_truth.classes,
+            *pending.classes)
 
 
 def register() -> None:

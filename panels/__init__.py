@@ -2,6 +2,7 @@
 
 import bpy
 
+from . import pairs_list
 from .common import make_panels
 from .stages import STAGE_PANELS
 
@@ -9,7 +10,7 @@ _classes: list[type] = []
 
 
 def register() -> None:
-    _classes[:] = make_panels(STAGE_PANELS)
+    _classes[:] = [*pairs_list.classes, *make_panels(STAGE_PANELS)]
     for cls in _classes:
         bpy.utils.register_class(cls)
 

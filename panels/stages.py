@@ -26,22 +26,112 @@ def draw_ingest(layout, context) -> None:
         row.prop(plate, "last_frame", text="Last")
         box.prop(plate, "ingest", text="Ingest")
     layout.operator("film_recovery.load_plates", icon="SEQUENCE")
+    layout.operator("film_recovery.run_qc", icon="CHECKBOX_HLT")
+    if fr.qc_checks:
+        box = layout.box()
+        box.label(text=f"QC: {fr.qc_status.upper()}")
+        icons = {"pass": "CHECKMARK", "warn": "ERROR", "fail": "CANCEL"}
+        for item in fr.qc_checks:
+            row = box.row()
+            row.alert = item.status == "fail"
+            row.label(text=f"{item.check}: {item.message}"[:110], icon=icons[item.status])
+    box = layout.box()
+    box.label(text="Neutral pre-balance (Source)")
+    box.operator("film_recovery.estimate_balance", icon="EYEDROPPER")
+    box.prop(fr.balance, "enabled")
+    row = box.row()
+    row.prop(fr.balance, "gain")
+    row = box.row()
+    row.prop(fr.balance, "offset")
+    box = layout.box()
+    box.label(text="Clean-up (training copies only)")
+    for name in ("reference_median", "reference_denoise", "reference_deband", "reference_dust", "source_degrain"):
+        box.prop(fr.cleanup, name)
+    layout.prop(fr.conform, "mode", text="Conform")
 
 
 def draw_pairs(layout, context) -> None:
     fr = context.scene.film_recovery
-    layout.label(text=f"{len(fr.pairs)} pairs")
+    draw_job_state(layout, fr)
+    layout.prop(fr, "pair_scope")
+    row = layout.row(align=True)
+    row.operator("film_recovery.suggest_pairs", icon="LIGHT")
+    row.operator("film_recovery.match_reference", icon="TIME")
+    row = layout.row()
+    row.template_list("FILMREC_UL_pairs", "", fr, "pairs", fr, "pairs_index", rows=5)
+    col = row.column(align=True)
+    col.operator("film_recovery.pair_add", text="", icon="ADD")
+    col.operator("film_recovery.pair_remove", text="", icon="REMOVE")
+    col.separator()
+    col.operator("film_recovery.pair_move", text="", icon="TRIA_UP").direction = "UP"
+    col.operator("film_recovery.pair_move", text="", icon="TRIA_DOWN").direction = "DOWN"
+    row = layout.row(align=True)
+    row.operator("film_recovery.pair_jump", icon="VIEWZOOM")
+    row.operator("film_recovery.toggle_difference", icon="SELECT_DIFFERENCE")
+    row = layout.row(align=True)
+    row.operator("film_recovery.pair_set_status", text="Accept", icon="CHECKMARK").accept = True
+    row.operator("film_recovery.pair_set_status", text="Reject", icon="CANCEL").accept = False
+    if 0 <= fr.pairs_index < len(fr.pairs):
+        pair = fr.pairs[fr.pairs_index]
+        box = layout.box()
+        col = box.column(align=True)
+        for name in ("source_frame", "reference_frame", "timecode", "shot", "label", "rationale",
+                     "reference_type", "compromises", "reason", "holdout"):
+            col.prop(pair, name)
+    layout.prop(fr, "reference_offset")
+    row = layout.row(align=True)
+    row.operator("film_recovery.pairs_table", text="Export", icon="EXPORT").action = "export"
+    row.operator("film_recovery.pairs_table", text="Import", icon="IMPORT").action = "import"
+    row.operator("film_recovery.pairs_table", text="Verify", icon="CHECKMARK").action = "verify"
+    layout.operator("film_recovery.contact_sheet", icon="IMAGE_DATA")
 
 
 def draw_align(layout, context) -> None:
     fr = context.scene.film_recovery
-    layout.prop(fr.alignment, "model")
-    layout.prop(fr.alignment, "mode")
+    draw_job_state(layout, fr)
+    col = layout.column()
+    col.prop(fr.alignment, "model")
+    col.prop(fr.alignment, "mode")
+    col.prop(fr.alignment, "roi")
+    col.prop(fr.alignment, "smoothing")
+    layout.operator("film_recovery.solve_alignment", icon="TRACKING")
+    for line in fr.align_warnings.splitlines()[:4]:
+        layout.label(text=line[:110], icon="ERROR")
+    box = layout.box()
+    box.label(text=f"Manual warp (frame {context.scene.frame_current})")
+    box.prop(fr, "manual_offset")
+    row = box.row()
+    row.prop(fr, "manual_angle")
+    row.prop(fr, "manual_scale")
+    row = box.row(align=True)
+    row.operator("film_recovery.key_manual", icon="KEYFRAME")
+    manual = context.scene.frame_current in {ref.frame for ref in fr.alignment.use_manual}
+    row.operator("film_recovery.toggle_manual_frame", text="Manual" if manual else "Auto", icon="ARROW_LEFTRIGHT")
+    row = layout.row(align=True)
+    row.operator("film_recovery.build_node_trees", icon="NODETREE")
+    row.operator("film_recovery.difference_view", icon="SELECT_DIFFERENCE")
+    box = layout.box()
+    row = box.row()
+    row.label(text="Shared crop (Source px, from lower-left)")
+    row.operator("film_recovery.toggle_crop_bypass", text="", icon="HIDE_ON" if fr.crop_bypass else "HIDE_OFF")
+    box.prop(fr.crop, "enabled")
+    row = box.row(align=True)
+    for name in ("x", "y", "width", "height"):
+        row.prop(fr.crop, name)
 
 
 def draw_ground_truth(layout, context) -> None:
     fr = context.scene.film_recovery
+    draw_job_state(layout, fr)
     layout.prop(fr, "branch", expand=True)
+    layout.label(text="Chroma: Source Y + Reference CbCr" if fr.branch == "chroma"
+                 else "Spatial: Reference Y + Source CbCr", icon="INFO")
+    layout.prop(fr.training, "holdout_every", text="Hold out every Nth pair")
+    layout.operator("film_recovery.build_node_trees", text="Show Input | Ground Truth",
+                    icon="NODETREE").view = "input_vs_ground_truth"
+    layout.operator("film_recovery.export_dataset", icon="EXPORT")
+    if fr.dataset_dir:
+        layout.label(text=f"Dataset: {fr.dataset_dir}"[:110])
 
 
 def draw_train(layout, context) -> None:

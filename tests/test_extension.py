@@ -60,18 +60,22 @@ def test_recipe_round_trips_through_job_json(addon, tmp_path):
     pair = fr.pairs.add()
     pair.source_frame, pair.reference_frame, pair.accepted, pair.reason = 1005, 1007, False, "flash"
     solve = fr.alignment.solves.add()
-    solve.frame, solve.matrix = 1005, (1, 0, 2.5, 0, 1, -1, 0, 0, 1)
+    solve.key, solve.matrix = "1005", (1, 0, 2.5, 0, 1, -1, 0, 0, 1)
+    shot = fr.alignment.solves.add()
+    shot.key = "global"
     path = recipe.write_job_file(fr)
     job = schema.load_job(path)
     assert job.branch == "spatial" and job.training.steps == 321
     assert job.pairs[0].reference_frame == 1007 and job.pairs[0].reason == "flash"
     assert job.alignment.solves["1005"][2] == pytest.approx(2.5)
+    assert job.alignment.solves["global"] == pytest.approx([1, 0, 0, 0, 1, 0, 0, 0, 1])
     assert job.balance.gain == pytest.approx([1.1, 0.9, 1.05])
     # and back into a cleared recipe
     fr.pairs.clear()
     fr.alignment.solves.clear()
     recipe.job_into_recipe(job, fr)
-    assert fr.pairs[0].reason == "flash" and fr.alignment.solves[0].frame == 1005
+    assert fr.pairs[0].reason == "flash" and fr.alignment.solves[0].key == "1005"
+    assert fr.alignment.solves[1].key == "global"
     fr.pairs.clear()
     fr.alignment.solves.clear()
 

@@ -1,0 +1,774 @@
+"""Stage 1: which frames make good training pairs, and which Reference frame matches each.
+
+Everything here works on small proxies (long side 256) of display-referred RGB frames, read
+through loader callables (`frame -> float32 (H, W, 3)`) on a thread pool, so it runs inside
+Blender's Python with numpy alone.
+
+- `analyse_frames` measures each frame once: exposure, colour, texture, sharpness and two
+  fingerprints (a luma thumbnail for structure, a colour histogram).
+- `detect_cuts` finds shot cuts; `find_bad_frames` finds flashes, splices and blurred frames.
+- `suggest_pairs` picks frames per shot (anchors, extremes, then variety) and says why, and
+  says why every rejected candidate was rejected. `scope_check` warns about thin coverage.
+- `match_frames` finds the Reference frame that matches each Source frame when the two are
+  offset, by correlating colour-blind structure (normalised gradient magnitude of luma).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from . import warp
+from .align import MISALIGNED_THRESHOLD
+from .errors import FilmRecoveryError
+from .job import Conform, Pair, Plate
+
+Scope = Literal["shot", "scene", "sequence"]
+FrameLoader = Callable[[int], np.ndarray]
+
+# Guide: shot 4–9 pairs, scene 12–24, sequence 24–64+ (None: no upper bound).
+SCOPE_RANGES: dict[str, tuple[int, int | None]] = {"shot": (4, 9), "scene": (12, 24), "sequence": (24, None)}
+SCOPE_DEFAULTS = {"shot": 6, "scene": 16, "sequence": 32}
+
+ANALYSIS_LONG_SIDE = 256
+MATCH_WIDTH = 128
+_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small image helpers (numpy only)
+
+
+def luma(image: np.ndarray) -> np.ndarray:
+    """BT.709 luma of an RGB image."""
+    return np.asarray(image, np.float32) @ _LUMA
+
+
+def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Average k x k blocks (the right/bottom remainder is dropped)."""
+    h, w = image.shape[0] // k * k, image.shape[1] // k * k
+    cut = image[:h, :w]
+    return cut.reshape(h // k, k, w // k, k, *image.shape[2:]).mean(axis=(1, 3))
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-prefiltered bilinear resize (good enough for analysis and thumbnails)."""
+    h, w = image.shape[:2]
+    k = max(1, int(min(w / width, h / height)))
+    small = _block_mean(image, k) if k > 1 else image
+    # Output pixel centre -> full-res coordinate -> block coordinate (block j covers k*j .. k*j+k-1).
+    xs = ((np.arange(width) + 0.5) * w / width - 0.5 - (k - 1) / 2) / k
+    ys = ((np.arange(height) + 0.5) * h / height - 0.5 - (k - 1) / 2) / k
+    gx, gy = np.meshgrid(xs, ys)
+    return warp.sample_bilinear(small, gx, gy, border="edge")
+
+
+def proxy(image: np.ndarray, long_side: int = ANALYSIS_LONG_SIDE) -> np.ndarray:
+    """Downscale so the long side is at most `long_side` (never upscales)."""
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    if scale >= 1.0:
+        return np.asarray(image, np.float32)
+    return resize(image, max(1, round(w * scale)), max(1, round(h * scale)))
+
+
+def conform_to_matrix(conform: Conform | None, source_size: tuple[int, int], reference_size: tuple[int, int],
+                      pixel_aspects: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Reference px -> Source px for job.conform (sizes are (width, height); pixel aspects are
+    (Source, Reference))."""
+    from .ingest import conform_matrix
+
+    return conform_matrix(conform or Conform(), reference_size, source_size, pixel_aspects[1], pixel_aspects[0])
+
+
+def warp_onto(image: np.ndarray, matrix: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resample `image` onto a (height, width) raster; `matrix` maps image pixels to raster pixels.
+    Block-averages first when shrinking, so the warp does not alias. Returns the warped image and
+    the mask of raster pixels that saw the image."""
+    matrix = warp.as_matrix(matrix)
+    scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
+    k = int(1.0 / scale) if scale > 0 else 1
+    if k > 1:
+        image = _block_mean(image, k)
+        matrix = matrix @ np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2], [0, 0, 1]], np.float64)
+    return (warp.warp_to_source(image, matrix, (height, width)),
+            warp.valid_mask(matrix, image.shape, (height, width)))
+
+
+def _gradient_magnitude(plane: np.ndarray) -> np.ndarray:
+    gy, gx = np.gradient(plane)
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def _box3(plane: np.ndarray) -> np.ndarray:
+    padded = np.pad(plane, 1, mode="edge")
+    h, w = plane.shape
+    return sum(padded[y:y + h, x:x + w] for y in range(3) for x in range(3)) / 9.0
+
+
+def _normalised(values: np.ndarray) -> np.ndarray:
+    values = values - values.mean()
+    norm = float(np.sqrt((values * values).sum()))
+    return values / norm if norm > 1e-12 else values * 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-frame analysis
+
+
+@dataclass
+class FrameStats:
+    """What curation needs to know about one frame (measured on a proxy)."""
+
+    frame: int
+    luma_mean: float
+    luma_low: float        # 2nd percentile: deep shadows
+    luma_high: float       # 98th percentile: highlights
+    saturation: float      # 90th percentile of chroma magnitude (BT.709 CbCr)
+    warmth: float          # mean Cr - Cb: warm (+) or cool (-)
+    texture: float         # mean luma gradient magnitude per proxy pixel
+    sharpness: float       # Laplacian energy / gradient energy; motion blur lowers it
+    signature: np.ndarray = field(repr=False)  # 32-wide luma thumbnail (structure fingerprint)
+    histogram: np.ndarray = field(repr=False)  # luma 32 + Cb 16 + Cr 16 bins, each part sums to 1
+
+
+def analyse_frame(image: np.ndarray, frame: int) -> FrameStats:
+    """Measure one frame (any size; it is reduced to a proxy first)."""
+    small = proxy(image)
+    y = luma(small)
+    cb = (small[..., 2] - y) / 1.8556
+    cr = (small[..., 0] - y) / 1.5748
+    chroma = np.sqrt(cb * cb + cr * cr)
+    low, high = np.percentile(y, [2, 98])
+    h, w = y.shape
+    half = resize(small, max(1, w // 2), max(1, h // 2)) if min(h, w) >= 16 else small
+    yh = luma(half)  # half proxy: grain averages out, so blur shows in the spectrum
+    gy, gx = np.gradient(yh)
+    lap = (np.roll(yh, 1, 0) + np.roll(yh, -1, 0) + np.roll(yh, 1, 1) + np.roll(yh, -1, 1) - 4 * yh)[1:-1, 1:-1]
+    sharpness = float((lap * lap).mean() / ((gx * gx + gy * gy).mean() + 1e-9))
+    sig_w = 32
+    sig_h = max(1, round(sig_w * h / w))
+    hist = np.concatenate([
+        np.histogram(y, bins=32, range=(0.0, 1.0))[0],
+        np.histogram(cb, bins=16, range=(-0.25, 0.25))[0],
+        np.histogram(cr, bins=16, range=(-0.25, 0.25))[0],
+    ]).astype(np.float32) / y.size
+    return FrameStats(
+        frame=int(frame), luma_mean=float(y.mean()), luma_low=float(low), luma_high=float(high),
+        saturation=float(np.percentile(chroma, 90)), warmth=float((cr - cb).mean()),
+        texture=float(_gradient_magnitude(y).mean()), sharpness=sharpness,
+        signature=resize(y, sig_w, sig_h), histogram=hist)
+
+
+def load_parallel(load: FrameLoader, frames: Sequence[int], work: Callable[[np.ndarray, int], object],
+                  workers: int = 4, progress: Callable[[int, int], None] | None = None) -> list:
+    """Read frames on a thread pool (OIIO and numpy release the GIL) and reduce each at once,
+    so only proxies stay in memory. Results come back in frame order."""
+    def one(frame: int):
+        return work(load(frame), frame)
+
+    results = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, result in enumerate(pool.map(one, frames)):
+            results.append(result)
+            if progress:
+                progress(i + 1, len(frames))
+    return results
+
+
+def analyse_frames(load: FrameLoader, frames: Sequence[int], workers: int = 4,
+                   progress: Callable[[int, int], None] | None = None) -> list[FrameStats]:
+    return load_parallel(load, frames, analyse_frame, workers, progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shots, cuts and bad frames
+
+
+@dataclass
+class Shot:
+    name: str
+    first: int
+    last: int
+
+    def __contains__(self, frame: int) -> bool:
+        return self.first <= frame <= self.last
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+
+def structure_difference(a: FrameStats, b: FrameStats) -> float:
+    """0 for the same picture, ~1 for unrelated pictures: 1 - correlation of the luma thumbnails
+    (exposure flicker does not count) plus half the histogram distance (a colour change does)."""
+    sa, sb = _normalised(a.signature.ravel()), _normalised(b.signature.ravel())
+    correlation = float((sa * sb).sum())
+    hist = 0.5 * float(np.abs(a.histogram - b.histogram).sum()) / 3.0
+    return (1.0 - correlation) + 0.5 * hist
+
+
+def detect_cuts(stats: Sequence[FrameStats], threshold: float = 0.45, ratio: float = 3.0) -> list[int]:
+    """First frames of new shots. A cut is a big structural change between neighbours that stands
+    out from the shot's own motion; a single frame unlike both neighbours (a flash or a splice)
+    is not a cut."""
+    n = len(stats)
+    if n < 2:
+        return []
+    diff = np.array([structure_difference(stats[i - 1], stats[i]) for i in range(1, n)])
+    cuts = []
+    for i, d in enumerate(diff):  # boundary between stats[i] and stats[i+1]
+        window = np.concatenate([diff[max(0, i - 6):max(0, i - 1)], diff[i + 2:i + 7]])
+        local = float(np.median(window)) if window.size else 0.0
+        if d < threshold or d < ratio * local:
+            continue
+        if 0 < i < n - 2 and diff[i - 1] >= threshold and \
+                structure_difference(stats[i - 1], stats[i + 1]) < threshold:
+            continue  # stats[i] is an isolated frame: its neighbours agree
+        if i + 1 < n - 1 and diff[i + 1] >= threshold and \
+                structure_difference(stats[i], stats[i + 2]) < threshold:
+            continue  # stats[i+1] is an isolated frame
+        cuts.append(stats[i + 1].frame)
+    return cuts
+
+
+def nominal_mapping(source: Plate, reference: Plate) -> Callable[[int], int]:
+    """Source frame -> the Reference frame at the same time from the plates' starts (frame rates
+    may differ); what matching searches around and what pairs use before matching."""
+    ratio = reference.fps / source.fps if source.fps > 0 else 1.0
+    return lambda f: reference.first_frame + int(math.floor((f - source.first_frame) * ratio + 0.5))
+
+
+def shot_name(index: int) -> str:
+    return str(index + 1)
+
+
+def split_shots(frames: Sequence[int], cuts: Iterable[int]) -> list[Shot]:
+    """Shots covering `frames` (sorted), split before each cut frame."""
+    frames = sorted(frames)
+    if not frames:
+        return []
+    starts = [frames[0]] + sorted(c for c in set(cuts) if frames[0] < c <= frames[-1])
+    ends = [s - 1 for s in starts[1:]] + [frames[-1]]
+    return [Shot(shot_name(i), s, e) for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
+
+
+def shot_of(shots: Sequence[Shot], frame: int) -> Shot | None:
+    return next((s for s in shots if frame in s), None)
+
+
+def _local_median(values: np.ndarray, i: int, radius: int) -> float:
+    window = np.concatenate([values[max(0, i - radius):i], values[i + 1:i + 1 + radius]])
+    return float(np.median(window)) if window.size else float(values[i])
+
+
+def find_bad_frames(stats: Sequence[FrameStats], shots: Sequence[Shot], *, flash_delta: float = 0.06,
+                    isolation: float = 0.45, blur_ratio: float = 0.55) -> dict[int, str]:
+    """Frames that poison training, with the reason: flashes (exposure spikes), splices or damaged
+    frames (unlike both neighbours, which agree with each other), motion blur (sharpness far below
+    the neighbouring frames of the same shot)."""
+    bad: dict[int, str] = {}
+    for shot in shots:
+        members = [s for s in stats if s.frame in shot]
+        if len(members) < 3:
+            continue
+        mean = np.array([s.luma_mean for s in members])
+        sharp = np.array([s.sharpness for s in members])
+        for i, s in enumerate(members):
+            around = _local_median(mean, i, 3)
+            jump = s.luma_mean - around
+            if jump > max(flash_delta, 0.25 * around):
+                bad[s.frame] = f"flash: mean luma {s.luma_mean:.2f} vs {around:.2f} around it"
+                continue
+            if 0 < i < len(members) - 1:
+                before, after = members[i - 1], members[i + 1]
+                if (structure_difference(before, s) > isolation and structure_difference(s, after) > isolation
+                        and structure_difference(before, after) < isolation):
+                    bad[s.frame] = "splice or damaged frame: unlike both neighbours"
+                    continue
+            if -jump > max(flash_delta, 0.25 * around):
+                bad[s.frame] = f"exposure dip: mean luma {s.luma_mean:.2f} vs {around:.2f} around it"
+                continue
+            typical = _local_median(sharp, i, 6)
+            if s.sharpness < blur_ratio * typical:
+                bad[s.frame] = f"motion blur: sharpness {s.sharpness / typical:.0%} of neighbouring frames"
+    return bad
+
+
+def near_cut(frame: int, cuts: Iterable[int], margin: int) -> int | None:
+    """The cut within `margin` frames of `frame` (cut c: frames c-margin .. c+margin-1), or None."""
+    for cut in cuts:
+        if cut - margin <= frame <= cut + margin - 1:
+            return cut
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair suggestion
+
+
+@dataclass
+class Suggestion:
+    pairs: list[Pair]            # accepted suggestions, with rationale
+    rejected: list[Pair]         # accepted=False, reason says why
+    shots: list[Shot]
+    cuts: list[int]
+    warnings: list[str]
+
+
+def signature_distance(a: FrameStats, b: FrameStats) -> float:
+    """RMS difference of the luma thumbnails (exposure counts): small = near-duplicate."""
+    return float(np.sqrt(np.mean((a.signature - b.signature) ** 2)))
+
+
+def _features(stats: Sequence[FrameStats]) -> np.ndarray:
+    table = np.array([[s.luma_mean, s.luma_low, s.luma_high, s.saturation, s.warmth, s.texture]
+                      for s in stats], np.float64)
+    spread = table.std(axis=0)
+    floor = np.array([0.02, 0.02, 0.02, 0.01, 0.01, 0.002])  # below this, differences are noise
+    return (table - table.mean(axis=0)) / np.maximum(spread, floor)
+
+
+def _rank(values: np.ndarray) -> np.ndarray:
+    """Percentile rank 0..1 within the plate."""
+    order = values.argsort().argsort()
+    return order / max(len(values) - 1, 1)
+
+
+def _describe(s: FrameStats, texture_rank: float) -> str:
+    notes = []
+    if s.luma_low < 0.04:
+        notes.append("deep shadows")
+    if s.luma_high > 0.92:
+        notes.append("highlights")
+    if s.saturation > 0.12:
+        notes.append("saturated colour")
+    notes.append(f"luma {s.luma_mean:.2f}, saturation {s.saturation:.2f}, texture {texture_rank:.1f}")
+    return "; ".join(notes)
+
+
+def default_count(scope: Scope, n_shots: int) -> int:
+    """Preset pair counts: per shot for shot scope, per range otherwise (at least 2 per shot)."""
+    if scope == "shot":
+        return SCOPE_DEFAULTS["shot"] * n_shots
+    return max(SCOPE_DEFAULTS[scope], 2 * n_shots)
+
+
+def _allocate(count: int, capacity: list[int], equal: bool) -> list[int]:
+    """Spread `count` pairs over shots: one each first, then to the shot with most candidates per
+    pair (`equal`: the shot with fewest pairs, as shot scope trains each shot on its own)."""
+    alloc = [min(1, c) for c in capacity]
+    remaining = count - sum(alloc)
+    while remaining > 0:
+        open_shots = [i for i, c in enumerate(capacity) if alloc[i] < c]
+        if not open_shots:
+            break
+        best = max(open_shots, key=lambda i: (-alloc[i] if equal else capacity[i] / (alloc[i] + 1), -i))
+        alloc[best] += 1
+        remaining -= 1
+    return alloc
+
+
+def _anchor_targets(first: int, last: int, k: int) -> list[tuple[float, str]]:
+    """Beginning / middle / middle / end (the guide's anchors for short ranges)."""
+    span = last - first
+    if k <= 0:
+        return []
+    if k == 1:
+        return [(first + span / 2, "middle")]
+    if k == 2:
+        return [(first, "beginning"), (last, "end")]
+    if k == 3:
+        return [(first, "beginning"), (first + span / 2, "middle"), (last, "end")]
+    return [(first, "beginning"), (first + span / 3, "first middle"), (first + 2 * span / 3, "second middle"),
+            (last, "end")]
+
+
+_EXTREMES = [("darkest frame", lambda s: s.luma_mean, 0), ("brightest frame", lambda s: -s.luma_mean, 0),
+             ("most saturated", lambda s: -s.saturation, 3), ("warmest", lambda s: -s.warmth, 4),
+             ("coolest", lambda s: s.warmth, 4), ("most textured", lambda s: -s.texture, 5)]
+
+
+def _duplicate_of(s: FrameStats, chosen: list[tuple[FrameStats, str]], threshold: float) -> FrameStats | None:
+    return next((c for c, _ in chosen if signature_distance(c, s) < threshold), None)
+
+
+def _choose_in_shot(shot: Shot, pool: list[FrameStats], k: int, feats: dict[int, np.ndarray],
+                    duplicate_threshold: float) -> list[tuple[FrameStats, str]]:
+    """Up to k frames of one shot with why each was chosen: anchors, distinct extremes, variety."""
+    chosen: list[tuple[FrameStats, str]] = []
+
+    def available() -> list[FrameStats]:
+        taken = {c.frame for c, _ in chosen}
+        return [s for s in pool if s.frame not in taken and _duplicate_of(s, chosen, duplicate_threshold) is None]
+
+    def spread(s: FrameStats) -> float:
+        # Time in the shot counts too, so a shot with flat statistics is still spread out.
+        return min(float(np.linalg.norm(np.append(feats[s.frame] - feats[c.frame],
+                                                  (s.frame - c.frame) / max(shot.length - 1, 1))))
+                   for c, _ in chosen)
+
+    for target, name in _anchor_targets(pool[0].frame, pool[-1].frame, min(k, 4)):
+        options = available()
+        if not options:
+            return chosen
+        pick = min(options, key=lambda s: (abs(s.frame - target), s.frame))  # noqa: B023 - used at once
+        chosen.append((pick, f"anchor: {name}"))
+    for name, key, column in _EXTREMES:
+        options = available()
+        if len(chosen) >= k or not options:
+            break
+        pick = min(options, key=key)
+        # Distinct only if it moves this feature well past what is already covered.
+        if min(abs(feats[pick.frame][column] - feats[c.frame][column]) for c, _ in chosen) > 0.5:
+            chosen.append((pick, f"extreme: {name}"))
+    while len(chosen) < k:
+        options = available()
+        if not options:
+            break
+        pick = max(options, key=lambda s: (spread(s), -s.frame))
+        chosen.append((pick, f"variety: most unlike chosen frames (distance {spread(pick):.1f})"))
+    return chosen
+
+
+def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: Scope = "shot", *,
+                  cuts: Sequence[int] | None = None, align_scores: dict[int, float] | None = None,
+                  max_align_error: float = MISALIGNED_THRESHOLD, reference_for: Callable[[int], int | None] | None = None,
+                  timecode_for: Callable[[int], str] | None = None, cut_margin: int = 2,
+                  duplicate_threshold: float = 0.012, reference_type: str = "telecine") -> Suggestion:
+    """Choose training frames across every shot and say why; say why rejected candidates were rejected.
+
+    Per shot: positional anchors (beginning / middle / middle / end), then extremes (darkest,
+    brightest, most saturated, warmest, coolest, most textured) that are really distinct, then
+    the frames most unlike those already chosen. Candidates near cuts, flashes, splices, blurred
+    frames, frames whose alignment score (ml.align.alignment_score: residual misalignment in Source
+    pixels after alignment, lower is better) is above `max_align_error`, and near-duplicates of a
+    chosen frame are rejected. `count` is the total; the default follows the scope preset
+    (shot: 6 per shot; scene 16; sequence 32, at least 2 per shot).
+    """
+    if scope not in SCOPE_RANGES:
+        raise FilmRecoveryError(f"unknown scope {scope!r}.", where="scope", fix="Use shot, scene or sequence.")
+    stats = sorted(stats, key=lambda s: s.frame)
+    if not stats:
+        raise FilmRecoveryError("no frames to choose from.", where="source range",
+                                fix="Check the Source plate's frame range.")
+    cuts = list(detect_cuts(stats) if cuts is None else cuts)
+    shots = split_shots([s.frame for s in stats], cuts)
+    warnings: list[str] = []
+    bad = find_bad_frames(stats, shots)
+    reference_for = reference_for or (lambda f: f)
+    timecode_for = timecode_for or (lambda f: "")
+    texture_rank = dict(zip((s.frame for s in stats), _rank(np.array([s.texture for s in stats])), strict=True))
+    feats = dict(zip((s.frame for s in stats), _features(stats), strict=True))
+
+    def make_pair(frame: int, shot: Shot, accepted: bool, reason: str = "", rationale: str = "",
+                  label: str = "") -> Pair:
+        partner = reference_for(frame)
+        return Pair(source_frame=frame, reference_frame=int(frame if partner is None else partner),
+                    accepted=accepted,
+                    reason=reason, timecode=timecode_for(frame), shot=shot.name, label=label,
+                    rationale=rationale, reference_type=reference_type,  # type: ignore[arg-type]
+                    align_score=float(align_scores.get(frame, -1.0)) if align_scores else -1.0)
+
+    rejected: list[Pair] = []
+    candidates: dict[str, list[FrameStats]] = {}
+    for shot in shots:
+        keep = []
+        for s in (x for x in stats if x.frame in shot):
+            cut = near_cut(s.frame, cuts, cut_margin)
+            score = align_scores.get(s.frame) if align_scores else None
+            if cut is not None:
+                reason = f"near cut at {cut}"
+            elif s.frame in bad:
+                reason = bad[s.frame]
+            elif reference_for(s.frame) is None:
+                reason = "no matching Reference frame (outside the Reference plate)"
+            elif score is not None and score > max_align_error:  # NaN (no structure) passes: unknown
+                reason = f"structure disagrees after alignment (residual {score:.2f} px > {max_align_error:.2f})"
+            else:
+                keep.append(s)
+                continue
+            rejected.append(make_pair(s.frame, shot, False, reason=reason))
+        candidates[shot.name] = keep
+
+    n_total = default_count(scope, len(shots)) if count is None else int(count)
+    if n_total < len(shots):
+        warnings.append(f"{n_total} pairs for {len(shots)} shots: some shots get none; "
+                        f"ask for at least {len(shots)}.")
+    alloc = _allocate(n_total, [len(candidates[s.name]) for s in shots], scope == "shot") \
+        if n_total >= len(shots) else \
+        [1 if i < n_total else 0 for i in range(len(shots))]
+
+    pairs: list[Pair] = []
+    for shot, k in zip(shots, alloc, strict=True):
+        pool = candidates[shot.name]
+        if not pool:
+            warnings.append(f"shot {shot.name} ({shot.first}-{shot.last}) has no usable frame.")
+            continue
+        chosen = _choose_in_shot(shot, pool, k, feats, duplicate_threshold)
+        if len(chosen) < k:
+            warnings.append(f"shot {shot.name} has only {len(chosen)} distinct usable frame(s); "
+                            f"{k - len(chosen)} fewer pair(s) than planned.")
+        chosen_frames = {c.frame for c, _ in chosen}
+        for s in pool:
+            if s.frame in chosen_frames:
+                continue
+            twin = _duplicate_of(s, chosen, duplicate_threshold)
+            if twin is not None:
+                rejected.append(make_pair(s.frame, shot, False, reason=f"near-duplicate of {twin.frame}"))
+        for index, (s, why) in enumerate(sorted(chosen, key=lambda c: c[0].frame)):
+            rationale = f"shot {shot.name} {why}; {_describe(s, texture_rank[s.frame])}"
+            pairs.append(make_pair(s.frame, shot, True, rationale=rationale, label=f"{shot.name}.{index + 1:02d}"))
+
+    rejected.sort(key=lambda p: p.source_frame)
+    warnings += scope_check(pairs, scope, shots, stats)
+    return Suggestion(pairs, rejected, shots, cuts, warnings)
+
+
+def scope_check(pairs: Sequence[Pair], scope: Scope, shots: Sequence[Shot],
+                stats: Sequence[FrameStats] | None = None) -> list[str]:
+    """Warnings for a pair set: too few / too many pairs for the scope (per shot for shot scope),
+    shots without pairs, and (with `stats`) poor coverage of the plate's luma range, saturation
+    and texture."""
+    accepted = [p for p in pairs if p.accepted]
+    low, high = SCOPE_RANGES[scope]
+    warnings = []
+    groups = [(f"shot {s.name}", [p for p in accepted if p.source_frame in s]) for s in shots] \
+        if scope == "shot" else [(f"the {scope}", accepted)]
+    for name, members in groups:
+        if 0 < len(members) < low:
+            warnings.append(f"{name}: {len(members)} pair(s); {scope} scope wants {low}"
+                            f"{'–' + str(high) if high else '+'}.")
+        elif high is not None and len(members) > high:
+            warnings.append(f"{name}: {len(members)} pairs; {scope} scope wants at most {high} "
+                            "(more pairs slow training without teaching more).")
+    if scope != "shot" and not accepted:
+        warnings.append(f"the {scope}: no accepted pairs.")
+    for shot in shots:
+        if not any(p.source_frame in shot for p in accepted):
+            warnings.append(f"shot {shot.name} ({shot.first}-{shot.last}) has no pairs.")
+    if stats and accepted:
+        by_frame = {s.frame: s for s in stats}
+        chosen = [by_frame[p.source_frame] for p in accepted if p.source_frame in by_frame]
+        if chosen:
+            def coverage(values_all: list[float], values_chosen: list[float]) -> float:
+                lo, hi = np.percentile(values_all, [5, 95])
+                if hi - lo < 1e-6:
+                    return 1.0
+                return (min(max(values_chosen), hi) - max(min(values_chosen), lo)) / (hi - lo)
+
+            checks = [("luma range", [s.luma_mean for s in stats], [s.luma_mean for s in chosen], 0.05),
+                      ("saturation", [s.saturation for s in stats], [s.saturation for s in chosen], 0.03),
+                      ("texture", [s.texture for s in stats], [s.texture for s in chosen], 0.005)]
+            for name, everything, picked, meaningful in checks:
+                lo, hi = np.percentile(everything, [5, 95])
+                if hi - lo > meaningful and coverage(everything, picked) < 0.6:
+                    warnings.append(f"poor coverage of {name}: pairs span {min(picked):.3f}-{max(picked):.3f}, "
+                                    f"the plate {lo:.3f}-{hi:.3f}; add frames at the extremes.")
+    return warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporal matching
+
+
+@dataclass
+class FrameMatch:
+    source_frame: int
+    reference_frame: int     # the recommendation: trusted content match, else nominal + shot offset
+    content_frame: int       # best structural match among the allowed candidates
+    score: float             # its structure correlation, -1..1
+    margin: float            # best minus the best rival (second candidate, or the Source's own neighbour)
+    confidence: float        # margin / (margin + 1 - score), 0..1; >= 0.5: the match is trusted
+    shot: str
+    in_range: bool           # False: the recommended frame lies outside the Reference plate
+    scores: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class ShotOffset:
+    shot: str
+    first: int
+    last: int
+    offset: int              # reference - nominal frame, robust over the shot
+    drift: float             # change of offset per frame (Theil–Sen slope over confident frames)
+    method: Literal["content", "cut", "nominal"]  # median of confident matches / head cut / none found
+    frames_used: int
+
+
+@dataclass
+class MatchResult:
+    frames: list[FrameMatch]
+    shots: list[ShotOffset]
+    source_cuts: list[int]
+    reference_cuts: list[int]
+    source_stats: list[FrameStats]  # every Source frame, measured once (suggest_pairs reuses them)
+
+
+def structure_descriptor(plane: np.ndarray, valid: np.ndarray | None = None,
+                         centre: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """Colour-blind structure of a luma plane: gradient magnitude, lightly blurred (tolerates a
+    pixel of misfit), on the central region only (letterbox bars and overscan stay out)."""
+    h, w = plane.shape
+    grad = _box3(_gradient_magnitude(plane))
+    mask = np.zeros((h, w), bool)
+    y0, x0 = int(round(h * (1 - centre) / 2)), int(round(w * (1 - centre) / 2))
+    mask[y0:h - y0, x0:w - x0] = True
+    if valid is not None:
+        # Gradients next to the edge of the warped image are not picture: erode the mask.
+        inner = valid.copy()
+        inner[1:] &= valid[:-1]
+        inner[:-1] &= valid[1:]
+        inner[:, 1:] &= valid[:, :-1]
+        inner[:, :-1] &= valid[:, 1:]
+        mask &= inner
+    return grad.astype(np.float32), mask
+
+
+def structure_correlation(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
+    """Normalised correlation of two descriptors over the pixels both cover."""
+    mask = a[1] & b[1]
+    if mask.sum() < 16:
+        return -1.0
+    va, vb = _normalised(a[0][mask].astype(np.float64)), _normalised(b[0][mask].astype(np.float64))
+    return float((va * vb).sum())
+
+
+def _theil_sen(xs: np.ndarray, ys: np.ndarray) -> float:
+    slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if xs[j] != xs[i]]
+    return float(np.median(slopes)) if slopes else 0.0
+
+
+def match_frames(load_source: FrameLoader, load_reference: FrameLoader, source_frames: Sequence[int],
+                 reference_range: tuple[int, int], *, frames: Sequence[int] | None = None,
+                 nominal: Callable[[int], int] | None = None, search: int = 5,
+                 matrix: np.ndarray | None = None, conform: Conform | None = None,
+                 pixel_aspects: tuple[float, float] = (1.0, 1.0), source_cuts: Sequence[int] | None = None, cut_margin: int = 2, min_confidence: float = 0.5,
+                 workers: int = 4, progress: Callable[[int, int, str], None] | None = None) -> MatchResult:
+    """Find, for each Source frame in `frames` (default: all `source_frames`), the Reference frame
+    showing the same picture, within `search` frames of its nominal frame.
+
+    The Reference is resampled onto the Source raster (`matrix`, Reference px -> Source px, or the
+    `conform` fit) at a 128-pixel-wide proxy; structure is the normalised gradient magnitude of
+    luma on the central 60 %, so grades, fades and letterbox bars do not matter.
+
+    A match is trusted only when it beats both the other candidates and the Source frame's own
+    neighbours: in a slow pan a small misfit of the simple fit looks like a frame of motion, and
+    then structure cannot tell the frames apart. Each Source shot gets one robust offset: the
+    median of its trusted matches away from cuts; failing that, the offset of the Reference cut
+    that matches the shot's head cut (editorial offsets show at cuts); failing that, none (0).
+    Matches never cross a Reference cut from where the shot's offset points.
+    """
+    source_frames = sorted(source_frames)
+    wanted = sorted(set(frames) if frames is not None else source_frames)
+    nominal = nominal or (lambda f: f)
+    ref_first, ref_last = reference_range
+
+    def report(done: int, total: int, stage: str) -> None:
+        if progress:
+            progress(done, total, stage)
+
+    size: dict[str, tuple[int, int]] = {}
+
+    def source_work(image: np.ndarray, frame: int):
+        h, w = image.shape[:2]
+        size.setdefault("source", (w, h))
+        small = resize(image, MATCH_WIDTH, max(8, round(MATCH_WIDTH * h / w)))
+        return analyse_frame(image, frame), structure_descriptor(luma(small))
+
+    analysed = load_parallel(load_source, source_frames, source_work, workers,
+                             lambda d, t: report(d, t, "source"))
+    source_desc = {s.frame: d for s, d in analysed}
+    cuts = list(detect_cuts([s for s, _ in analysed]) if source_cuts is None else source_cuts)
+    shots = split_shots(source_frames, cuts)
+    sw, sh = size["source"]
+    gw, gh = MATCH_WIDTH, max(8, round(MATCH_WIDTH * sh / sw))
+
+    def window(f: int) -> list[int]:
+        return [r for r in range(nominal(f) - search, nominal(f) + search + 1) if ref_first <= r <= ref_last]
+
+    windows = {f: window(f) for f in wanted}
+    # Reference frames around Source cuts too, so its own cuts can be found.
+    ref_needed = sorted({r for rs in windows.values() for r in rs} |
+                        {r for c in cuts for r in range(nominal(c) - search - 1, nominal(c) + search + 1)
+                         if ref_first <= r <= ref_last})
+
+    def reference_work(image: np.ndarray, frame: int):
+        h, w = image.shape[:2]
+        full = warp.as_matrix(matrix) if matrix is not None else conform_to_matrix(conform, (sw, sh), (w, h), pixel_aspects)
+        warped, valid = warp_onto(image, warp.resize_matrix((sw, sh), (gw, gh)) @ full, gw, gh)
+        return analyse_frame(image, frame), structure_descriptor(luma(warped), valid)
+
+    ref_analysed = load_parallel(load_reference, ref_needed, reference_work, workers,
+                                 lambda d, t: report(d, t, "reference"))
+    ref_desc = {s.frame: d for s, d in ref_analysed}
+    ref_cuts: list[int] = []
+    run: list[FrameStats] = []
+    for s in [s for s, _ in ref_analysed] + [None]:  # cuts within each contiguous run of loaded frames
+        if s is not None and (not run or s.frame == run[-1].frame + 1):
+            run.append(s)
+            continue
+        ref_cuts += detect_cuts(run)
+        run = [s] if s is not None else []
+    ref_shots = split_shots(ref_needed, ref_cuts)
+
+    def own_neighbour(f: int) -> float:
+        """How alike the Source frame is to its neighbours in the same shot (the motion scale)."""
+        shot = shot_of(shots, f)
+        near = [g for g in (f - 1, f + 1) if g in source_desc and shot is not None and g in shot]
+        return max((structure_correlation(source_desc[f], source_desc[g]) for g in near), default=-1.0)
+
+    def best_of(f: int, allowed: list[int], fallback: int, trust_content: bool = True) -> FrameMatch:
+        scores = {r: structure_correlation(source_desc[f], ref_desc[r]) for r in allowed}
+        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], abs(kv[0] - nominal(f))))
+        best_r, best = ranked[0] if ranked else (fallback, -1.0)
+        rival = max(ranked[1][1] if len(ranked) > 1 else -1.0, own_neighbour(f))
+        margin = best - rival
+        # Trusted when the best stands out from its rivals by more than it misses a perfect match.
+        confidence = float(np.clip(margin / max(margin + (1.0 - best), 1e-6), 0.0, 1.0))
+        shot = shot_of(shots, f)
+        recommended = best_r if trust_content and confidence >= min_confidence else fallback
+        return FrameMatch(f, recommended, best_r, best, margin, confidence, shot.name if shot else "",
+                          ref_first <= recommended <= ref_last, scores)
+
+    def head_cut_offset(shot: Shot) -> int | None:
+        """Offset of the Reference cut whose incoming frame shows the shot's first frame."""
+        if shot.first not in cuts:
+            return None
+        c = shot.first
+        for rc in sorted((r for r in ref_cuts if abs(r - nominal(c)) <= search), key=lambda r: abs(r - nominal(c))):
+            if structure_correlation(source_desc[c], ref_desc[rc]) > 0.5:
+                return rc - nominal(c)
+        return None
+
+    first_pass = {f: best_of(f, windows[f], nominal(f)) for f in wanted}
+    offsets: list[ShotOffset] = []
+    final: dict[int, FrameMatch] = {}
+    for shot in shots:
+        members = [first_pass[f] for f in wanted if f in shot and windows[f]]
+        steady = [m for m in members if near_cut(m.source_frame, cuts, cut_margin) is None] or members
+        sure = [m for m in steady if m.confidence >= min_confidence]
+        if sure and 2 * len(sure) >= len(steady):
+            diffs = np.array([m.content_frame - nominal(m.source_frame) for m in sure], np.float64)
+            offset, method = int(np.floor(np.median(diffs) + 0.5)), "content"
+            drift = _theil_sen(np.array([m.source_frame for m in sure], np.float64), diffs)
+        else:
+            head = head_cut_offset(shot)
+            offset, method = (head, "cut") if head is not None else (0, "nominal")
+            drift = 0.0
+        offsets.append(ShotOffset(shot.name, shot.first, shot.last, offset, drift, method,
+                                  len(sure) if method == "content" else 0))
+        for m in members:
+            f = m.source_frame
+            anchor = nominal(f) + offset
+            home = shot_of(ref_shots, anchor) if ref_first <= anchor <= ref_last else None
+            allowed = [r for r in windows[f] if home is None or r in home]
+            final[f] = best_of(f, allowed, anchor, trust_content=method == "content")
+    matches = [final.get(f, first_pass[f]) for f in wanted]
+    return MatchResult(matches, offsets, cuts, ref_cuts, [s for s, _ in analysed])

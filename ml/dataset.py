@@ -1,0 +1,237 @@
+"""Stage 3: ground truth and the training dataset, with provenance.
+
+For each accepted pair: the Source frame (ingest, balance, optional training degrain) and the
+Reference frame (ingest, clean-up) warped onto the Source raster, both cut by the one shared crop
+(the guide's CopyBBox: identical boxes), converted to YCbCr with the same chain, and recombined:
+
+    chroma:  target = Source Y    + Reference CbCr
+    spatial: target = Reference Y + Source CbCr
+
+then a light safety clamp to 0..1. Input and target are written as half EXR with a manifest that
+records frames, warps, crop, colour settings, checksums and the rejected pairs with reasons.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import colour
+from .crop import crop_at_frame, crop_to_slices, detect_borders
+from .errors import FilmRecoveryError
+from .imageio import atomic_path, read_image, write_exr
+from .ingest import plate_frame_path, reference_frame, source_frame
+from .job import Job, Pair, job_to_dict
+from .qc import require_qc_pass
+from .warp import as_matrix, valid_mask, warp_to_source
+
+DATASET_SCHEMA = "film_recovery.dataset"
+DATASET_VERSION = 1
+# Half floats keep ~3 significant digits: the "unchanged" channels may differ by this after a write.
+HALF_TOLERANCE = 2e-3
+
+
+def recombine(source_rgb: np.ndarray, aligned_reference_rgb: np.ndarray, branch: str) -> np.ndarray:
+    """Source and aligned Reference recombined in YCbCr (BT.709 full range), before the clamp."""
+    if branch not in ("chroma", "spatial"):
+        raise FilmRecoveryError(f"unknown branch {branch!r}.", where="job.branch",
+                                fix="Choose 'chroma' or 'spatial'; build one target per pass.")
+    src = colour.rgb_to_ycbcr(source_rgb)
+    ref = colour.rgb_to_ycbcr(aligned_reference_rgb)
+    target = src.copy()
+    if branch == "chroma":
+        target[..., 1:] = ref[..., 1:]
+    else:
+        target[..., 0] = ref[..., 0]
+    return colour.ycbcr_to_rgb(target)
+
+
+def build_target(source_rgb: np.ndarray, aligned_reference_rgb: np.ndarray, branch: str) -> np.ndarray:
+    """The ground truth: the recombination with the guide's light safety clamp to 0..1."""
+    return np.clip(recombine(source_rgb, aligned_reference_rgb, branch), 0.0, 1.0)
+
+
+def pair_matrix(job: Job, pair: Pair, reference_shape: tuple[int, int], source_shape: tuple[int, int]
+                ) -> tuple[np.ndarray, str]:
+    """The warp for a pair (manual key if the frame is switched to manual, else the auto solve,
+    else the global solve, else the plain conform) and where it came from."""
+    key = str(pair.source_frame)
+    alignment = job.alignment
+    if pair.source_frame in alignment.use_manual and key in alignment.manual:
+        return as_matrix(alignment.manual[key]), "manual"
+    if key in alignment.solves:
+        return as_matrix(alignment.solves[key]), "auto"
+    if "global" in alignment.solves:
+        return as_matrix(alignment.solves["global"]), "auto-global"
+    from .ingest import conform_matrix
+
+    ref_h, ref_w = reference_shape
+    src_h, src_w = source_shape
+    return as_matrix(conform_matrix(job.conform, (ref_w, ref_h), (src_w, src_h),
+                                    job.reference.pixel_aspect, job.source.pixel_aspect)), "conform"
+
+
+@dataclass
+class PairImages:
+    input: np.ndarray
+    target: np.ndarray
+    clamped: np.ndarray  # pixels the 0..1 safety clamp changed
+    aligned_reference: np.ndarray
+    valid: np.ndarray
+    matrix: np.ndarray
+    matrix_source: str
+    crop_box: tuple[int, int, int, int]  # x, y, width, height (lower-left origin)
+
+
+def make_pair_images(job: Job, pair: Pair) -> PairImages:
+    """Input and ground truth for one pair, cropped identically (nothing written)."""
+    src = source_frame(job, pair.source_frame, balanced=True, degrained=job.cleanup.source_degrain > 0)
+    ref = reference_frame(job, pair.reference_frame, cleaned=True)
+    matrix, origin = pair_matrix(job, pair, ref.shape[:2], src.shape[:2])
+    aligned = warp_to_source(ref, matrix, src.shape)
+    valid = valid_mask(matrix, ref.shape, src.shape)
+    crop = crop_at_frame(job.crop, pair.source_frame)
+    rows, cols = crop_to_slices(crop, src.shape[0], src.shape[1])
+    box = (cols.start, src.shape[0] - rows.stop, cols.stop - cols.start, rows.stop - rows.start)
+    unclamped = recombine(src[rows, cols], aligned[rows, cols], job.branch)
+    clamped = np.any((unclamped < 0.0) | (unclamped > 1.0), axis=-1)
+    return PairImages(src[rows, cols], np.clip(unclamped, 0.0, 1.0), clamped, aligned[rows, cols],
+                      valid[rows, cols], matrix, origin, box)
+
+
+def validate_pair(name: str, images: PairImages, branch: str) -> list[str]:
+    """Problems that would poison training, each naming the pair and the fix (empty: fine)."""
+    problems = []
+    if images.input.shape != images.target.shape:
+        problems.append(f"{name}: input {images.input.shape} and target {images.target.shape} differ in size.")
+    if images.input.size == 0:
+        problems.append(f"{name}: the crop is empty. Fix: set the shared crop (Align & Crop panel).")
+        return problems
+    for label, image in (("input", images.input), ("target", images.target)):
+        if not np.isfinite(image).all():
+            problems.append(f"{name}: {label} has NaN/Inf pixels. Fix: run QC and repair the frame.")
+    invalid = 1.0 - float(images.valid.mean())
+    if invalid > 0.001:
+        problems.append(f"{name}: {invalid:.1%} of the crop has no Reference picture (warp border). "
+                        "Fix: shrink the shared crop (Detect Crop) or check the alignment.")
+    top, bottom, left, right = detect_borders([images.aligned_reference])
+    if max(top, bottom, left, right) > 0:
+        problems.append(f"{name}: black border inside the crop on the Reference "
+                        f"(top {top}, bottom {bottom}, left {left}, right {right} px). "
+                        "Fix: shrink the shared crop to the live picture.")
+    top, bottom, left, right = detect_borders([images.input])
+    if max(top, bottom, left, right) > 0:
+        problems.append(f"{name}: black border inside the crop on the Source "
+                        f"(top {top}, bottom {bottom}, left {left}, right {right} px). Fix: shrink the crop.")
+    return problems
+
+
+def unchanged_channel_error(input_rgb: np.ndarray, target_rgb: np.ndarray, branch: str,
+                            clamped: np.ndarray) -> float:
+    """Largest difference on the channels the branch keeps from the Source (Y for chroma, CbCr for
+    spatial), over the pixels the safety clamp left alone (`clamped` marks the others)."""
+    keep = slice(0, 1) if branch == "chroma" else slice(1, 3)
+    diff = np.abs(colour.rgb_to_ycbcr(input_rgb)[..., keep] - colour.rgb_to_ycbcr(target_rgb)[..., keep])
+    untouched = ~clamped
+    return float(diff[untouched].max()) if untouched.any() else 0.0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _holdout(job: Job, pair: Pair, index: int) -> bool:
+    every = job.training.holdout_every
+    return pair.holdout or (every > 0 and index % every == every - 1)
+
+
+def _check_single_branch(out_dir: Path, job: Job) -> None:
+    manifest = out_dir / "manifest.json"
+    if not manifest.exists():
+        return
+    earlier = json.loads(manifest.read_text())
+    if earlier.get("branch") not in (None, job.branch) and earlier.get("source_plate") == job.source.path:
+        raise FilmRecoveryError(
+            f"this dataset folder holds a {earlier['branch']} target for the same Source; a {job.branch} "
+            "target must not be combined with it (one target build per branch).", where=str(manifest),
+            fix="Validate the first pass, run inference, then point the Source plate at that pass's "
+                "output and build the second pass into another dataset folder.")
+
+
+def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -> dict:
+    """Write input/target EXRs and manifest.json for the accepted pairs; returns the manifest."""
+    out = Path(out_dir or job.dataset_dir or job.work_path("dataset"))
+    accepted = [p for p in job.pairs if p.accepted]
+    if not accepted:
+        raise FilmRecoveryError("no accepted pairs.", where="job.pairs",
+                                fix="Add pairs (Pairs panel: Add Current Frame or Suggest Pairs) and accept some.")
+    _check_single_branch(out, job)
+    require_qc_pass(job)
+    total = len(accepted)
+    done = 0
+
+    def one(index_pair: tuple[int, Pair]) -> dict:
+        index, pair = index_pair
+        name = f"pair_{pair.source_frame:06d}"
+        images = make_pair_images(job, pair)
+        problems = validate_pair(name, images, job.branch)
+        if problems:
+            raise FilmRecoveryError(" ".join(problems), where=f"pair {pair.source_frame}")
+        input_path, target_path = out / "input" / f"{name}.exr", out / "target" / f"{name}.exr"
+        attrs = {"filmrec:branch": job.branch, "filmrec:source_frame": pair.source_frame,
+                 "filmrec:reference_frame": pair.reference_frame, "oiio:ColorSpace": "Rec.1886"}
+        write_exr(input_path, images.input, attributes={**attrs, "filmrec:role": "input"})
+        write_exr(target_path, images.target, attributes={**attrs, "filmrec:role": "target"})
+        written_error = unchanged_channel_error(read_image(input_path), read_image(target_path), job.branch,
+                                                images.clamped)
+        return {"name": name, "source_frame": pair.source_frame, "reference_frame": pair.reference_frame,
+                "input": f"input/{name}.exr", "target": f"target/{name}.exr",
+                "holdout": _holdout(job, pair, index), "shot": pair.shot, "label": pair.label,
+                "rationale": pair.rationale, "align_score": pair.align_score,
+                "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
+                "crop": dict(zip(("x", "y", "width", "height"), images.crop_box)),
+                "size": [int(images.input.shape[1]), int(images.input.shape[0])],
+                "unchanged_channel_max_error": written_error,
+                "clamped_fraction": float(images.clamped.mean()),
+                "checksums": {"input": _sha256(input_path), "target": _sha256(target_path),
+                              "source_file": _sha256(Path(plate_frame_path(job.source, pair.source_frame))),
+                              "reference_file": _sha256(Path(plate_frame_path(job.reference, pair.reference_frame)))}}
+
+    records = []
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for record in pool.map(one, enumerate(accepted)):
+            records.append(record)
+            done += 1
+            if reporter is not None:
+                reporter.progress(done, total, "dataset", f"pair {record['source_frame']}")
+    from . import __version__
+
+    job_dict = job_to_dict(job)
+    manifest = {
+        "schema": DATASET_SCHEMA, "version": DATASET_VERSION, "engine": __version__,
+        "branch": job.branch, "source_plate": job.source.path, "reference_plate": job.reference.path,
+        "pairs": records,
+        "preview": records[len(records) // 2]["input"],
+        "rejected": [{"source_frame": p.source_frame, "reference_frame": p.reference_frame, "reason": p.reason}
+                     for p in job.pairs if not p.accepted],
+        "crop": job_dict["crop"], "alignment": {k: job_dict["alignment"][k] for k in ("model", "mode", "roi")},
+        "colour": {"config": colour.OCIO_CONFIG, "source_ingest": job.source.ingest,
+                   "reference_ingest": job.reference.ingest, "ycbcr": "BT.709 full range",
+                   "balance": job_dict["balance"], "cleanup": job_dict["cleanup"]},
+        "job_hash": hashlib.sha256(json.dumps(job_dict, sort_keys=True).encode()).hexdigest(),
+    }
+    if not any(r["holdout"] for r in records) and reporter is not None:
+        reporter.message("No held-out pairs: training cannot report validation PSNR. "
+                         "Mark pairs as hold-out or set training.holdout_every.", level="warning")
+    with atomic_path(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    return manifest

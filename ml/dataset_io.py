@@ -1,0 +1,113 @@
+"""Reading the dataset folder the dataset stage exports (manifest.json + input/ + target/ EXRs).
+
+Everything is checked up front, so training never starts on a dataset it cannot finish:
+missing files, unreadable or NaN frames, and Input/Target size mismatches are reported with
+the file that is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FilmRecoveryError
+from .imageio import read_image
+
+DATASET_SCHEMA = "film_recovery.dataset"
+
+
+@dataclass
+class DatasetPair:
+    name: str
+    input_path: Path
+    target_path: Path
+    holdout: bool
+    input: np.ndarray  # (H, W, 3) float32 RGB
+    target: np.ndarray
+
+
+@dataclass
+class Dataset:
+    folder: Path
+    branch: str
+    pairs: list[DatasetPair]
+    manifest_hash: str  # SHA-256 of manifest.json: identifies the dataset a model was trained on
+    colour: dict[str, Any] = field(default_factory=dict)
+    preview_name: str | None = None  # the pair shown in contact sheets, if the manifest names one
+    preview_input: np.ndarray | None = None  # preview frame when it is not one of the pairs
+
+    @property
+    def training_pairs(self) -> list[DatasetPair]:
+        return [p for p in self.pairs if not p.holdout]
+
+    @property
+    def holdout_pairs(self) -> list[DatasetPair]:
+        return [p for p in self.pairs if p.holdout]
+
+
+def _resolve(folder: Path, relative: Any, where: str) -> Path:
+    if not isinstance(relative, str) or not relative:
+        raise FilmRecoveryError("missing file name.", where=where,
+                                fix="Re-export the dataset from the Dataset stage.")
+    return (folder / relative).resolve()
+
+
+def load_dataset(folder: str | Path) -> Dataset:
+    """Read and validate a dataset folder into memory (float32 RGB arrays)."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    fix_export = "Export the dataset first (Dataset stage, or `python -m ml dataset job.json`)."
+    if not manifest_path.exists():
+        raise FilmRecoveryError("no dataset here (manifest.json not found).", where=str(manifest_path),
+                                fix=fix_export)
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FilmRecoveryError(f"manifest is not valid JSON ({exc}).", where=str(manifest_path),
+                                fix=fix_export) from exc
+    if not isinstance(manifest, dict) or manifest.get("schema") != DATASET_SCHEMA:
+        raise FilmRecoveryError("not a Film Recovery dataset manifest.", where=str(manifest_path), fix=fix_export)
+    branch = manifest.get("branch")
+    if branch not in ("chroma", "spatial"):
+        raise FilmRecoveryError(f"branch is {branch!r}, expected 'chroma' or 'spatial'.",
+                                where=f"{manifest_path}: branch", fix=fix_export)
+    entries = manifest.get("pairs")
+    if not isinstance(entries, list) or not entries:
+        raise FilmRecoveryError("the dataset has no pairs.", where=str(manifest_path),
+                                fix="Accept at least one pair in Pair Curation and export the dataset again.")
+    pairs = []
+    for i, entry in enumerate(entries):
+        where = f"{manifest_path}: pairs[{i}]"
+        if not isinstance(entry, dict):
+            raise FilmRecoveryError("pair entry is not an object.", where=where, fix=fix_export)
+        input_path = _resolve(folder, entry.get("input"), f"{where}.input")
+        target_path = _resolve(folder, entry.get("target"), f"{where}.target")
+        source = read_image(str(input_path))
+        target = read_image(str(target_path))
+        if source.shape != target.shape:
+            raise FilmRecoveryError(f"Input is {source.shape[1]}x{source.shape[0]} but Target is "
+                                    f"{target.shape[1]}x{target.shape[0]}.", where=str(target_path),
+                                    fix="Input and Target must be the same size: export the dataset again "
+                                        "with one shared crop.")
+        pairs.append(DatasetPair(str(entry.get("name") or input_path.stem), input_path, target_path,
+                                 bool(entry.get("holdout", False)), source, target))
+    if not any(not p.holdout for p in pairs):
+        raise FilmRecoveryError("every pair is marked holdout; nothing is left to train on.",
+                                where=str(manifest_path), fix="Mark fewer pairs as holdout.")
+    dataset = Dataset(folder, branch, pairs, hashlib.sha256(raw).hexdigest(),
+                      colour=manifest.get("colour") or {})
+    preview = manifest.get("preview")
+    if preview:
+        preview_path = _resolve(folder, preview, f"{manifest_path}: preview")
+        match = next((p for p in pairs if p.input_path == preview_path), None)
+        if match is not None:
+            dataset.preview_name = match.name
+        else:
+            dataset.preview_input = read_image(str(preview_path))
+    return dataset

@@ -1,0 +1,546 @@
+"""Image metrics and the evaluation of Source, baseline and model side by side.
+
+Metrics (numpy only; the tests check each against scikit-image / colour-science):
+
+- PSNR on the channels the branch predicts, in engine YCbCr (`ml.colour.rgb_to_ycbcr`):
+  chroma -> Cb and Cr together, spatial -> Y. Peak 1.0 (Y spans 0..1, Cb/Cr -0.5..0.5).
+- CIEDE2000 (mean and 95th percentile): display-referred Rec.709 -> linear light by the 2.4
+  gamma (BT.1886 with black at 0) -> CIE XYZ (Rec.709 primaries, D65) -> CIELAB (D65 white,
+  CIE 1931 2 degree) -> Sharma, Wu & Dalal's CIEDE2000 with kL = kC = kH = 1.
+- SSIM on luma: Wang et al. 2004 with a Gaussian window (sigma 1.5, 11 taps), population
+  covariance, K1 0.01, K2 0.03, data range 1, reflected borders, the 5-pixel border left out of
+  the mean; the same as skimage.metrics.structural_similarity(a, b, data_range=1.0,
+  gaussian_weights=True, sigma=1.5, use_sample_covariance=False).
+- Temporal stability: the mean frame-to-frame change of (Cb, Cr) (Euclidean) over static
+  pixels, those whose locally averaged Source luma changes by less than a threshold between
+  consecutive frames. Lower is steadier; the Source's own value is the floor to compare with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .colour import luma, rgb_to_ycbcr
+from .errors import FilmRecoveryError, InputImageError
+from .imageio import read_image
+
+METHODS = ("source", "baseline", "model")
+DELTA_E_BIN = 0.01  # width of the histogram bins that pool CIEDE2000 for the 95th percentile
+DELTA_E_MAX = 100.0
+
+# --------------------------------------------------------------------------- PSNR
+
+
+def psnr(prediction: np.ndarray, reference: np.ndarray, data_range: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB over all values given (inf for identical images)."""
+    mse = float(np.mean((np.asarray(prediction, np.float64) - np.asarray(reference, np.float64)) ** 2))
+    return float("inf") if mse == 0.0 else float(10.0 * np.log10(data_range ** 2 / mse))
+
+
+def branch_channels(rgb: np.ndarray, branch: str) -> np.ndarray:
+    """The YCbCr channels a branch predicts: (..., 2) Cb, Cr for chroma; (..., 1) Y for spatial."""
+    ycc = rgb_to_ycbcr(rgb)
+    return ycc[..., 1:] if branch == "chroma" else ycc[..., :1]
+
+
+def branch_psnr(prediction: np.ndarray, reference: np.ndarray, branch: str) -> float:
+    return psnr(branch_channels(prediction, branch), branch_channels(reference, branch))
+
+
+# --------------------------------------------------------------------------- CIELAB, CIEDE2000
+
+_REC709_PRIMARIES = np.array([[0.64, 0.33], [0.30, 0.60], [0.15, 0.06]])
+_D65 = np.array([0.3127, 0.3290])
+
+
+def _xy_to_xyz(xy: np.ndarray) -> np.ndarray:
+    return np.array([xy[0] / xy[1], 1.0, (1.0 - xy[0] - xy[1]) / xy[1]])
+
+
+def _rgb_to_xyz_matrix(primaries: np.ndarray, white: np.ndarray) -> np.ndarray:
+    """The normalised primary matrix: linear RGB -> XYZ with RGB (1, 1, 1) -> the white (Y = 1)."""
+    columns = np.stack([_xy_to_xyz(p) for p in primaries], axis=1)
+    scale = np.linalg.solve(columns, _xy_to_xyz(white))
+    return columns * scale[None, :]
+
+
+REC709_TO_XYZ = _rgb_to_xyz_matrix(_REC709_PRIMARIES, _D65)
+D65_XYZ = _xy_to_xyz(_D65)
+
+
+def display_to_linear(rgb: np.ndarray) -> np.ndarray:
+    """BT.1886 EOTF with black at 0: L = V^2.4 (negative code values clamp to black)."""
+    return np.maximum(np.asarray(rgb, dtype=np.float64), 0.0) ** 2.4
+
+
+def xyz_to_lab(xyz: np.ndarray, white: np.ndarray = D65_XYZ) -> np.ndarray:
+    t = np.asarray(xyz, dtype=np.float64) / white
+    epsilon, kappa = 216.0 / 24389.0, 24389.0 / 27.0
+    f = np.where(t > epsilon, np.cbrt(t), (kappa * t + 16.0) / 116.0)
+    return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]),
+                     200.0 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def display_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """Display-referred Rec.709 (2.4 gamma) -> CIELAB D65, float64 (..., 3)."""
+    return xyz_to_lab(display_to_linear(rgb) @ REC709_TO_XYZ.T)
+
+
+def ciede2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
+    """CIEDE2000 colour difference per pixel (Sharma, Wu & Dalal 2005), kL = kC = kH = 1."""
+    l1, a1, b1 = np.moveaxis(np.asarray(lab1, dtype=np.float64), -1, 0)
+    l2, a2, b2 = np.moveaxis(np.asarray(lab2, dtype=np.float64), -1, 0)
+    c_mean = (np.hypot(a1, b1) + np.hypot(a2, b2)) / 2.0
+    g = 0.5 * (1.0 - np.sqrt(c_mean ** 7 / (c_mean ** 7 + 25.0 ** 7)))
+    a1p, a2p = (1.0 + g) * a1, (1.0 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360.0
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360.0
+    chroma_product = c1p * c2p
+    zero = chroma_product == 0.0
+
+    delta_l = l2 - l1
+    delta_c = c2p - c1p
+    dh = h2p - h1p
+    dh = np.where(dh > 180.0, dh - 360.0, np.where(dh < -180.0, dh + 360.0, dh))
+    dh = np.where(zero, 0.0, dh)
+    delta_h = 2.0 * np.sqrt(chroma_product) * np.sin(np.radians(dh) / 2.0)
+
+    l_mean = (l1 + l2) / 2.0
+    c_mean_p = (c1p + c2p) / 2.0
+    h_sum = h1p + h2p
+    h_mean = np.where(np.abs(h1p - h2p) <= 180.0, h_sum / 2.0,
+                      np.where(h_sum < 360.0, (h_sum + 360.0) / 2.0, (h_sum - 360.0) / 2.0))
+    h_mean = np.where(zero, h_sum, h_mean)
+    t = (1.0 - 0.17 * np.cos(np.radians(h_mean - 30.0)) + 0.24 * np.cos(np.radians(2.0 * h_mean))
+         + 0.32 * np.cos(np.radians(3.0 * h_mean + 6.0)) - 0.20 * np.cos(np.radians(4.0 * h_mean - 63.0)))
+    delta_theta = 30.0 * np.exp(-(((h_mean - 275.0) / 25.0) ** 2))
+    r_c = 2.0 * np.sqrt(c_mean_p ** 7 / (c_mean_p ** 7 + 25.0 ** 7))
+    s_l = 1.0 + 0.015 * (l_mean - 50.0) ** 2 / np.sqrt(20.0 + (l_mean - 50.0) ** 2)
+    s_c = 1.0 + 0.045 * c_mean_p
+    s_h = 1.0 + 0.015 * c_mean_p * t
+    r_t = -np.sin(np.radians(2.0 * delta_theta)) * r_c
+    return np.sqrt((delta_l / s_l) ** 2 + (delta_c / s_c) ** 2 + (delta_h / s_h) ** 2
+                   + r_t * (delta_c / s_c) * (delta_h / s_h))
+
+
+def delta_e_map(prediction: np.ndarray, reference: np.ndarray, rows_per_chunk: int = 256) -> np.ndarray:
+    """CIEDE2000 per pixel between two display-referred Rec.709 images (H, W), a band of rows
+    at a time so a 4K frame's float64 temporaries stay small."""
+    out = np.empty(prediction.shape[:2], dtype=np.float32)
+    for top in range(0, prediction.shape[0], rows_per_chunk):
+        rows = slice(top, top + rows_per_chunk)
+        out[rows] = ciede2000(display_to_lab(prediction[rows]), display_to_lab(reference[rows]))
+    return out
+
+
+# --------------------------------------------------------------------------- SSIM
+
+SSIM_SIGMA = 1.5
+SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # 5: the 11-tap window of Wang et al.
+
+
+def gaussian_blur(image: np.ndarray, sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.ndarray:
+    """Separable Gaussian filter of a 2D image with mirrored borders (scipy's 'reflect')."""
+    taps = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
+    kernel /= kernel.sum()
+    out = np.asarray(image, dtype=np.float64)
+    for axis in (0, 1):
+        padding = [(0, 0), (0, 0)]
+        padding[axis] = (radius, radius)
+        padded = np.pad(out, padding, mode="symmetric")
+        length = out.shape[axis]
+        out = sum(k * np.take(padded, np.arange(i, i + length), axis=axis) for i, k in enumerate(kernel))
+    return out
+
+
+def ssim(image1: np.ndarray, image2: np.ndarray, data_range: float = 1.0) -> float:
+    """Mean structural similarity of two 2D images (settings in the module docstring)."""
+    x, y = np.asarray(image1, np.float64), np.asarray(image2, np.float64)
+    if min(x.shape) < 2 * SSIM_RADIUS + 1:
+        raise ValueError(f"SSIM needs images of at least {2 * SSIM_RADIUS + 1} pixels a side")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mu_x, mu_y = gaussian_blur(x), gaussian_blur(y)
+    var_x = gaussian_blur(x * x) - mu_x * mu_x
+    var_y = gaussian_blur(y * y) - mu_y * mu_y
+    cov = gaussian_blur(x * y) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    r = SSIM_RADIUS
+    return float(s[r:-r, r:-r].mean())
+
+
+def luma_ssim(prediction: np.ndarray, reference: np.ndarray) -> float:
+    return ssim(luma(prediction), luma(reference))
+
+
+# --------------------------------------------------------------------------- one comparison
+
+@dataclass
+class ImageScores:
+    psnr: float
+    delta_e_mean: float
+    delta_e_p95: float
+    ssim: float
+    delta_e_histogram: np.ndarray = field(repr=False)  # for pooling the percentile over images
+
+    def as_dict(self) -> dict[str, float]:
+        return {"psnr": self.psnr, "delta_e_mean": self.delta_e_mean, "delta_e_p95": self.delta_e_p95,
+                "ssim": self.ssim}
+
+
+def _histogram(values: np.ndarray) -> np.ndarray:
+    bins = int(DELTA_E_MAX / DELTA_E_BIN)
+    index = np.minimum((values.ravel() / DELTA_E_BIN).astype(np.int64), bins - 1)
+    return np.bincount(index, minlength=bins)
+
+
+def _percentile_from_histogram(histogram: np.ndarray, q: float) -> float:
+    cumulative = np.cumsum(histogram)
+    position = int(np.searchsorted(cumulative, q / 100.0 * cumulative[-1]))
+    return (position + 0.5) * DELTA_E_BIN
+
+
+def score_image(prediction: np.ndarray, reference: np.ndarray, branch: str) -> ImageScores:
+    """PSNR (branch channels), CIEDE2000 mean / 95th percentile and luma SSIM of one image."""
+    if prediction.shape != reference.shape:
+        raise InputImageError(f"sizes differ: {prediction.shape[:2]} vs {reference.shape[:2]}.",
+                              where="evaluation", fix="Compare images of the same crop.")
+    delta_e = delta_e_map(prediction, reference)
+    return ImageScores(branch_psnr(prediction, reference, branch), float(delta_e.mean()),
+                       float(np.percentile(delta_e, 95)), luma_ssim(prediction, reference), _histogram(delta_e))
+
+
+def branch_error_map(prediction: np.ndarray, reference: np.ndarray, branch: str) -> np.ndarray:
+    """Per-pixel error in the branch's channels: |(Cb, Cr)| for chroma, |Y| for spatial."""
+    return np.linalg.norm(branch_channels(prediction, branch) - branch_channels(reference, branch), axis=-1)
+
+
+@dataclass
+class Comparison:
+    """One evaluated image: scores per method, and the pictures the report shows."""
+
+    name: str
+    frame: int
+    scores: dict[str, ImageScores]
+    images: dict[str, np.ndarray]   # downscaled: source, baseline, model (if any), reference
+    errors: dict[str, np.ndarray]   # downscaled branch error maps of baseline and model vs reference
+
+
+def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, model: np.ndarray | None,
+            reference: np.ndarray, branch: str, thumbnail_width: int = 480) -> Comparison:
+    from .plots import downscale
+
+    outputs = {"source": source, "baseline": baseline}
+    if model is not None:
+        outputs["model"] = model
+    scores = {method: score_image(image, reference, branch) for method, image in outputs.items()}
+    images = {method: downscale(image, thumbnail_width) for method, image in outputs.items()}
+    images["reference"] = downscale(reference, thumbnail_width)
+    errors = {method: downscale(branch_error_map(outputs[method], reference, branch)[..., None], thumbnail_width)[..., 0]
+              for method in ("baseline", "model") if method in outputs}
+    return Comparison(name, frame, scores, images, errors)
+
+
+def summarise(comparisons: list[Comparison]) -> dict[str, dict[str, float]]:
+    """Per method: mean PSNR / SSIM / CIEDE2000 mean over the images (the images count equally),
+    and the 95th percentile of CIEDE2000 over all their pixels pooled."""
+    table: dict[str, dict[str, float]] = {}
+    for method in METHODS:
+        scored = [c.scores[method] for c in comparisons if method in c.scores]
+        if not scored:
+            continue
+        table[method] = {
+            "psnr": float(np.mean([s.psnr for s in scored])),
+            "delta_e_mean": float(np.mean([s.delta_e_mean for s in scored])),
+            "delta_e_p95": _percentile_from_histogram(sum(s.delta_e_histogram for s in scored), 95.0),
+            "ssim": float(np.mean([s.ssim for s in scored])),
+            "images": len(scored)}
+    return table
+
+
+def verdict(table: dict[str, dict[str, float]], branch: str) -> tuple[bool, str]:
+    """Does the model beat the baseline? It must win on PSNR of the branch channels and on the
+    branch's perceptual measure (CIEDE2000 mean for chroma, luma SSIM for spatial)."""
+    if "model" not in table:
+        return False, "No model outputs were found for the evaluated frames, so nothing beats the baseline yet."
+    model, base = table["model"], table["baseline"]
+    channel = "CbCr" if branch == "chroma" else "Y"
+    psnr_win = model["psnr"] > base["psnr"]
+    if branch == "chroma":
+        second_win = model["delta_e_mean"] < base["delta_e_mean"]
+        second = f"CIEDE2000 mean {model['delta_e_mean']:.2f} vs {base['delta_e_mean']:.2f}"
+    else:
+        second_win = model["ssim"] > base["ssim"]
+        second = f"SSIM {model['ssim']:.4f} vs {base['ssim']:.4f}"
+    detail = f"PSNR {channel} {model['psnr']:.2f} vs {base['psnr']:.2f} dB, {second} (model vs baseline)"
+    if psnr_win and second_win:
+        return True, f"The model beats the baseline: {detail}."
+    return False, f"The model does NOT beat the baseline: {detail}."
+
+
+# --------------------------------------------------------------------------- crops, truth
+
+def crop_box(crop, height: int, width: int, frame: int) -> tuple[slice, slice]:
+    """Rows and columns of the job's crop in effect at `frame` (the whole frame when it is off)."""
+    from .crop import crop_at_frame, crop_to_slices
+
+    return crop_to_slices(crop_at_frame(crop, frame), height, width)
+
+
+def branch_truth(source: np.ndarray, clean: np.ndarray, branch: str) -> np.ndarray:
+    """The ideal output of a branch, built like the dataset targets with the clean frame in
+    place of the Reference: chroma -> Source Y + clean CbCr; spatial -> clean Y + Source CbCr."""
+    from .colour import ycbcr_to_rgb
+
+    source_ycc, clean_ycc = rgb_to_ycbcr(source), rgb_to_ycbcr(clean)
+    keep = source_ycc.copy()
+    if branch == "chroma":
+        keep[..., 1:] = clean_ycc[..., 1:]
+    else:
+        keep[..., :1] = clean_ycc[..., :1]
+    return ycbcr_to_rgb(keep).astype(np.float32)
+
+
+def model_frame_path(model_dir: str | os.PathLike, name: str, frame: int) -> Path:
+    return Path(model_dir) / f"{name}.{frame:04d}.exr"
+
+
+def fit_to(image: np.ndarray, shape: tuple[int, ...], box: tuple[slice, slice] | None, where: str) -> np.ndarray:
+    """A full-frame output cut to the evaluated crop; an output already that size passes."""
+    if image.shape == shape:
+        return image
+    cropped = image if box is None else image[box]
+    if cropped.shape != shape:
+        raise InputImageError(f"is {image.shape[1]}x{image.shape[0]}, but the evaluated image is "
+                              f"{shape[1]}x{shape[0]} and the job's crop does not relate them.", where=where,
+                              fix="Run inference again with this job (same crop), or pass --model-dir.")
+    return cropped
+
+
+# --------------------------------------------------------------------------- temporal stability
+
+def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over a (2r+1)^2 box (edge-replicated), via summed-area tables."""
+    size = 2 * radius + 1
+    padded = np.pad(np.asarray(image, np.float64), radius + 1, mode="edge")
+    table = padded.cumsum(0).cumsum(1)
+    h, w = image.shape
+    total = (table[size:size + h, size:size + w] - table[:h, size:size + w]
+             - table[size:size + h, :w] + table[:h, :w])
+    return total / size ** 2
+
+
+def static_mask(source_before: np.ndarray, source_after: np.ndarray, threshold: float = 0.01,
+                radius: int = 2) -> np.ndarray:
+    """Pixels whose Source luma, averaged over a small box (to see past grain), changes by less
+    than `threshold` between two consecutive frames."""
+    change = _box_mean(luma(source_after), radius) - _box_mean(luma(source_before), radius)
+    return np.abs(change) < threshold
+
+
+def chroma_change(before: np.ndarray, after: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |(Cb, Cr) after - (Cb, Cr) before| over the masked pixels (NaN if none)."""
+    if not mask.any():
+        return float("nan")
+    delta = rgb_to_ycbcr(after)[..., 1:] - rgb_to_ycbcr(before)[..., 1:]
+    return float(np.linalg.norm(delta, axis=-1)[mask].mean())
+
+
+def temporal_stability(frames: Iterable[int], readers: dict[str, Callable[[int], np.ndarray]],
+                       threshold: float = 0.01, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Mean frame-to-frame chroma change in static areas over consecutive frames, for each
+    sequence in `readers` (name -> read(frame) -> RGB). `readers["source"]` defines the static
+    areas and is scored too. Frames are read once each."""
+    frames = sorted(frames)
+    if "source" not in readers:
+        raise ValueError("temporal_stability needs a 'source' reader")
+    sums = dict.fromkeys(readers, 0.0)
+    counted = 0
+    static_fraction = 0.0
+    previous: dict[str, np.ndarray] | None = None
+    previous_frame = None
+    for index, frame in enumerate(frames):
+        current = {name: read(frame) for name, read in readers.items()}
+        if previous is not None and frame == previous_frame + 1:
+            mask = static_mask(previous["source"], current["source"], threshold)
+            if mask.any():
+                for name in readers:
+                    sums[name] += chroma_change(previous[name], current[name], mask)
+                counted += 1
+                static_fraction += float(mask.mean())
+        previous, previous_frame = current, frame
+        if progress:
+            progress(index + 1, len(frames))
+    result: dict = {"frame_pairs": counted, "threshold": threshold,
+                    "static_fraction": static_fraction / counted if counted else 0.0,
+                    "first_frame": frames[0] if frames else None, "last_frame": frames[-1] if frames else None}
+    result["chroma_change"] = {name: (sums[name] / counted if counted else float("nan")) for name in readers}
+    return result
+
+
+def longest_run(frames: Iterable[int], limit: int) -> list[int]:
+    """The longest run of consecutive frames (the first such run), cut to `limit` frames."""
+    ordered = sorted(set(frames))
+    best: list[int] = []
+    run: list[int] = []
+    for frame in ordered:
+        run = run + [frame] if run and frame == run[-1] + 1 else [frame]
+        if len(run) > len(best):
+            best = run
+    return best[:limit]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+@dataclass
+class EvaluationSet:
+    """The comparisons made on one set of images (held-out pairs, or truth frames)."""
+
+    key: str                 # "holdout", "training" (no pairs held out) or "truth"
+    label: str
+    comparisons: list[Comparison]
+    table: dict[str, dict[str, float]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _finish_set(key: str, label: str, comparisons: list[Comparison], notes: list[str]) -> EvaluationSet:
+    with_model = [c for c in comparisons if "model" in c.scores]
+    if with_model and len(with_model) < len(comparisons):
+        notes.append(f"Model output exists for {len(with_model)} of {len(comparisons)} images; "
+                     "the table compares all methods on those only.")
+    return EvaluationSet(key, label, comparisons, summarise(with_model or comparisons), notes)
+
+
+def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_width: int = 480,
+                   progress: Callable[[int, int], None] | None = None) -> EvaluationSet:
+    """Source, baseline and model against the target of each held-out pair (all pairs, flagged,
+    when none is held out). Model outputs are full frames cut to the dataset's crop."""
+    import json
+
+    from .baseline import apply_baseline
+
+    folder = Path(dataset.folder)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    frames = {(folder / p["input"]).resolve(): int(p["source_frame"]) for p in manifest["pairs"]}
+    pairs, key, label, notes = dataset.holdout_pairs, "holdout", "Held-out pairs", []
+    if not pairs:
+        pairs, key, label = dataset.pairs, "training", "Training pairs (none held out)"
+        notes.append("No pair is held out, so these numbers are measured on the pairs the model and the "
+                     "baseline were fitted on: they flatter both. Hold out a pair or two for an honest test.")
+    comparisons = []
+    for done, pair in enumerate(pairs, start=1):
+        frame = frames[Path(pair.input_path).resolve()]
+        model_path = model_frame_path(model_dir, job.name, frame)
+        model = None
+        if model_path.exists():
+            full = read_image(str(model_path))
+            model = fit_to(full, pair.input.shape, crop_box(job.crop, *full.shape[:2], frame), str(model_path))
+        comparisons.append(compare(pair.name, frame, pair.input, apply_baseline(pair.input, fit), model,
+                                   pair.target, dataset.branch, thumbnail_width))
+        if progress:
+            progress(done, len(pairs))
+    return _finish_set(key, label, comparisons, notes)
+
+
+def sample_truth_grade(truth_dir: str | os.PathLike) -> dict | None:
+    """The sample shot's Reference grade when `truth_dir` holds its truth.json, else None:
+    the ideal recovery has the graded colour of the clean frame, not the clean colour."""
+    import json
+
+    path = Path(truth_dir) / "truth.json"
+    if not path.exists():
+        return None
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return truth.get("reference_grade") if truth.get("schema") == "film_recovery.sample_truth" else None
+
+
+def truth_frames(truth_dir: str | os.PathLike) -> list[int]:
+    """Frame numbers of truth_dir/clean.####.exr."""
+    frames = []
+    for path in Path(truth_dir).glob("clean.*.exr"):
+        number = path.name[len("clean."):-len(".exr")]
+        if number.isdigit():
+            frames.append(int(number))
+    return sorted(frames)
+
+
+def evenly_spaced(frames: list[int], count: int) -> list[int]:
+    if len(frames) <= count:
+        return list(frames)
+    return [frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, count)]
+
+
+def evaluate_truth(job, fit, truth_dir: str | os.PathLike, model_dir: str | os.PathLike,
+                   read_source: Callable[[int], np.ndarray], max_frames: int = 12, thumbnail_width: int = 480,
+                   progress: Callable[[int, int], None] | None = None) -> EvaluationSet:
+    """Source, baseline and model against clean truth frames (truth_dir/clean.####.exr, Source
+    frame numbers, Source resolution), inside the job's crop. The truth for a branch keeps
+    what the branch does not predict from the Source (see `branch_truth`)."""
+    from .baseline import apply_baseline
+
+    available = [f for f in truth_frames(truth_dir) if job.source.first_frame <= f <= job.source.last_frame]
+    if not available:
+        raise FilmRecoveryError("no clean.####.exr frames inside the Source frame range.", where=str(truth_dir),
+                                fix="Point --truth at a folder of clean frames numbered like the Source.")
+    with_model = [f for f in available if model_frame_path(model_dir, job.name, f).exists()]
+    frames = evenly_spaced(with_model or available, max_frames)
+    grade = sample_truth_grade(truth_dir)
+    notes = []
+    if grade is not None:
+        from .sample import apply_reference_grade
+
+        notes.append("Sample shot: the truth is the clean frame in the Reference's grade "
+                     "(ml.sample.apply_reference_grade), the colour an ideal recovery has.")
+    notes.append(f"Truth for the {job.branch} branch: "
+                 + ("Source Y + clean CbCr." if job.branch == "chroma" else "clean Y + Source CbCr."))
+    comparisons = []
+    for done, frame in enumerate(frames, start=1):
+        source_full = read_source(frame)
+        box = crop_box(job.crop, *source_full.shape[:2], frame)
+        source = source_full[box]
+        clean_path = Path(truth_dir) / f"clean.{frame:04d}.exr"
+        clean = fit_to(read_image(str(clean_path)), source_full.shape, None, str(clean_path))[box]
+        if grade is not None:
+            clean = apply_reference_grade(clean, grade)
+        model_path = model_frame_path(model_dir, job.name, frame)
+        model = fit_to(read_image(str(model_path)), source.shape, box, str(model_path)) if model_path.exists() else None
+        comparisons.append(compare(f"frame {frame}", frame, source, apply_baseline(source, fit), model,
+                                   branch_truth(source, clean, job.branch), job.branch, thumbnail_width))
+        if progress:
+            progress(done, len(frames))
+    return _finish_set("truth", "Truth frames", comparisons, notes)
+
+
+def evaluate_temporal(job, fit, model_dir: str | os.PathLike, read_source: Callable[[int], np.ndarray],
+                      max_frames: int = 48, threshold: float = 0.01,
+                      progress: Callable[[int, int], None] | None = None) -> dict | None:
+    """Temporal stability of Source, baseline and model over the longest run of consecutive
+    frames that have model output (None when there is no run of two frames)."""
+    from .baseline import apply_baseline
+
+    inferred = [f for f in range(job.source.first_frame, job.source.last_frame + 1)
+                if model_frame_path(model_dir, job.name, f).exists()]
+    frames = longest_run(inferred, max_frames)
+    if len(frames) < 2:
+        return None
+    cache: dict[int, np.ndarray] = {}
+
+    def source(frame: int) -> np.ndarray:
+        if frame not in cache:  # the baseline reader needs the same frame again
+            cache.clear()
+            cache[frame] = read_source(frame)
+        return cache[frame]
+
+    readers = {"source": source, "baseline": lambda f: apply_baseline(source(f), fit),
+               "model": lambda f: fit_to(read_image(str(model_frame_path(model_dir, job.name, f))),
+                                         source(f).shape, None, str(model_frame_path(model_dir, job.name, f)))}
+    return temporal_stability(frames, readers, threshold, progress)

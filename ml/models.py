@@ -1,0 +1,213 @@
+"""Recovery networks: a UNet-style encoder–decoder and a bilateral-grid colour model.
+
+Both work in engine YCbCr (BT.709 full range, Cb/Cr centred on 0). The network sees the
+Source's three YCbCr channels and predicts a residual only for the channels its branch changes
+(Cb, Cr for chroma; Y for spatial); the other channels are copied from the Source untouched, so
+grain and detail the branch must keep survive by construction.
+
+`RecoveryModel` wraps a core network with that channel bookkeeping and with padding to the
+network's size multiple (reflect, then cropped back), so any frame size works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# BT.709 luma weights; Cb = (B - Y) / 1.8556, Cr = (R - Y) / 1.5748 (ml/colour.py, numpy side).
+_KR, _KG, _KB = 0.2126, 0.7152, 0.0722
+_CB_SCALE, _CR_SCALE = 1.8556, 1.5748
+
+CHANNEL_NAMES = ("Y", "Cb", "Cr")
+BRANCH_CHANNELS = {"chroma": (1, 2), "spatial": (0,)}
+
+
+def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) RGB -> engine YCbCr, same layout."""
+    r, g, b = rgb[:, 0:1], rgb[:, 1:2], rgb[:, 2:3]
+    y = _KR * r + _KG * g + _KB * b
+    return torch.cat([y, (b - y) / _CB_SCALE, (r - y) / _CR_SCALE], dim=1)
+
+
+def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
+    """Inverse of `rgb_to_ycbcr`."""
+    y, cb, cr = ycbcr[:, 0:1], ycbcr[:, 1:2], ycbcr[:, 2:3]
+    r = y + _CR_SCALE * cr
+    b = y + _CB_SCALE * cb
+    g = (y - _KR * r - _KB * b) / _KG
+    return torch.cat([r, g, b], dim=1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a network; stored in every model's JSON sidecar."""
+
+    kind: str  # "unet" | "bilateral"
+    size: str  # "tiny" | "small" | "medium" | "large"
+    branch: str  # "chroma" | "spatial"
+    width: int  # base channel count
+    levels: int  # UNet: down-samplings; bilateral: stride-2 stages of the low-res CNN
+    downsample: int = 1  # bilateral only: full-res -> low-res factor
+    grid_depth: int = 8  # bilateral only: luma/guide bins of the grid
+
+    @property
+    def predicted_channels(self) -> tuple[int, ...]:
+        return BRANCH_CHANNELS[self.branch]
+
+    @property
+    def multiple(self) -> int:
+        """Frame sizes the core accepts are multiples of this; others are padded."""
+        return 2 ** self.levels * self.downsample
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# CopyCat-class is "medium": 4 levels, 32 base channels.
+_UNET_SIZES = {"tiny": (8, 2), "small": (16, 3), "medium": (32, 4), "large": (64, 4)}
+# (width, stride-2 stages, downsample): a grid cell spans downsample * 2**levels pixels.
+_BILATERAL_SIZES = {"tiny": (8, 2, 2), "small": (16, 2, 4), "medium": (32, 3, 4), "large": (48, 3, 4)}
+
+
+def model_config(kind: str, size: str, branch: str) -> ModelConfig:
+    if branch not in BRANCH_CHANNELS:
+        raise ValueError(f"unknown branch {branch!r}")
+    if kind == "unet":
+        width, levels = _UNET_SIZES[size]
+        return ModelConfig(kind, size, branch, width, levels)
+    if kind == "bilateral":
+        width, levels, downsample = _BILATERAL_SIZES[size]
+        return ModelConfig(kind, size, branch, width, levels, downsample)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.LeakyReLU(0.1, inplace=True))
+
+
+class UNet(nn.Module):
+    """Encoder–decoder with skip connections; the head is zero-initialised so training starts
+    from the identity (the Source itself)."""
+
+    def __init__(self, out_channels: int, width: int, levels: int):
+        super().__init__()
+        chans = [width * 2 ** min(i, 3) for i in range(levels + 1)]
+        self.stem = _conv_block(3, chans[0])
+        self.down = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1)
+                                  for i in range(levels))
+        self.enc = nn.ModuleList(_conv_block(chans[i + 1], chans[i + 1]) for i in range(levels))
+        self.reduce = nn.ModuleList(nn.Conv2d(chans[i + 1], chans[i], 1) for i in range(levels))
+        self.dec = nn.ModuleList(_conv_block(2 * chans[i], chans[i]) for i in range(levels))
+        self.head = nn.Conv2d(chans[0], out_channels, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.new_tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1)  # centre Y like Cb/Cr
+        skips = [self.stem(x)]
+        for down, enc in zip(self.down, self.enc):
+            skips.append(enc(self.act(down(skips[-1]))))
+        h = skips.pop()
+        for i in reversed(range(len(self.dec))):
+            skip = skips.pop()
+            h = F.interpolate(self.reduce[i](h), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            h = self.dec[i](torch.cat([h, skip], dim=1))
+        return self.head(h)
+
+
+class BilateralColourNet(nn.Module):
+    """HDRNet-style: a CNN on a downsampled frame predicts a grid of affine YCbCr transforms
+    (spatial cells x guide bins); a learned per-pixel guide slices it at full resolution.
+
+    Colour varies slowly, so a 4K frame needs the CNN only at 1/downsample resolution; the
+    full-resolution work is the guide (two 1x1 convs) and the trilinear slice."""
+
+    def __init__(self, out_channels: int, width: int, levels: int, downsample: int, grid_depth: int):
+        super().__init__()
+        self.out_channels = out_channels
+        self.downsample = downsample
+        self.grid_depth = grid_depth
+        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        for i in range(levels):
+            cin, cout = width * 2 ** min(i, 2), width * 2 ** min(i + 1, 2)
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        top = width * 2 ** min(levels, 2)
+        layers += [nn.Conv2d(top, top, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                   nn.Conv2d(top, top, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.coefficients = nn.Conv2d(top, grid_depth * out_channels * 4, 1)
+        nn.init.zeros_(self.coefficients.weight)
+        nn.init.zeros_(self.coefficients.bias)
+        self.guide = nn.Sequential(nn.Conv2d(3, 16, 1), nn.LeakyReLU(0.1, inplace=True), nn.Conv2d(16, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        centred = x - x.new_tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1)
+        low = F.avg_pool2d(centred, self.downsample) if self.downsample > 1 else centred
+        coeffs = self.coefficients(self.features(low))
+        gh, gw = coeffs.shape[-2:]
+        grid = coeffs.view(n, self.out_channels * 4, self.grid_depth, gh, gw).float()
+        guide = torch.sigmoid(self.guide(centred)).float()  # (N, 1, H, W) in 0..1
+        # Pixel centres in grid_sample's normalised coordinates (align_corners=False).
+        xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
+        ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) * (2.0 / h) - 1.0
+        sample = torch.stack([xs.view(1, 1, w).expand(n, h, w), ys.view(1, h, 1).expand(n, h, w),
+                              guide[:, 0] * 2.0 - 1.0], dim=-1).unsqueeze(1)  # (N, 1, H, W, 3)
+        sliced = F.grid_sample(grid, sample, mode="bilinear", padding_mode="border", align_corners=False)
+        affine = sliced.view(n, self.out_channels, 4, h, w)
+        return (affine[:, :, :3] * x.float().unsqueeze(1)).sum(dim=2) + affine[:, :, 3]
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad right/bottom to a multiple: reflect where the frame is big enough, else replicate."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    if not ph and not pw:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+class RecoveryModel(nn.Module):
+    """Source YCbCr in, recovered YCbCr out: predicted channels = Source + residual, the rest
+    copied from the Source bit for bit."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        out_channels = len(config.predicted_channels)
+        if config.kind == "unet":
+            self.core: nn.Module = UNet(out_channels, config.width, config.levels)
+        else:
+            self.core = BilateralColourNet(out_channels, config.width, config.levels,
+                                           config.downsample, config.grid_depth)
+
+    def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+        h, w = source_ycbcr.shape[-2:]
+        padded = pad_to_multiple(source_ycbcr, self.config.multiple)
+        with torch.autocast(source_ycbcr.device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            residual = self.core(padded)
+        residual = residual[..., :h, :w].float()
+        predicted = set(self.config.predicted_channels)
+        channels, k = [], 0
+        for c in range(3):
+            if c in predicted:
+                channels.append(source_ycbcr[:, c:c + 1] + residual[:, k:k + 1])
+                k += 1
+            else:
+                channels.append(source_ycbcr[:, c:c + 1])
+        return torch.cat(channels, dim=1)
+
+
+def build_model(config: ModelConfig) -> RecoveryModel:
+    return RecoveryModel(config)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

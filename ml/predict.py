@@ -1,0 +1,120 @@
+"""Full-frame inference with a trained model: RGB in, recovered RGB out.
+
+The model works in engine YCbCr and changes only its branch's channels; the others are copied
+from the Source's YCbCr bit for bit before converting back to RGB. Any frame size works (the
+model pads to its multiple). With `tile`, the frame is processed in overlapping tiles blended
+with linear feathering, for frames too large for the device's memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import FilmRecoveryError
+from .models import RecoveryModel, rgb_to_ycbcr, ycbcr_to_rgb
+
+YCBCR_CONVENTION = "bt709-full"
+_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+           "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FilmRecoveryError("CUDA was requested but this torch sees no CUDA GPU.", where="training.device",
+                                fix="Set the device to 'auto' or 'cpu', or install a CUDA build of torch.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise FilmRecoveryError("MPS was requested but is not available.", where="training.device",
+                                fix="Set the device to 'auto' or 'cpu'.")
+    return torch.device(name)
+
+
+def amp_dtype_for(device: torch.device, dtype: torch.dtype | str | None = None) -> torch.dtype | None:
+    """Autocast dtype: bf16 on CUDA by default, full fp32 elsewhere; None means no autocast."""
+    if isinstance(dtype, str):
+        dtype = _DTYPES[dtype]
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return None if dtype == torch.float32 else dtype
+
+
+def check_metadata(metadata: dict[str, Any]) -> None:
+    convention = (metadata.get("colour") or {}).get("ycbcr", YCBCR_CONVENTION)
+    if convention != YCBCR_CONVENTION:
+        raise FilmRecoveryError(f"the model was trained in YCbCr {convention!r}; this engine uses "
+                                f"{YCBCR_CONVENTION!r}.", where="model metadata colour.ycbcr",
+                                fix="Retrain the model with this version of Film Recovery.")
+
+
+@torch.inference_mode()
+def predict_batch_tensor(model: RecoveryModel, rgb: torch.Tensor, dtype: torch.dtype | str | None = None
+                         ) -> torch.Tensor:
+    """(N, 3, H, W) RGB on the model's device -> recovered RGB, float32, same shape (GPU pipeline)."""
+    source = rgb_to_ycbcr(rgb.float())
+    return ycbcr_to_rgb(model(source, amp_dtype=amp_dtype_for(rgb.device, dtype)))
+
+
+def _feather(length: int, overlap: int, at_start: bool, at_end: bool, device: torch.device) -> torch.Tensor:
+    """1-D blend weights: linear ramps over the overlap, except at the frame's own edges."""
+    ramp = torch.ones(length, device=device)
+    if overlap > 0:
+        pos = torch.arange(length, device=device, dtype=torch.float32) + 0.5
+        if not at_start:
+            ramp = torch.minimum(ramp, pos / overlap)
+        if not at_end:
+            ramp = torch.minimum(ramp, (length - pos) / overlap)
+    return ramp
+
+
+def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    stride = max(tile - overlap, 1)
+    starts = list(range(0, size - tile, stride))
+    return starts + [size - tile]
+
+
+@torch.inference_mode()
+def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.dtype | None = None,
+                  tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+    """(1, 3, H, W) Source YCbCr -> recovered YCbCr, whole frame or in feathered tiles."""
+    height, width = source.shape[-2:]
+    if not tile or (height <= tile and width <= tile):
+        return model(source, amp_dtype=amp_dtype)
+    overlap = min(overlap, tile // 2)
+    channels = list(model.config.predicted_channels)
+    total = torch.zeros((source.shape[0], len(channels), height, width), device=source.device)
+    weight = torch.zeros((1, 1, height, width), device=source.device)
+    for y in _tile_starts(height, tile, overlap):
+        th = min(tile, height - y)
+        wy = _feather(th, overlap, y == 0, y + th >= height, source.device)
+        for x in _tile_starts(width, tile, overlap):
+            tw = min(tile, width - x)
+            wx = _feather(tw, overlap, x == 0, x + tw >= width, source.device)
+            w = (wy[:, None] * wx[None, :])[None, None]
+            piece = model(source[..., y:y + th, x:x + tw], amp_dtype=amp_dtype)[:, channels]
+            total[..., y:y + th, x:x + tw] += piece * w
+            weight[..., y:y + th, x:x + tw] += w
+    out = source.clone()  # untouched channels stay the Source's own values
+    out[:, channels] = total / weight
+    return out
+
+
+def predict_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: torch.device | str,
+                  dtype: torch.dtype | str | None = None, tile: int | None = None, overlap: int = 32) -> np.ndarray:
+    """Recover one (H, W, 3) float32 RGB frame; returns float32 RGB of the same size."""
+    check_metadata(metadata)
+    device = torch.device(device)
+    source = rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
+                          .permute(2, 0, 1).unsqueeze(0).to(device))
+    out = predict_ycbcr(model, source, amp_dtype_for(device, dtype), tile, overlap)
+    return ycbcr_to_rgb(out)[0].permute(1, 2, 0).float().cpu().numpy()

@@ -1,0 +1,565 @@
+"""The training loop: random crops of the exported dataset, AdamW with warm-up + cosine decay,
+Charbonnier/L1 loss on the branch's channels, validation PSNR against the untouched Source,
+atomic safetensors checkpoints with exact resume, contact sheets and a loss curve.
+
+Runs on CUDA (bf16 autocast), Apple MPS or the CPU (fp32). Under `torchrun` (WORLD_SIZE > 1)
+it trains data-parallel: the batch is split across processes, rank 0 writes every file and
+event, other ranks stay silent.
+
+Crops are drawn from a generator seeded by (seed, step, rank), so a resumed run draws exactly
+the crops the uninterrupted run would have, and its weights match bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .dataset_io import Dataset, DatasetPair, load_dataset
+from .errors import Cancelled, FilmRecoveryError
+from .events import Reporter
+from .imageio import write_png
+from .job import Job, job_to_dict
+from .models import CHANNEL_NAMES, ModelConfig, RecoveryModel, build_model, model_config, rgb_to_ycbcr, ycbcr_to_rgb
+from .plots import contact_sheet, downscale, write_loss_curve
+from .predict import YCBCR_CONVENTION, amp_dtype_for, predict_ycbcr, resolve_device
+
+KEEP_CHECKPOINTS = 2
+REPORT_INTERVAL_S = 0.5
+MAX_HISTORY = 4000
+VALIDATION_TILE = 1024  # frames larger than this are validated in tiles
+CHARBONNIER_EPS = 1e-3
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    final_model: str
+    best_model: str
+    steps: int
+    completed: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class _SilentReporter(Reporter):
+    """Non-zero DDP ranks report nothing."""
+
+    def emit(self, event: dict) -> None:
+        pass
+
+
+@dataclass
+class _Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _start_distributed(device_name: str) -> tuple[_Distributed, torch.device]:
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return _Distributed(), resolve_device(device_name)
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return _Distributed(dist.get_rank(), dist.get_world_size()), device
+
+
+def plan_steps(steps: int, epochs: int, batch: int, train_pairs: int) -> tuple[int, float]:
+    """(steps, epochs): `epochs` > 0 sets steps = ceil(epochs x pairs / batch), else steps rule."""
+    if epochs > 0:
+        steps = math.ceil(epochs * train_pairs / batch)
+    return max(int(steps), 1), steps * batch / train_pairs
+
+
+def learning_rate_at(step: int, total: int, base: float) -> float:
+    """Linear warm-up over the first 5 % (at most 200 steps), then cosine decay to 2 % of base."""
+    warmup = max(1, min(200, total // 20))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return base * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else -10.0 * math.log10(mse)
+
+
+@contextmanager
+def _deferred_stop_signals() -> Iterator[dict[str, bool]]:
+    """SIGTERM/SIGINT set a flag the loop checks between steps, so a Cancel never lands half
+    way through an optimizer step (the checkpoint written on the way out is then consistent)."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def _request(signum, frame):  # noqa: ARG001 - signal handler signature
+        flag["stop"] = True
+
+    previous = {s: signal.signal(s, _request) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class _TrainingData:
+    """Source and target YCbCr of every pair, held as (6, H, W) float32 tensors (on the device
+    when they fit), cropped per step from a generator seeded by (seed, step, rank)."""
+
+    def __init__(self, pairs: list[DatasetPair], device: torch.device, storage: torch.device):
+        self.device = device
+        self.tensors = [self._to_tensor(p).to(storage) for p in pairs]
+
+    @staticmethod
+    def _to_tensor(pair: DatasetPair) -> torch.Tensor:
+        both = np.concatenate([pair.input, pair.target], axis=2).transpose(2, 0, 1)
+        both_t = torch.from_numpy(np.ascontiguousarray(both)).unsqueeze(0)
+        return torch.cat([rgb_to_ycbcr(both_t[:, :3]), rgb_to_ycbcr(both_t[:, 3:])], dim=1)[0]
+
+    def sample(self, rng: np.random.Generator, batch: int, crop: int, augment: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        picks = rng.integers(len(self.tensors), size=batch)
+        crops = []
+        for index in picks:
+            image = self.tensors[index]
+            if augment:
+                crops.append(self._augmented_crop(rng, image, crop))
+            else:
+                h, w = image.shape[-2:]
+                y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+                crops.append(image[:, y:y + crop, x:x + crop])
+        both = torch.stack(crops).to(self.device, non_blocking=True)
+        return both[:, :3], both[:, 3:]
+
+    @staticmethod
+    def _augmented_crop(rng: np.random.Generator, image: torch.Tensor, crop: int) -> torch.Tensor:
+        """Same flip / 90-degree turn / scale 0.8-1.25 / sub-pixel offset for input and target.
+        No exposure or colour change: for chroma that would teach false colour."""
+        h, w = image.shape[-2:]
+        scale = min(math.exp(rng.uniform(math.log(0.8), math.log(1.25))), min(h, w) / crop)
+        half = crop * scale / 2.0
+        cx, cy = rng.uniform(half, w - half), rng.uniform(half, h - half)
+        turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+        offsets = (torch.arange(crop, dtype=torch.float32, device=image.device) + 0.5 - crop / 2.0) * scale
+        u, v = offsets.view(1, crop).expand(crop, crop), offsets.view(crop, 1).expand(crop, crop)
+        if flip:
+            u = -u
+        for _ in range(turns):
+            u, v = -v, u
+        grid = torch.stack([(cx + u) * (2.0 / w) - 1.0, (cy + v) * (2.0 / h) - 1.0], dim=-1)
+        return F.grid_sample(image[None], grid[None], mode="bilinear", padding_mode="border",
+                             align_corners=False)[0]
+
+
+def _reconstruction_loss(out: torch.Tensor, target: torch.Tensor, kind: str, gradient_weight: float
+                         ) -> torch.Tensor:
+    diff = out - target
+    loss = diff.abs().mean() if kind == "l1" else torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).mean()
+    if gradient_weight > 0:
+        loss = loss + gradient_weight * ((diff[..., 1:, :] - diff[..., :-1, :]).abs().mean()
+                                         + (diff[..., :, 1:] - diff[..., :, :-1]).abs().mean())
+    return loss
+
+
+def _fit_crop(requested: int, config: ModelConfig, pairs: list[DatasetPair], reporter: Reporter) -> int:
+    smallest = min(min(p.input.shape[:2]) for p in pairs)
+    crop = min(requested, smallest) // config.multiple * config.multiple
+    if crop < config.multiple:
+        raise FilmRecoveryError(f"the dataset's frames ({smallest} px on the short side) are smaller than this "
+                                f"model's minimum crop of {config.multiple} px.", where="training.crop_size",
+                                fix="Export a larger crop, or pick a smaller model.")
+    if crop != requested:
+        reporter.message(f"Crop size {requested} -> {crop} (fits the frames and is a multiple of "
+                         f"{config.multiple} for this model).", "warning")
+    return crop
+
+
+def _dataset_fits_device(dataset: Dataset, device: torch.device) -> bool:
+    if device.type != "cuda":
+        return True
+    needed = sum(p.input.nbytes + p.target.nbytes for p in dataset.pairs)
+    free, _ = torch.cuda.mem_get_info(device)
+    return needed < 0.3 * free
+
+
+def _recipe_hash(job: Job) -> str:
+    return hashlib.sha256(json.dumps(job_to_dict(job), sort_keys=True).encode()).hexdigest()
+
+
+def _to_rgb_image(ycbcr: torch.Tensor) -> np.ndarray:
+    return ycbcr_to_rgb(ycbcr[None].float())[0].permute(1, 2, 0).cpu().numpy()
+
+
+class _Trainer:
+    def __init__(self, job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _Distributed,
+                 device: torch.device):
+        self.job, self.dataset, self.out_dir, self.dist, self.device = job, dataset, out_dir, dist, device
+        self.reporter = reporter if dist.is_main else _SilentReporter()
+        t = job.training
+        self.config = model_config(t.model, t.size, dataset.branch)
+        self.channels = list(self.config.predicted_channels)
+        self.channel_label = "".join(CHANNEL_NAMES[c] for c in self.channels)
+        self.amp = amp_dtype_for(device)
+        train_pairs = dataset.training_pairs
+        self.crop = _fit_crop(t.crop_size, self.config, train_pairs, self.reporter)
+        self.total_steps, self.epochs = plan_steps(t.steps, t.epochs, t.batch, len(train_pairs))
+        self.batch = max(1, t.batch // dist.world_size)  # per process
+        self.validation_pairs = dataset.holdout_pairs or train_pairs
+        self.validation_split = "holdout" if dataset.holdout_pairs else "train"
+        self.checkpoints = out_dir / "checkpoints"
+        self.previews = out_dir / "previews"
+        self.loss_history: list[list[float]] = []
+        self.val_history: list[list[float]] = []
+        self.best: dict[str, Any] = {}
+        self.source_psnr: float | None = None
+        self.last_validated = -1
+        self.last_checkpoint = -1
+
+        torch.manual_seed(t.seed)
+        self.model: torch.nn.Module = build_model(self.config).to(device)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=1e-4)
+        storage = device if _dataset_fits_device(dataset, device) else torch.device("cpu")
+        self.data = _TrainingData(train_pairs, device, storage)
+
+    # -- metadata -----------------------------------------------------------------------------
+    def metadata(self, step: int) -> dict[str, Any]:
+        training = dataclasses.asdict(self.job.training)
+        training.update(steps=self.total_steps, crop_size=self.crop, batch=self.batch * self.dist.world_size)
+        return {"branch": self.dataset.branch,
+                "predicted_channels": [CHANNEL_NAMES[c] for c in self.channels],
+                "colour": {**self.dataset.colour, "ycbcr": YCBCR_CONVENTION},
+                "recipe_hash": _recipe_hash(self.job), "dataset_hash": self.dataset.manifest_hash,
+                "dataset_dir": str(self.dataset.folder), "training": training, "step": step,
+                "metrics": self.metrics(), "torch": torch.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def metrics(self) -> dict[str, Any]:
+        metrics: dict[str, Any] = {"channels": self.channel_label, "validation_split": self.validation_split}
+        if self.loss_history:
+            metrics["loss"] = self.loss_history[-1][1]
+        if self.val_history:
+            metrics.update(val_psnr=self.val_history[-1][1], source_psnr=self.source_psnr,
+                           gain_db=self.val_history[-1][1] - (self.source_psnr or 0.0))
+        if self.best:
+            metrics.update(best_psnr=self.best["psnr"], best_step=self.best["step"])
+        return metrics
+
+    def training_state(self) -> dict[str, Any]:
+        return {"batch": self.batch, "loss_history": self.loss_history, "val_history": self.val_history,
+                "best": self.best, "source_psnr": self.source_psnr}
+
+    # -- resume / initial weights -------------------------------------------------------------
+    def restore(self, resume: bool) -> int:
+        existing = ckpt.list_checkpoints(self.checkpoints)
+        if existing and not resume:
+            if self.dist.is_main:
+                for _, path in existing:
+                    ckpt.remove_checkpoint(path)
+                self.reporter.message(f"Starting over: removed {len(existing)} earlier checkpoint(s).")
+            existing = []
+        if existing:
+            step, path = existing[-1]
+            meta = ckpt.read_checkpoint_metadata(path)
+            fix = "Train with resume off (--no-resume) to start over, or choose another output folder."
+            if meta.get("model") != self.config.to_dict():
+                raise FilmRecoveryError(f"the checkpoint is a {meta.get('model')} model; this run asks for "
+                                        f"{self.config.to_dict()}.", where=str(path), fix=fix)
+            if meta.get("dataset_hash") != self.dataset.manifest_hash:
+                raise FilmRecoveryError("the checkpoint was trained on a different dataset export.",
+                                        where=str(path), fix=fix)
+            meta = ckpt.load_checkpoint(path, self.model, self.optimizer)
+            state = meta.get("training_state", {})
+            self.batch = int(state.get("batch", self.batch))
+            self.loss_history = state.get("loss_history", [])
+            self.val_history = state.get("val_history", [])
+            self.best = state.get("best", {})
+            self.source_psnr = state.get("source_psnr")
+            self.last_validated = self.last_checkpoint = step
+            self.reporter.message(f"Resuming from step {step} ({path.name}).")
+            return step
+        if self.job.training.init_weights:
+            meta = ckpt.load_weights_into(self.model, self.job.training.init_weights)
+            self.reporter.message(f"Initial weights from {self.job.training.init_weights} "
+                                  f"(trained {meta.get('step', '?')} steps).")
+        return 0
+
+    # -- one optimisation step ----------------------------------------------------------------
+    def step(self, step: int, ddp_model: torch.nn.Module) -> torch.Tensor:
+        t = self.job.training
+        rng = np.random.default_rng([t.seed, step, self.dist.rank])
+        source, target = self.data.sample(rng, self.batch, self.crop, t.augment)
+        if self.device.type == "cuda":
+            source = source.contiguous(memory_format=torch.channels_last)
+        lr = learning_rate_at(step, self.total_steps, t.learning_rate)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        out = ddp_model(source, amp_dtype=self.amp)
+        loss = _reconstruction_loss(out[:, self.channels], target[:, self.channels], t.loss, t.gradient_loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        return loss.detach()
+
+    def guarded_step(self, step: int, ddp_model: torch.nn.Module) -> torch.Tensor:
+        """Out of GPU memory: halve the batch and retry; fail clearly once the batch is 1."""
+        while True:
+            try:
+                return self.step(step, ddp_model)
+            except torch.cuda.OutOfMemoryError:
+                pass
+            # Outside the except block, so the failed step's tensors (held by the traceback) are freed.
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            if self.batch <= 1:
+                raise FilmRecoveryError(
+                    f"out of GPU memory even at batch 1 with {self.crop} px crops ({self.config.size} "
+                    f"{self.config.kind}).", where="training.crop_size",
+                    fix="Use a smaller crop size or model size, or close other GPU programs.")
+            self.batch //= 2
+            self.reporter.message(f"Out of GPU memory: retrying with batch {self.batch} per GPU.", "warning")
+
+    # -- validation and pictures ----------------------------------------------------------------
+    def _predict(self, source: torch.Tensor) -> torch.Tensor:
+        try:
+            return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE)
+        except torch.cuda.OutOfMemoryError:
+            pass
+        torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are gone
+        return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE // 4)
+
+    def _pair_tensor(self, pair: DatasetPair) -> torch.Tensor:
+        return _TrainingData._to_tensor(pair).to(self.device)
+
+    def validate(self, step: int) -> None:
+        self.model.eval()
+        out_sq, src_sq, count = 0.0, 0.0, 0
+        for pair in self.validation_pairs:
+            both = self._pair_tensor(pair)[None]
+            source, target = both[:, :3], both[:, 3:]
+            out = self._predict(source)
+            out_sq += float(((out[:, self.channels] - target[:, self.channels]) ** 2).sum())
+            src_sq += float(((source[:, self.channels] - target[:, self.channels]) ** 2).sum())
+            count += target[:, self.channels].numel()
+        self.model.train()
+        value, self.source_psnr = psnr(out_sq / count), psnr(src_sq / count)
+        self.val_history.append([step, value])
+        self.last_validated = step
+        self.reporter.metric("val_psnr", value, step=step, source_psnr=self.source_psnr,
+                             gain_db=value - self.source_psnr, channels=self.channel_label,
+                             split=self.validation_split)
+        if not self.best or value > self.best["psnr"]:
+            self.best = {"step": step, "psnr": value}
+            ckpt.save_model(self.out_dir / "model_best.safetensors", self.model, self.metadata(step))
+
+    def write_previews(self, step: int) -> None:
+        self.model.eval()
+        rng = np.random.default_rng([self.job.training.seed, 7919])  # same crops on every sheet
+        size = min(self.crop, 192)
+        rows = []
+        for _ in range(4):
+            pair = self.validation_pairs[int(rng.integers(len(self.validation_pairs)))]
+            h, w = pair.input.shape[:2]
+            y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+            both = self._pair_tensor(pair)[:, y:y + size, x:x + size]
+            out = self._predict(both[None, :3])[0]
+            rows.append([_to_rgb_image(both[:3]), _to_rgb_image(out), _to_rgb_image(both[3:])])
+        frame_row = self._preview_frame_row(3 * size + 2 * 4)
+        if frame_row:
+            rows.append(frame_row)
+        self.model.train()
+        sheet = self.previews / f"contact_{step:06d}.png"
+        write_png(sheet, contact_sheet(rows))
+        self.reporter.preview(str(sheet), "contact_sheet")
+        curve = self.previews / "loss_curve.png"
+        write_loss_curve(curve, [s for s, _ in self.loss_history], [v for _, v in self.loss_history],
+                         [s for s, _ in self.val_history], [v for _, v in self.val_history],
+                         total_steps=self.total_steps)
+        self.reporter.preview(str(curve), "loss_curve")
+
+    def _preview_frame_row(self, row_width: int) -> list[np.ndarray]:
+        """The Preview frame, whole: Input | Output (| Ground Truth when it is a pair)."""
+        pair = next((p for p in self.dataset.pairs if p.name == self.dataset.preview_name), None)
+        if pair is not None:
+            both = self._pair_tensor(pair)
+            source, target = both[None, :3], both[3:]
+        elif self.dataset.preview_input is not None:
+            rgb = torch.from_numpy(self.dataset.preview_input).permute(2, 0, 1)[None].to(self.device)
+            source, target = rgb_to_ycbcr(rgb), None
+        else:
+            return []
+        out = self._predict(source)[0]
+        panels = [source[0], out] + ([target] if target is not None else [])
+        return [downscale(_to_rgb_image(p), max(row_width // len(panels), 16)) for p in panels]
+
+    def save_checkpoint(self, step: int) -> None:
+        if step == self.last_checkpoint:
+            return
+        ckpt.save_checkpoint(self.checkpoints, step, self.model, self.optimizer, self.metadata(step),
+                             self.training_state())
+        self.last_checkpoint = step
+        for _, old in ckpt.list_checkpoints(self.checkpoints)[:-KEEP_CHECKPOINTS]:
+            ckpt.remove_checkpoint(old)
+
+    def record_loss(self, step: int, loss: float) -> None:
+        self.loss_history.append([step, loss])
+        if len(self.loss_history) > MAX_HISTORY:  # keep the curve's whole span at half the density
+            self.loss_history = self.loss_history[::2]
+
+
+def _stop_requested(flag: dict[str, bool], dist: _Distributed, device: torch.device) -> bool:
+    if not dist.enabled:
+        return flag["stop"]
+    import torch.distributed as torch_dist
+
+    vote = torch.tensor([1.0 if flag["stop"] else 0.0], device=device)
+    torch_dist.all_reduce(vote)
+    return bool(vote.item() > 0)
+
+
+def train(job: Job, reporter: Reporter, dataset_dir: str | Path | None = None, out_dir: str | Path | None = None,
+          resume: bool = True, after_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train the job's model on its dataset; returns the final and best model paths and metrics.
+
+    `after_step(step)` runs after every completed step (progress hooks, tests); raising
+    `Cancelled` there, like SIGTERM/SIGINT, writes a checkpoint and re-raises."""
+    dataset_dir = Path(dataset_dir or job.dataset_dir or job.work_path("dataset"))
+    out_dir = Path(out_dir or job.work_path("train"))
+    dataset = load_dataset(dataset_dir)
+    if dataset.branch != job.branch:
+        raise FilmRecoveryError(f"the dataset was exported for the {dataset.branch} branch, the job is "
+                                f"{job.branch}.", where=str(dataset_dir / "manifest.json"),
+                                fix="Export the dataset again for this branch.")
+    dist, device = _start_distributed(job.training.device)
+    try:
+        return _run(job, reporter, dataset, out_dir, dist, device, resume, after_step)
+    finally:
+        if dist.enabled:
+            import torch.distributed as torch_dist
+
+            torch_dist.destroy_process_group()
+
+
+def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _Distributed, device: torch.device,
+         resume: bool, after_step: Callable[[int], None] | None) -> TrainResult:
+    trainer = _Trainer(job, reporter, dataset, out_dir, dist, device)
+    reporter = trainer.reporter
+    t = job.training
+    start = trainer.restore(resume)
+    n_train = len(dataset.training_pairs)
+    reporter.message(
+        f"Training {t.size} {t.model} ({trainer.channel_label}) on {device.type}"
+        f"{f' x{dist.world_size}' if dist.enabled else ''}: {trainer.total_steps} steps = "
+        f"{trainer.epochs:.1f} epochs of {n_train} pairs at batch {trainer.batch * dist.world_size}, "
+        f"{trainer.crop} px crops, {'bf16' if trainer.amp else 'fp32'}.")
+    if not dataset.holdout_pairs:
+        reporter.message("No held-out pairs: validation PSNR is measured on the training pairs and says "
+                         "little about new frames. Mark a pair as holdout for an honest number.", "warning")
+    ddp_model = trainer.model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(trainer.model, device_ids=[device.index] if device.type == "cuda" else None)
+    trainer.model.train()
+
+    step = start
+    # Two running sums on the device, read (a GPU sync) only when used: one for the loss curve
+    # (a point every `history_every` steps), one for the progress events (time-based).
+    history_every = max(1, trainer.total_steps // 400)
+    curve_sum, progress_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+    curve_count = progress_count = 0
+    run_start = window_start = time.monotonic()
+    window_step = step
+    with _deferred_stop_signals() as stop:
+        try:
+            while step < trainer.total_steps:
+                if _stop_requested(stop, dist, device):
+                    raise Cancelled("training cancelled")
+                loss_t = trainer.guarded_step(step, ddp_model)
+                curve_sum += loss_t
+                progress_sum += loss_t
+                curve_count += 1
+                progress_count += 1
+                step += 1
+                if after_step is not None:
+                    after_step(step)
+                last = step == trainer.total_steps
+                validate = last or step % max(t.validate_every, 1) == 0
+                if step % history_every == 0 or validate:
+                    trainer.record_loss(step, float(curve_sum) / curve_count)
+                    curve_sum.zero_()
+                    curve_count = 0
+                now = time.monotonic()
+                if validate or now - window_start >= REPORT_INTERVAL_S:
+                    loss = float(progress_sum) / progress_count
+                    rate = (step - window_step) / max(now - window_start, 1e-9)
+                    reporter.progress(step, trainer.total_steps, "train", f"loss {loss:.4g}", loss=loss,
+                                      lr=learning_rate_at(step - 1, trainer.total_steps, t.learning_rate),
+                                      steps_per_s=rate, crops_per_s=rate * trainer.batch * dist.world_size,
+                                      eta_s=(trainer.total_steps - step) / max(rate, 1e-9),
+                                      epoch=step * trainer.batch * dist.world_size / n_train)
+                    progress_sum.zero_()
+                    progress_count, window_start, window_step = 0, now, step
+                if dist.is_main:
+                    if validate:
+                        trainer.validate(step)
+                    if step % max(t.checkpoint_every, 1) == 0 or last:
+                        trainer.save_checkpoint(step)
+                    if step % max(t.preview_every, 1) == 0 or last:
+                        trainer.write_previews(step)
+        except (Cancelled, KeyboardInterrupt):
+            if dist.is_main and step > start:
+                trainer.save_checkpoint(step)
+                reporter.message(f"Cancelled at step {step}; checkpoint written, training resumes from here.")
+            raise
+    if dist.is_main and trainer.last_validated != step:
+        trainer.validate(step)  # resumed at or past the end: the final model still gets numbers
+    final = out_dir / "model_final.safetensors"
+    best = out_dir / "model_best.safetensors"
+    if dist.is_main:
+        ckpt.save_model(final, trainer.model, trainer.metadata(step))
+        trainer.save_checkpoint(step)
+    if dist.enabled:  # other ranks wait while rank 0 writes, then all leave together
+        import torch.distributed as torch_dist
+
+        torch_dist.barrier()
+    metrics = trainer.metrics()
+    metrics["steps_per_s"] = (step - start) / (time.monotonic() - run_start) if step > start else None
+    return TrainResult(str(out_dir), str(final), str(best), step, step >= trainer.total_steps, metrics)

@@ -1,0 +1,130 @@
+"""Stage 2 operators: automatic solve, manual keys with a per-frame auto/manual switch, difference view."""
+
+from __future__ import annotations
+
+
+import bpy
+
+from ..addon import alignment, jobs, recipe
+from ..ml import warp
+from ..ml.imageio import frame_path, read_info
+from . import compositor
+
+
+def _sizes(job) -> tuple[tuple[int, int], tuple[int, int]]:
+    src = read_info(frame_path(job.source.path, job.source.first_frame))
+    ref = read_info(frame_path(job.reference.path, job.reference.first_frame))
+    return (ref.width, ref.height), (src.width, src.height)
+
+
+def _refresh_views(context) -> None:
+    """Keep the node groups and the Reference strip in step with the recipe's warps."""
+    job = recipe.recipe_to_job(context.scene.film_recovery)
+    reference_size, source_size = _sizes(job)
+    alignment.key_reference_strip(context.scene, job, reference_size, source_size)
+    if bpy.data.node_groups.get("FR Recipe") is not None:
+        compositor.build_recipe_tree(context, context.scene.film_recovery.compositor_view)
+
+
+class FILMREC_OT_solve_alignment(compositor._NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+    """Solve the Reference-to-Source warp on structure (not colour) in a central ROI, score every pair,
+    propose the shared crop and check its edges"""
+
+    bl_idname = "film_recovery.solve_alignment"
+    bl_label = "Solve Alignment"
+    command = "align"
+
+    def on_result(self, context, result):
+        fr = context.scene.film_recovery
+        fr.alignment.solves.clear()
+        for key, matrix in result.get("solves", {}).items():
+            item = fr.alignment.solves.add()
+            item.key, item.matrix = key, matrix
+        scores = {p["source_frame"]: p for p in result.get("pairs", [])}
+        for pair in fr.pairs:
+            scored = scores.get(pair.source_frame)
+            if scored is not None:
+                pair.align_score = -1.0 if scored["align_score"] is None else scored["align_score"]
+                if scored["misaligned"] and "misaligned" not in pair.compromises:
+                    pair.compromises = ", ".join(filter(None, [pair.compromises, "misaligned"]))
+        proposal = result.get("crop", {})
+        if not fr.crop.enabled and proposal.get("width", 0) > 0:
+            for name in ("x", "y", "width", "height"):
+                setattr(fr.crop, name, proposal[name])
+            fr.crop.enabled = True
+        fr.align_warnings = "\n".join(result.get("edge_warnings", []))
+        failed = [f for f, info in result.get("frames", {}).items() if info.get("status") == "failed"]
+        misaligned = [p["source_frame"] for p in result.get("pairs", []) if p["misaligned"]]
+        fr.job_state.message = (f"{len(result.get('solves', {}))} warps; {len(misaligned)} misaligned pair(s); "
+                                f"{len(failed)} failed solve(s)")
+        try:
+            _refresh_views(context)
+        except (OSError, ValueError, RuntimeError) as exc:
+            self.report({"WARNING"}, f"Solved, but the views could not be updated: {exc}")
+
+
+class FILMREC_OT_key_manual(compositor._NeedsPlates, bpy.types.Operator):
+    """Key a manual warp for the current frame (the auto warp nudged by the offset/angle/scale below)
+    and switch this frame to manual"""
+
+    bl_idname = "film_recovery.key_manual"
+    bl_label = "Key Manual Warp"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        fr = context.scene.film_recovery
+        frame = context.scene.frame_current
+        job = recipe.recipe_to_job(fr)
+        reference_size, source_size = _sizes(job)
+        base = alignment.base_matrix(job, frame, reference_size, source_size)
+        matrix = alignment.nudged(base, source_size, fr.manual_offset[0], fr.manual_offset[1],
+                                  fr.manual_angle, fr.manual_scale)
+        existing = {item.key: item for item in fr.alignment.manual}
+        item = existing.get(str(frame)) or fr.alignment.manual.add()
+        item.key, item.matrix = str(frame), warp.matrix_to_list(matrix)
+        if frame not in {ref.frame for ref in fr.alignment.use_manual}:
+            fr.alignment.use_manual.add().frame = frame
+        _refresh_views(context)
+        self.report({"INFO"}, f"Manual warp keyed at frame {frame}")
+        return {"FINISHED"}
+
+
+class FILMREC_OT_toggle_manual_frame(compositor._NeedsPlates, bpy.types.Operator):
+    """Switch the current frame between the automatic and the manual warp (the guide's Dissolve 0/1)"""
+
+    bl_idname = "film_recovery.toggle_manual_frame"
+    bl_label = "Auto / Manual"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        fr = context.scene.film_recovery
+        frame = context.scene.frame_current
+        frames = [ref.frame for ref in fr.alignment.use_manual]
+        if frame in frames:
+            fr.alignment.use_manual.remove(frames.index(frame))
+            state = "auto"
+        else:
+            if str(frame) not in {item.key for item in fr.alignment.manual}:
+                self.report({"ERROR"}, f"Frame {frame} has no manual warp: key one first")
+                return {"CANCELLED"}
+            fr.alignment.use_manual.add().frame = frame
+            state = "manual"
+        _refresh_views(context)
+        self.report({"INFO"}, f"Frame {frame}: {state}")
+        return {"FINISHED"}
+
+
+class FILMREC_OT_difference_view(compositor._NeedsPlates, bpy.types.Operator):
+    """Compositor difference of Source and aligned Reference (geometry should be near black), or back"""
+
+    bl_idname = "film_recovery.difference_view"
+    bl_label = "Difference View"
+
+    def execute(self, context):
+        fr = context.scene.film_recovery
+        view = "ground_truth" if fr.compositor_view == "alignment_difference" else "alignment_difference"
+        return bpy.ops.film_recovery.build_node_trees(view=view)
+
+
+classes = (FILMREC_OT_solve_alignment, FILMREC_OT_key_manual, FILMREC_OT_toggle_manual_frame,
+           FILMREC_OT_difference_view)

@@ -1,0 +1,80 @@
+"""Compositor operators: build the recipe's node groups, switch views, bypass the shared crop."""
+
+import bpy
+
+from ..addon import nodes, recipe
+from ..ml.imageio import frame_path
+
+
+def _plate_image(plate, name: str) -> bpy.types.Image:
+    """The plate as one Image datablock (a sequence for frame patterns); reused when already loaded."""
+    first = bpy.path.abspath(frame_path(plate.path, plate.first_frame))
+    image = bpy.data.images.get(name)
+    if image is None or bpy.path.abspath(image.filepath) != first:
+        if image is not None:
+            bpy.data.images.remove(image)
+        image = bpy.data.images.load(first)
+        image.name = name
+    if first != plate.path:
+        image.source = "SEQUENCE"
+    return image
+
+
+def build_recipe_tree(context, view: str) -> bpy.types.NodeTree:
+    fr = context.scene.film_recovery
+    job = recipe.recipe_to_job(fr)
+    source = _plate_image(job.source, "FR Source")
+    reference = _plate_image(job.reference, "FR Reference")
+    settings = nodes.RecipeSettings.from_job(job, view=view, crop_bypass=fr.crop_bypass)
+    return nodes.build_recipe_tree(context.scene, source, reference, settings)
+
+
+class _NeedsPlates:
+    @classmethod
+    def poll(cls, context):
+        fr = context.scene.film_recovery
+        if not (fr.source.path and fr.reference.path):
+            cls.poll_message_set("Set the Source and Reference plates first (Ingest panel)")
+            return False
+        return True
+
+
+class FILMREC_OT_build_node_trees(_NeedsPlates, bpy.types.Operator):
+    """Build (or update) the FR node groups from the recipe: Ingest, Align, shared Crop, Ground Truth, Review"""
+
+    bl_idname = "film_recovery.build_node_trees"
+    bl_label = "Build Node Groups"
+    bl_options = {"REGISTER", "UNDO"}
+
+    view: bpy.props.EnumProperty(name="View", items=[(v, v.replace("_", " ").title(), "") for v in nodes.VIEWS],
+                                 default="ground_truth")
+
+    def execute(self, context):
+        try:
+            tree = build_recipe_tree(context, self.view)
+        except (ValueError, RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, f"Could not build the node groups: {exc}")
+            return {"CANCELLED"}
+        context.scene.film_recovery.compositor_view = self.view
+        self.report({"INFO"}, f"{tree.name}: showing {self.view.replace('_', ' ')}")
+        return {"FINISHED"}
+
+
+class FILMREC_OT_toggle_crop_bypass(_NeedsPlates, bpy.types.Operator):
+    """Bypass the shared crop while solving alignment, or apply it (it is always applied last)"""
+
+    bl_idname = "film_recovery.toggle_crop_bypass"
+    bl_label = "Bypass Crop"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        fr = context.scene.film_recovery
+        fr.crop_bypass = not fr.crop_bypass
+        tree = bpy.data.node_groups.get(nodes.RECIPE_TREE)
+        if tree is not None:
+            nodes.set_crop_bypass(tree, fr.crop_bypass or not fr.crop.enabled)
+        self.report({"INFO"}, "Shared crop bypassed" if fr.crop_bypass else "Shared crop applied")
+        return {"FINISHED"}
+
+
+classes = (FILMREC_OT_build_node_trees, FILMREC_OT_toggle_crop_bypass)

@@ -1,0 +1,58 @@
+"""Stage 0 operators: parity QC and the neutral pre-balance."""
+
+import json
+
+import bpy
+
+from ..addon import jobs
+
+
+class _NeedsPlates:
+    @classmethod
+    def poll(cls, context):
+        fr = context.scene.film_recovery
+        if not (fr.source.path and fr.reference.path):
+            cls.poll_message_set("Set the Source and Reference plates first")
+            return False
+        if jobs.active_job() is not None:
+            cls.poll_message_set("A Film Recovery job is running")
+            return False
+        return True
+
+
+class FILMREC_OT_run_qc(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+    """Parity QC: sizes, frame ranges, missing/duplicate frames, alpha, range, NaN/Inf, flicker, flashes, cast"""
+
+    bl_idname = "film_recovery.run_qc"
+    bl_label = "Run Parity QC"
+    command = "qc"
+
+    def on_result(self, context, result):
+        fr = context.scene.film_recovery
+        fr.qc_checks.clear()
+        for finding in result.get("findings", []):
+            item = fr.qc_checks.add()
+            item.check, item.status, item.message = finding["check"], finding["status"], finding["message"]
+        fr.qc_status = result.get("status", "")
+        fr.job_state.message = f"QC {fr.qc_status}: {sum(f['status'] != 'pass' for f in result.get('findings', []))} finding(s)"
+        if fr.qc_status == "fail":
+            self.report({"WARNING"}, "QC failed: later stages are blocked until the plates are fixed")
+
+
+class FILMREC_OT_estimate_balance(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+    """Estimate the neutral pre-balance (per-channel gain/offset) of the Source; you can edit it afterwards"""
+
+    bl_idname = "film_recovery.estimate_balance"
+    bl_label = "Estimate Neutral Balance"
+    command = "balance"
+
+    def on_result(self, context, result):
+        fr = context.scene.film_recovery
+        balance = result["balance"]
+        fr.balance.gain, fr.balance.offset = balance["gain"], balance["offset"]
+        fr.balance.enabled = True
+        fr.job_state.message = (f"cast before {json.dumps(result.get('cast_before'))[:60]}, "
+                                f"after {json.dumps(result.get('cast_after'))[:60]}")
+
+
+classes = (FILMREC_OT_run_qc, FILMREC_OT_estimate_balance)

@@ -1,0 +1,21 @@
+"""The pairs list (UIList) shown in the Pairs panel."""
+
+import bpy
+
+
+class FILMREC_UL_pairs(bpy.types.UIList):
+    """Source -> Reference frame, label, accepted/rejected, hold-out, alignment score."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.label(text="", icon="CHECKMARK" if item.accepted else "CANCEL")
+        row.label(text=f"{item.source_frame} > {item.reference_frame}")
+        row.label(text=item.shot or "-")
+        row.label(text=item.label or item.reason or "")
+        if item.holdout:
+            row.label(text="", icon="HIDE_ON")
+        if item.align_score >= 0:
+            row.label(text=f"{item.align_score:.2f}")
+
+
+classes = (FILMREC_UL_pairs,)

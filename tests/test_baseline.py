@@ -1,0 +1,238 @@
+"""The MatchGrade-style baseline: LUT / affine / root-polynomial fits, .cube export checked
+through OpenColorIO, and the sequence render."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data, transform
+
+from ml import baseline as bl
+from ml.cli import main
+from ml.events import Reporter
+from ml.imageio import read_header, read_image, write_exr
+from ml.job import Crop, Job, Plate, save_job
+from ml.metrics import branch_truth
+
+
+def photo(name: str, shape=(96, 128)) -> np.ndarray:
+    image = getattr(data, name)()
+    return transform.resize(image, shape, anti_aliasing=True).astype(np.float32)
+
+
+def fade(rgb: np.ndarray) -> np.ndarray:
+    """A smooth, non-separable, non-symmetric colour transform (crosstalk, lift, per-channel gamma)."""
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    mixed = np.stack([0.85 * r + 0.1 * g + 0.03, 0.05 * r + 0.8 * g + 0.1 * b + 0.02, 0.1 * g + 0.75 * b + 0.08], -1)
+    return (np.clip(mixed, 0.0, None) ** np.array([1.1, 0.95, 1.2])).astype(np.float32)
+
+
+KNOWN_LUT = fade(bl.identity_lut(17))
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
+
+
+def test_lut_fit_reproduces_a_known_lut_on_a_held_out_photo():
+    train = [photo(n) for n in PHOTOS[:3]]
+    held_out = photo(PHOTOS[3])
+    inputs = np.concatenate([p.reshape(-1, 3) for p in train])
+    fit = bl.fit_baseline(inputs, bl.apply_lut(inputs, KNOWN_LUT), "lut", lut_size=17)
+    truth = bl.apply_lut(held_out, KNOWN_LUT)
+    error = np.sqrt(np.mean((bl.apply_baseline(held_out, fit) - truth) ** 2))
+    untouched = np.sqrt(np.mean((held_out - truth) ** 2))
+    assert error < 0.005 and error < untouched / 8, (error, untouched)
+    # Colours no pair covers fall back towards the identity, smoothly (no wild extrapolation).
+    assert np.all(np.isfinite(fit.params)) and fit.params.min() > -0.2 and fit.params.max() < 1.2
+
+
+def test_conjugate_gradients_match_a_dense_least_squares_solve():
+    rng = np.random.default_rng(3)
+    size, smoothness, prior = 5, 1e-3, 1e-4
+    inputs = rng.random((3000, 3)) * 0.6 + 0.2  # leaves corners of the cube without data
+    targets = fade(inputs.astype(np.float32)).astype(np.float64)
+    lut, stats = bl.fit_lut(inputs, targets, size, smoothness, prior, tolerance=1e-12, max_iterations=5000)
+
+    # Independent dense system: rows of trilinear weights, second differences, identity prior.
+    nodes = size ** 3
+    samples = inputs.shape[0]
+    design = np.zeros((samples, nodes))
+    pos = inputs * (size - 1)
+    base = np.minimum(np.floor(pos).astype(int), size - 2)
+    frac = pos - base
+    for dr in (0, 1):
+        for dg in (0, 1):
+            for db in (0, 1):
+                w = ((frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dg else 1 - frac[:, 1])
+                     * (frac[:, 2] if db else 1 - frac[:, 2]))
+                index = ((base[:, 0] + dr) * size + base[:, 1] + dg) * size + base[:, 2] + db
+                design[np.arange(samples), index] += w
+    rows = []
+    grid = np.arange(nodes).reshape(size, size, size)
+    for axis in range(3):
+        moved = np.moveaxis(grid, axis, 0)
+        for i in range(size - 2):
+            for a, b_ in zip(moved[i].ravel(), moved[i + 2].ravel(), strict=True):
+                row = np.zeros(nodes)
+                row[a] += 1.0
+                row[b_] += 1.0
+                rows.append(row)
+            for k, c in enumerate(moved[i + 1].ravel()):
+                rows[-(size * size) + k][c] -= 2.0
+    second = np.array(rows)
+    smooth_weight = smoothness * (size - 1) ** 4 / nodes
+    prior_weight = prior / nodes
+    system = np.vstack([design / np.sqrt(samples), np.sqrt(smooth_weight) * second,
+                        np.sqrt(prior_weight) * np.eye(nodes)])
+    identity = bl.identity_lut(size).reshape(nodes, 3).astype(np.float64)
+    rhs = np.vstack([targets / np.sqrt(samples), np.zeros((second.shape[0], 3)), np.sqrt(prior_weight) * identity])
+    dense, *_ = np.linalg.lstsq(system, rhs, rcond=None)
+    assert stats["relative_residual"] < 1e-10
+    np.testing.assert_allclose(lut.reshape(nodes, 3), dense, atol=2e-5)
+
+
+def test_affine_fit_recovers_a_known_matrix():
+    rng = np.random.default_rng(0)
+    inputs = rng.random((5000, 3)).astype(np.float32)
+    matrix = np.array([[0.9, 0.1, -0.05, 0.02], [0.05, 0.8, 0.1, -0.01], [-0.02, 0.15, 0.85, 0.05]])
+    targets = inputs @ matrix[:, :3].T + matrix[:, 3]
+    fit = bl.fit_baseline(inputs, targets, "affine")
+    np.testing.assert_allclose(fit.params, matrix, atol=1e-5)
+    assert fit.stats["fit_rmse"] < 1e-5
+
+
+def test_root_polynomial_fit_recovers_a_known_transform_in_the_log_domain():
+    rng = np.random.default_rng(1)
+    inputs = rng.random((5000, 3)).astype(np.float32)
+    matrix = np.array([[0.8, 0.1, 0.0, 0.1, 0.0, 0.05], [0.05, 0.7, 0.1, 0.0, 0.1, 0.0], [0.0, 0.1, 0.75, 0.0, 0.05, 0.1]])
+    x = bl.to_domain(inputs, "log").astype(np.float64)
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    terms = np.stack([r, g, b, np.sqrt(r * g), np.sqrt(g * b), np.sqrt(r * b)], axis=1)
+    targets = bl.from_domain((terms @ matrix.T).astype(np.float32), "log")
+    fit = bl.fit_baseline(inputs, targets, "rootpoly", domain="log")
+    np.testing.assert_allclose(fit.params, matrix, atol=1e-3)
+    assert np.abs(bl.apply_baseline(inputs, fit) - targets).max() < 1e-3
+    # The same data fitted by the wrong model does visibly worse.
+    assert bl.fit_baseline(inputs, targets, "affine", domain="log").stats["fit_rmse"] > 10 * fit.stats["fit_rmse"]
+
+
+def test_log_domain_round_trips():
+    values = np.linspace(0.0, 1.2, 101, dtype=np.float32)
+    np.testing.assert_allclose(bl.from_domain(bl.to_domain(values, "log"), "log"), values, atol=1e-5)
+    assert bl.to_domain(np.float32(0.0), "log") == pytest.approx(0.0, abs=1e-6)
+    assert bl.to_domain(np.float32(1.0), "log") == pytest.approx(1.0, abs=1e-6)
+
+
+def test_cube_round_trip_red_fastest_and_ocio_applies_it_identically(tmp_path):
+    inputs = np.concatenate([photo(n).reshape(-1, 3) for n in PHOTOS[:2]])
+    fit = bl.fit_baseline(inputs, bl.apply_lut(inputs, KNOWN_LUT), "lut", lut_size=17)
+    path = bl.write_cube(tmp_path / "fit.cube", bl.bake_lut(fit, 17))
+    lines = path.read_text().splitlines()
+    assert "LUT_3D_SIZE 17" in lines and "DOMAIN_MIN 0.0 0.0 0.0" in lines and "DOMAIN_MAX 1.0 1.0 1.0" in lines
+    first_row = lines.index(next(line for line in lines if line[0].isdigit() or line[0] == "-"))
+    # Red index fastest: the second row is LUT[r=1, g=0, b=0], the 18th is LUT[0, 1, 0].
+    np.testing.assert_allclose([float(v) for v in lines[first_row + 1].split()], fit.params[1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose([float(v) for v in lines[first_row + 17].split()], fit.params[0, 1, 0], atol=1e-6)
+    lut, low, high = bl.read_cube(path)
+    np.testing.assert_allclose(lut, fit.params, atol=1e-6)
+    assert list(low) == [0, 0, 0] and list(high) == [1, 1, 1]
+
+    held_out = photo(PHOTOS[3])
+    through_ocio = bl.apply_cube_with_ocio(path, held_out)
+    np.testing.assert_allclose(through_ocio, bl.apply_baseline(held_out, fit), atol=1e-5)
+    assert bl.check_cube_with_ocio(path, lut) < 1e-5
+
+
+def test_a_baked_cube_of_an_affine_fit_matches_the_fit(tmp_path):
+    rng = np.random.default_rng(2)
+    inputs = rng.random((4000, 3)).astype(np.float32)
+    fit = bl.fit_baseline(inputs, fade(inputs), "affine")
+    lut = bl.bake_lut(fit, 33)
+    path = bl.write_cube(tmp_path / "affine.cube", lut)
+    # Trilinear interpolation of an affine map is exact, so the .cube is the fit itself.
+    assert bl.bake_error(fit, lut) < 1e-5
+    assert bl.check_cube_with_ocio(path, lut) < 1e-5
+
+
+def test_fit_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(4)
+    inputs = rng.random((2000, 3)).astype(np.float32)
+    fit = bl.fit_baseline(inputs, fade(inputs), "rootpoly")
+    loaded = bl.load_fit(bl.save_fit(fit, tmp_path / "fit.json"))
+    assert loaded.fit_id == fit.fit_id and loaded.kind == "rootpoly"
+    np.testing.assert_allclose(bl.apply_baseline(inputs, loaded), bl.apply_baseline(inputs, fit), atol=1e-6)
+
+
+def test_render_skips_frames_the_same_fit_already_rendered(tmp_path):
+    frames = [1001, 1002, 1003]
+    source = {f: photo("coffee", (32, 48)) * (0.9 + 0.02 * i) for i, f in enumerate(frames)}
+    rng = np.random.default_rng(5)
+    inputs = rng.random((3000, 3)).astype(np.float32)
+    fit = bl.fit_baseline(inputs, fade(inputs), "affine")
+    reporter = Reporter(stream=io.StringIO())
+    first = bl.render_baseline_frames(fit, frames, source.__getitem__, tmp_path, "shot", reporter)
+    assert first == {"written": 3, "skipped": 0}
+    out = bl.baseline_frame_path(tmp_path, "shot", 1002)
+    assert read_header(out)[bl.FIT_ATTRIBUTE] == fit.fit_id
+    np.testing.assert_allclose(read_image(str(out)), bl.apply_baseline(source[1002], fit), atol=2e-3)  # half
+    assert bl.render_baseline_frames(fit, frames, source.__getitem__, tmp_path, "shot", reporter) == {
+        "written": 0, "skipped": 3}
+    other = bl.fit_baseline(inputs, fade(inputs) * 0.9, "affine")
+    assert bl.render_baseline_frames(other, frames, source.__getitem__, tmp_path, "shot", reporter)["written"] == 3
+
+
+def write_synthetic_shot(root: Path, frames: list[int], holdout: set[int], crop: Crop | None = None) -> Path:
+    """A small Source sequence (a faded photo with a slow pan), its truth/clean.####.exr, a
+    chroma dataset (input = cropped Source, target = its luma + the clean colour) and job.json.
+    Returns the job path."""
+    clean_full = photo("coffee", (120, 170))
+    rng = np.random.default_rng(7)
+    pairs = []
+    crop = crop or Crop()
+    for i, frame in enumerate(frames):
+        clean = clean_full[4:100, i:i + 140]
+        source = fade(clean) + rng.normal(0.0, 0.004, clean.shape).astype(np.float32)
+        write_exr(root / "plates" / f"source.{frame:04d}.exr", source)
+        write_exr(root / "truth" / f"clean.{frame:04d}.exr", clean)
+        if crop.enabled:
+            rows = slice(source.shape[0] - crop.y - crop.height, source.shape[0] - crop.y)
+            cols = slice(crop.x, crop.x + crop.width)
+            source, clean = source[rows, cols], clean[rows, cols]
+        name = f"pair_{frame}"
+        write_exr(root / "dataset" / "input" / f"{name}.exr", source)
+        write_exr(root / "dataset" / "target" / f"{name}.exr", branch_truth(source, clean, "chroma"))
+        pairs.append({"name": name, "source_frame": frame, "reference_frame": frame, "input": f"input/{name}.exr",
+                      "target": f"target/{name}.exr", "holdout": frame in holdout})
+    (root / "dataset" / "manifest.json").write_text(json.dumps(
+        {"schema": "film_recovery.dataset", "version": 1, "branch": "chroma", "pairs": pairs}))
+    job = Job(name="shot", work_dir=str(root / "work"), dataset_dir=str(root / "dataset"), crop=crop,
+              source=Plate(path=str(root / "plates" / "source.####.exr"), first_frame=frames[0],
+                           last_frame=frames[-1]))
+    return save_job(job, root / "job.json")
+
+
+def run_cli(argv: list[str]) -> tuple[int, list[dict]]:
+    import contextlib
+
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream):
+        code = main(["--json", *argv])
+    return code, [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_baseline_command_fits_exports_and_renders_every_source_frame(tmp_path):
+    frames = [1001, 1002, 1003, 1004]
+    job_path = write_synthetic_shot(tmp_path, frames, holdout={1004})
+    code, events = run_cli(["baseline", str(job_path), "--cube-size", "17"])
+    assert code == 0, events[-1]
+    result = events[-1]
+    assert result["type"] == "result" and result["written"] == 4 and result["skipped"] == 0
+    assert result["cube_ocio_difference"] < 1e-5 and result["holdout_rmse"] < 0.01
+    assert sum(e["type"] == "progress" and e["stage"] == "baseline" for e in events) == 4
+    for frame in frames:
+        assert (tmp_path / "work" / "baseline" / f"shot.{frame}.exr").exists()
+    assert Path(result["cube"]).exists() and bl.read_cube(result["cube"])[0].shape == (17, 17, 17, 3)
+    code, events = run_cli(["baseline", str(job_path), "--cube-size", "17"])
+    assert code == 0 and events[-1]["skipped"] == 4 and events[-1]["written"] == 0
