@@ -145,6 +145,24 @@ def apply_event(state: Any, event: dict) -> None:
         state.last_error = str(event.get("message", "unknown error"))
 
 
+def _load_preview(event: dict) -> None:
+    """Load (or reload) a preview PNG the engine announced, as the image "FR <kind>" the panels show."""
+    path, name = event.get("path", ""), f"FR {event.get('kind', 'preview')}"
+    if not path.lower().endswith(".png"):
+        return
+    image = bpy.data.images.get(name)
+    try:
+        if image is None:
+            image = bpy.data.images.load(path)
+            image.name = name
+        else:
+            image.filepath = path
+            image.reload()
+    except RuntimeError:  # the file went away (a newer preview replaced it); the next one will do
+        return
+    image.preview_ensure()
+
+
 def _tag_redraw() -> None:
     wm = bpy.context.window_manager
     if wm is None:
@@ -193,6 +211,8 @@ class EngineJobOperator:
                 _console.emit(event)  # batch runs: a progress bar on the terminal
             if event.get("type") == "result":
                 self.on_result(context, {k: v for k, v in event.items() if k != "type"})
+            elif event.get("type") == "preview":
+                _load_preview(event)
 
     def _finish(self, context, job: EngineJob, code: int) -> set[str]:
         self._pump(context, job)

@@ -138,6 +138,14 @@ def _build_classes() -> list[type]:
             name="Bypass crop", description="Show the full frame while solving; the crop is applied last"),
         "compositor_view": bpy.props.StringProperty(name="Compositor view", default="ground_truth"),
         "align_warnings": bpy.props.StringProperty(name="Edge warnings", default=""),
+        "truth_dir": bpy.props.StringProperty(
+            name="Truth folder", subtype="DIR_PATH",
+            description="Clean frames (clean.####.exr) to score against, as the sample shot has"),
+        "baseline_cube": bpy.props.StringProperty(name="Baseline .cube", subtype="FILE_PATH"),
+        "report_path": bpy.props.StringProperty(name="Report", subtype="FILE_PATH"),
+        "report_verdict": bpy.props.StringProperty(name="Verdict"),
+        "beat_baseline": bpy.props.BoolProperty(name="Beat the baseline"),
+        "infer_display": bpy.props.StringProperty(name="Recovered frames", subtype="FILE_PATH"),
         "manual_offset": bpy.props.FloatVectorProperty(
             name="Offset", size=2, description="Manual nudge of the Reference in Source pixels (y up)"),
         "manual_angle": bpy.props.FloatProperty(name="Angle", description="Manual turn in degrees (counter-clockwise)"),

@@ -98,6 +98,8 @@ def default_work_dir() -> Path:
 
 
 def recipe_to_job(recipe: Any) -> schema.Job:
+    from . import preferences
+
     job = _read(recipe, schema.Job)
     job.work_dir = str(Path(bpy.path.abspath(job.work_dir)) if job.work_dir else default_work_dir())
     for plate in (job.source, job.reference):
@@ -106,6 +108,8 @@ def recipe_to_job(recipe: Any) -> schema.Job:
     for name in ("dataset_dir", "model_path"):
         if getattr(job, name):
             setattr(job, name, bpy.path.abspath(getattr(job, name)))
+    if job.training.device == "auto":
+        job.training.device = preferences.get().device  # the user's default compute device
     if job.training.init_weights:
         job.training.init_weights = bpy.path.abspath(job.training.init_weights)
     return job

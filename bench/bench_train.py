@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     defaults = (("tiny,small", 4, 64, 20, 5, "512x384") if args.quick
                 else ("tiny,small,medium,large", 16, 256, 50, 10, "2048x1556"))
-    for name, value in zip(("sizes", "batch", "crop", "steps", "warmup", "frame"), defaults):
+    for name, value in zip(("sizes", "batch", "crop", "steps", "warmup", "frame"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
     from ml.predict import resolve_device

@@ -23,6 +23,7 @@ COMMANDS = [
     "align",                                 # Stage 2: alignment and shared crop
     "dataset",                               # Stage 3: ground truth
     "train",                                 # training
+    "infer",                                 # inference on the full Source
     "baseline", "evaluate",                  # comparison and report
 ]
 

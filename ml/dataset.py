@@ -86,6 +86,7 @@ class PairImages:
     matrix: np.ndarray
     matrix_source: str
     crop_box: tuple[int, int, int, int]  # x, y, width, height (lower-left origin)
+    source_size: tuple[int, int]  # the whole Source frame's (width, height)
 
 
 def make_pair_images(job: Job, pair: Pair) -> PairImages:
@@ -101,7 +102,7 @@ def make_pair_images(job: Job, pair: Pair) -> PairImages:
     unclamped = recombine(src[rows, cols], aligned[rows, cols], job.branch)
     clamped = np.any((unclamped < 0.0) | (unclamped > 1.0), axis=-1)
     return PairImages(src[rows, cols], np.clip(unclamped, 0.0, 1.0), clamped, aligned[rows, cols],
-                      valid[rows, cols], matrix, origin, box)
+                      valid[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]))
 
 
 def validate_pair(name: str, images: PairImages, branch: str) -> list[str]:
@@ -200,6 +201,7 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
                 "crop": dict(zip(("x", "y", "width", "height"), images.crop_box)),
                 "size": [int(images.input.shape[1]), int(images.input.shape[0])],
+                "source_size": list(images.source_size),
                 "unchanged_channel_max_error": written_error,
                 "clamped_fraction": float(images.clamped.mean()),
                 "checksums": {"input": _sha256(input_path), "target": _sha256(target_path),

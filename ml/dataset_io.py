@@ -29,6 +29,8 @@ class DatasetPair:
     holdout: bool
     input: np.ndarray  # (H, W, 3) float32 RGB
     target: np.ndarray
+    origin: tuple[int, int] = (0, 0)  # (row, column) of the image's top-left pixel in its Source frame
+    frame_size: tuple[int, int] | None = None  # the Source frame's (height, width); None: the image's own
 
 
 @dataclass
@@ -55,6 +57,17 @@ def _resolve(folder: Path, relative: Any, where: str) -> Path:
         raise FilmRecoveryError("missing file name.", where=where,
                                 fix="Re-export the dataset from the Dataset stage.")
     return (folder / relative).resolve()
+
+
+def _placement(entry: dict[str, Any], shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int] | None]:
+    """Where a pair image sits in its Source frame, from the manifest's crop (lower-left origin)
+    and source_size; older manifests without them mean "the image is the whole frame"."""
+    crop, size = entry.get("crop"), entry.get("source_size")
+    if not (isinstance(crop, dict) and isinstance(size, list) and len(size) == 2):
+        return (0, 0), None
+    frame_w, frame_h = int(size[0]), int(size[1])
+    top = frame_h - (int(crop.get("y", 0)) + shape[0])
+    return (top, int(crop.get("x", 0))), (frame_h, frame_w)
 
 
 def load_dataset(folder: str | Path) -> Dataset:
@@ -95,8 +108,9 @@ def load_dataset(folder: str | Path) -> Dataset:
                                     f"{target.shape[1]}x{target.shape[0]}.", where=str(target_path),
                                     fix="Input and Target must be the same size: export the dataset again "
                                         "with one shared crop.")
+        origin, frame_size = _placement(entry, source.shape[:2])
         pairs.append(DatasetPair(str(entry.get("name") or input_path.stem), input_path, target_path,
-                                 bool(entry.get("holdout", False)), source, target))
+                                 bool(entry.get("holdout", False)), source, target, origin, frame_size))
     if not any(not p.holdout for p in pairs):
         raise FilmRecoveryError("every pair is marked holdout; nothing is left to train on.",
                                 where=str(manifest_path), fix="Mark fewer pairs as holdout.")

@@ -128,6 +128,7 @@ class Training:
     learning_rate: float = 2e-3
     loss: Literal["charbonnier", "l1"] = "charbonnier"
     gradient_loss: float = 0.0  # weight of an L1 term on image gradients (sharper edges)
+    position: bool = True  # the model also sees where each pixel sits in the frame (uneven fading)
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     seed: int = 0
     augment: bool = False

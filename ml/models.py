@@ -52,6 +52,11 @@ class ModelConfig:
     levels: int  # UNet: down-samplings; bilateral: stride-2 stages of the low-res CNN
     downsample: int = 1  # bilateral only: full-res -> low-res factor
     grid_depth: int = 8  # bilateral only: luma/guide bins of the grid
+    position: bool = False  # also sees each pixel's place in the frame (uneven fades, vignettes)
+
+    @property
+    def input_channels(self) -> int:
+        return 3 + (2 if self.position else 0)
 
     @property
     def predicted_channels(self) -> tuple[int, ...]:
@@ -72,16 +77,35 @@ _UNET_SIZES = {"tiny": (8, 2), "small": (16, 3), "medium": (32, 4), "large": (64
 _BILATERAL_SIZES = {"tiny": (8, 2, 2), "small": (16, 2, 4), "medium": (32, 3, 4), "large": (48, 3, 4)}
 
 
-def model_config(kind: str, size: str, branch: str) -> ModelConfig:
+def model_config(kind: str, size: str, branch: str, position: bool = False) -> ModelConfig:
     if branch not in BRANCH_CHANNELS:
         raise ValueError(f"unknown branch {branch!r}")
     if kind == "unet":
         width, levels = _UNET_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels)
+        return ModelConfig(kind, size, branch, width, levels, position=position)
     if kind == "bilateral":
         width, levels, downsample = _BILATERAL_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels, downsample)
+        return ModelConfig(kind, size, branch, width, levels, downsample, position=position)
     raise ValueError(f"unknown model kind {kind!r}")
+
+
+def frame_coords(height: int, width: int, origin: tuple[int, int] = (0, 0),
+                 frame_size: tuple[int, int] | None = None, device: torch.device | str | None = None
+                 ) -> torch.Tensor:
+    """(1, 2, H, W) x/y position of each pixel centre in its whole Source frame, scaled to -1..1.
+
+    `origin` is the (row, column) of this image's top-left pixel in the frame and `frame_size`
+    the frame's (height, width); a training crop of the shared crop thus knows where it sits.
+    """
+    frame_h, frame_w = frame_size or (height, width)
+    ys = (torch.arange(height, dtype=torch.float32, device=device) + origin[0] + 0.5) * (2.0 / frame_h) - 1.0
+    xs = (torch.arange(width, dtype=torch.float32, device=device) + origin[1] + 0.5) * (2.0 / frame_w) - 1.0
+    return torch.stack([xs.view(1, width).expand(height, width), ys.view(height, 1).expand(height, width)])[None]
+
+
+def _centre_luma(x: torch.Tensor) -> torch.Tensor:
+    """Y is 0..1, Cb/Cr are centred on 0: centre Y too (position channels, if any, pass through)."""
+    return torch.cat([x[:, :1] - 0.5, x[:, 1:]], dim=1)
 
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -93,10 +117,10 @@ class UNet(nn.Module):
     """Encoder–decoder with skip connections; the head is zero-initialised so training starts
     from the identity (the Source itself)."""
 
-    def __init__(self, out_channels: int, width: int, levels: int):
+    def __init__(self, out_channels: int, width: int, levels: int, in_channels: int = 3):
         super().__init__()
         chans = [width * 2 ** min(i, 3) for i in range(levels + 1)]
-        self.stem = _conv_block(3, chans[0])
+        self.stem = _conv_block(in_channels, chans[0])
         self.down = nn.ModuleList(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1)
                                   for i in range(levels))
         self.enc = nn.ModuleList(_conv_block(chans[i + 1], chans[i + 1]) for i in range(levels))
@@ -108,9 +132,8 @@ class UNet(nn.Module):
         self.act = nn.LeakyReLU(0.1, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x - x.new_tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1)  # centre Y like Cb/Cr
-        skips = [self.stem(x)]
-        for down, enc in zip(self.down, self.enc):
+        skips = [self.stem(_centre_luma(x))]
+        for down, enc in zip(self.down, self.enc, strict=True):
             skips.append(enc(self.act(down(skips[-1]))))
         h = skips.pop()
         for i in reversed(range(len(self.dec))):
@@ -127,12 +150,13 @@ class BilateralColourNet(nn.Module):
     Colour varies slowly, so a 4K frame needs the CNN only at 1/downsample resolution; the
     full-resolution work is the guide (two 1x1 convs) and the trilinear slice."""
 
-    def __init__(self, out_channels: int, width: int, levels: int, downsample: int, grid_depth: int):
+    def __init__(self, out_channels: int, width: int, levels: int, downsample: int, grid_depth: int,
+                 in_channels: int = 3):
         super().__init__()
         self.out_channels = out_channels
         self.downsample = downsample
         self.grid_depth = grid_depth
-        layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
         for i in range(levels):
             cin, cout = width * 2 ** min(i, 2), width * 2 ** min(i + 1, 2)
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True)]
@@ -147,9 +171,10 @@ class BilateralColourNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
-        centred = x - x.new_tensor([0.5, 0.0, 0.0]).view(1, 3, 1, 1)
-        low = F.avg_pool2d(centred, self.downsample) if self.downsample > 1 else centred
+        centred_all = _centre_luma(x)  # YCbCr (+ position channels) for the low-res CNN
+        low = F.avg_pool2d(centred_all, self.downsample) if self.downsample > 1 else centred_all
         coeffs = self.coefficients(self.features(low))
+        x, centred = x[:, :3], centred_all[:, :3]  # the guide and the transforms work on colour only
         gh, gw = coeffs.shape[-2:]
         grid = coeffs.view(n, self.out_channels * 4, self.grid_depth, gh, gw).float()
         guide = torch.sigmoid(self.guide(centred)).float()  # (N, 1, H, W) in 0..1
@@ -182,14 +207,23 @@ class RecoveryModel(nn.Module):
         self.config = config
         out_channels = len(config.predicted_channels)
         if config.kind == "unet":
-            self.core: nn.Module = UNet(out_channels, config.width, config.levels)
+            self.core: nn.Module = UNet(out_channels, config.width, config.levels, config.input_channels)
         else:
             self.core = BilateralColourNet(out_channels, config.width, config.levels,
-                                           config.downsample, config.grid_depth)
+                                           config.downsample, config.grid_depth, config.input_channels)
 
-    def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
+                coords: torch.Tensor | None = None) -> torch.Tensor:
+        """`coords` (N or 1, 2, H, W) place the pixels in their frame (see `frame_coords`); without
+        them the input is taken to be a whole frame. Models without position ignore them."""
         h, w = source_ycbcr.shape[-2:]
-        padded = pad_to_multiple(source_ycbcr, self.config.multiple)
+        inputs = source_ycbcr
+        if self.config.position:
+            if coords is None:
+                coords = frame_coords(h, w, device=source_ycbcr.device)
+            coords = coords.to(source_ycbcr.dtype).expand(source_ycbcr.shape[0], -1, -1, -1)
+            inputs = torch.cat([source_ycbcr, coords], dim=1)
+        padded = pad_to_multiple(inputs, self.config.multiple)
         with torch.autocast(source_ycbcr.device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
             residual = self.core(padded)

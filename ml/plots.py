@@ -26,7 +26,7 @@ def _draw_polyline(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, colour: tu
     height, width = image.shape[:2]
     if len(xs) == 1:
         xs, ys = np.repeat(xs, 2), np.repeat(ys, 2)
-    for x0, y0, x1, y1 in zip(xs[:-1], ys[:-1], xs[1:], ys[1:]):
+    for x0, y0, x1, y1 in zip(xs[:-1], ys[:-1], xs[1:], ys[1:], strict=True):
         count = int(max(abs(x1 - x0), abs(y1 - y0))) + 2
         t = np.linspace(0.0, 1.0, count)
         px = np.round(x0 + (x1 - x0) * t).astype(int)
@@ -101,7 +101,7 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
         for tick in ticks:
             image[int(round(to_y_psnr(tick))), right:right + 6] = PSNR_COLOUR
         _draw_polyline(image, to_x(val_steps), to_y_psnr(psnr), PSNR_COLOUR, 2)
-        for x, y in zip(to_x(val_steps), to_y_psnr(psnr)):  # markers at each validation
+        for x, y in zip(to_x(val_steps), to_y_psnr(psnr), strict=True):  # markers at each validation
             xi, yi = int(round(x)), int(round(y))
             image[max(yi - 2, 0):yi + 3, max(xi - 2, 0):xi + 3] = PSNR_COLOUR
     image[top:bottom + 1, left] = AXIS

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .errors import FilmRecoveryError
-from .models import RecoveryModel, rgb_to_ycbcr, ycbcr_to_rgb
+from .models import RecoveryModel, frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
 
 YCBCR_CONVENTION = "bt709-full"
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
@@ -85,11 +85,15 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 
 @torch.inference_mode()
 def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.dtype | None = None,
-                  tile: int | None = None, overlap: int = 32) -> torch.Tensor:
-    """(1, 3, H, W) Source YCbCr -> recovered YCbCr, whole frame or in feathered tiles."""
+                  tile: int | None = None, overlap: int = 32, coords: torch.Tensor | None = None) -> torch.Tensor:
+    """(1, 3, H, W) Source YCbCr -> recovered YCbCr, whole frame or in feathered tiles.
+
+    `coords` place the image in its frame (models.frame_coords); default: it is a whole frame."""
     height, width = source.shape[-2:]
+    if coords is None and model.config.position:
+        coords = frame_coords(height, width, device=source.device)
     if not tile or (height <= tile and width <= tile):
-        return model(source, amp_dtype=amp_dtype)
+        return model(source, amp_dtype=amp_dtype, coords=coords)
     overlap = min(overlap, tile // 2)
     channels = list(model.config.predicted_channels)
     total = torch.zeros((source.shape[0], len(channels), height, width), device=source.device)
@@ -101,7 +105,8 @@ def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.d
             tw = min(tile, width - x)
             wx = _feather(tw, overlap, x == 0, x + tw >= width, source.device)
             w = (wy[:, None] * wx[None, :])[None, None]
-            piece = model(source[..., y:y + th, x:x + tw], amp_dtype=amp_dtype)[:, channels]
+            tile_coords = None if coords is None else coords[..., y:y + th, x:x + tw]
+            piece = model(source[..., y:y + th, x:x + tw], amp_dtype=amp_dtype, coords=tile_coords)[:, channels]
             total[..., y:y + th, x:x + tw] += piece * w
             weight[..., y:y + th, x:x + tw] += w
     out = source.clone()  # untouched channels stay the Source's own values

@@ -20,10 +20,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .errors import Cancelled, FilmRecoveryError
 from .events import Reporter
 from .imageio import write_png
 from .job import Job, job_to_dict
-from .models import CHANNEL_NAMES, ModelConfig, RecoveryModel, build_model, model_config, rgb_to_ycbcr, ycbcr_to_rgb
+from .models import CHANNEL_NAMES, ModelConfig, build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb
 from .plots import contact_sheet, downscale, write_loss_curve
 from .predict import YCBCR_CONVENTION, amp_dtype_for, predict_ycbcr, resolve_device
 
@@ -137,8 +138,10 @@ def _deferred_stop_signals() -> Iterator[dict[str, bool]]:
 
 
 class _TrainingData:
-    """Source and target YCbCr of every pair, held as (6, H, W) float32 tensors (on the device
-    when they fit), cropped per step from a generator seeded by (seed, step, rank)."""
+    """Source and target YCbCr of every pair plus each pixel's place in its Source frame, held as
+    (8, H, W) float32 tensors (on the device when they fit), cropped per step from a generator
+    seeded by (seed, step, rank). The position channels ride through every crop and augmentation
+    with their pixels, so a flipped crop still knows where its pixels came from."""
 
     def __init__(self, pairs: list[DatasetPair], device: torch.device, storage: torch.device):
         self.device = device
@@ -148,10 +151,11 @@ class _TrainingData:
     def _to_tensor(pair: DatasetPair) -> torch.Tensor:
         both = np.concatenate([pair.input, pair.target], axis=2).transpose(2, 0, 1)
         both_t = torch.from_numpy(np.ascontiguousarray(both)).unsqueeze(0)
-        return torch.cat([rgb_to_ycbcr(both_t[:, :3]), rgb_to_ycbcr(both_t[:, 3:])], dim=1)[0]
+        coords = frame_coords(both.shape[1], both.shape[2], pair.origin, pair.frame_size)
+        return torch.cat([rgb_to_ycbcr(both_t[:, :3]), rgb_to_ycbcr(both_t[:, 3:]), coords], dim=1)[0]
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int, augment: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         picks = rng.integers(len(self.tensors), size=batch)
         crops = []
         for index in picks:
@@ -163,7 +167,7 @@ class _TrainingData:
                 y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
                 crops.append(image[:, y:y + crop, x:x + crop])
         both = torch.stack(crops).to(self.device, non_blocking=True)
-        return both[:, :3], both[:, 3:]
+        return both[:, :3], both[:, 3:6], both[:, 6:]
 
     @staticmethod
     def _augmented_crop(rng: np.random.Generator, image: torch.Tensor, crop: int) -> torch.Tensor:
@@ -183,6 +187,11 @@ class _TrainingData:
         grid = torch.stack([(cx + u) * (2.0 / w) - 1.0, (cy + v) * (2.0 / h) - 1.0], dim=-1)
         return F.grid_sample(image[None], grid[None], mode="bilinear", padding_mode="border",
                              align_corners=False)[0]
+
+
+def _batch_too_large(exc: RuntimeError) -> bool:
+    """Out of GPU memory, or past a kernel's 32-bit element limit (huge batch x crop)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "INT_MAX" in str(exc)
 
 
 def _reconstruction_loss(out: torch.Tensor, target: torch.Tensor, kind: str, gradient_weight: float
@@ -230,7 +239,7 @@ class _Trainer:
         self.job, self.dataset, self.out_dir, self.dist, self.device = job, dataset, out_dir, dist, device
         self.reporter = reporter if dist.is_main else _SilentReporter()
         t = job.training
-        self.config = model_config(t.model, t.size, dataset.branch)
+        self.config = model_config(t.model, t.size, dataset.branch, position=t.position)
         self.channels = list(self.config.predicted_channels)
         self.channel_label = "".join(CHANNEL_NAMES[c] for c in self.channels)
         self.amp = amp_dtype_for(device)
@@ -248,6 +257,7 @@ class _Trainer:
         self.source_psnr: float | None = None
         self.last_validated = -1
         self.last_checkpoint = -1
+        self._loss_bin = [0.0, 0]  # running sum and count of the curve point being built
 
         torch.manual_seed(t.seed)
         self.model: torch.nn.Module = build_model(self.config).to(device)
@@ -324,13 +334,13 @@ class _Trainer:
     def step(self, step: int, ddp_model: torch.nn.Module) -> torch.Tensor:
         t = self.job.training
         rng = np.random.default_rng([t.seed, step, self.dist.rank])
-        source, target = self.data.sample(rng, self.batch, self.crop, t.augment)
+        source, target, coords = self.data.sample(rng, self.batch, self.crop, t.augment)
         if self.device.type == "cuda":
             source = source.contiguous(memory_format=torch.channels_last)
         lr = learning_rate_at(step, self.total_steps, t.learning_rate)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = ddp_model(source, amp_dtype=self.amp)
+        out = ddp_model(source, amp_dtype=self.amp, coords=coords)
         loss = _reconstruction_loss(out[:, self.channels], target[:, self.channels], t.loss, t.gradient_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -343,8 +353,9 @@ class _Trainer:
         while True:
             try:
                 return self.step(step, ddp_model)
-            except torch.cuda.OutOfMemoryError:
-                pass
+            except RuntimeError as exc:  # torch.cuda.OutOfMemoryError is one
+                if not _batch_too_large(exc):
+                    raise
             # Outside the except block, so the failed step's tensors (held by the traceback) are freed.
             self.optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
@@ -354,16 +365,17 @@ class _Trainer:
                     f"{self.config.kind}).", where="training.crop_size",
                     fix="Use a smaller crop size or model size, or close other GPU programs.")
             self.batch //= 2
-            self.reporter.message(f"Out of GPU memory: retrying with batch {self.batch} per GPU.", "warning")
+            self.reporter.message(f"Batch too large for the GPU (out of memory): retrying with batch "
+                                  f"{self.batch} per GPU.", "warning")
 
     # -- validation and pictures ----------------------------------------------------------------
-    def _predict(self, source: torch.Tensor) -> torch.Tensor:
+    def _predict(self, source: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
         try:
-            return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE)
+            return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE, coords=coords)
         except torch.cuda.OutOfMemoryError:
             pass
         torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are gone
-        return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE // 4)
+        return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE // 4, coords=coords)
 
     def _pair_tensor(self, pair: DatasetPair) -> torch.Tensor:
         return _TrainingData._to_tensor(pair).to(self.device)
@@ -373,8 +385,8 @@ class _Trainer:
         out_sq, src_sq, count = 0.0, 0.0, 0
         for pair in self.validation_pairs:
             both = self._pair_tensor(pair)[None]
-            source, target = both[:, :3], both[:, 3:]
-            out = self._predict(source)
+            source, target = both[:, :3], both[:, 3:6]
+            out = self._predict(source, both[:, 6:])
             out_sq += float(((out[:, self.channels] - target[:, self.channels]) ** 2).sum())
             src_sq += float(((source[:, self.channels] - target[:, self.channels]) ** 2).sum())
             count += target[:, self.channels].numel()
@@ -392,15 +404,15 @@ class _Trainer:
     def write_previews(self, step: int) -> None:
         self.model.eval()
         rng = np.random.default_rng([self.job.training.seed, 7919])  # same crops on every sheet
-        size = min(self.crop, 192)
+        size = min(self.crop, 192, *(min(p.input.shape[:2]) for p in self.validation_pairs))
         rows = []
         for _ in range(4):
             pair = self.validation_pairs[int(rng.integers(len(self.validation_pairs)))]
             h, w = pair.input.shape[:2]
             y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
             both = self._pair_tensor(pair)[:, y:y + size, x:x + size]
-            out = self._predict(both[None, :3])[0]
-            rows.append([_to_rgb_image(both[:3]), _to_rgb_image(out), _to_rgb_image(both[3:])])
+            out = self._predict(both[None, :3], both[None, 6:])[0]
+            rows.append([_to_rgb_image(both[:3]), _to_rgb_image(out), _to_rgb_image(both[3:6])])
         frame_row = self._preview_frame_row(3 * size + 2 * 4)
         if frame_row:
             rows.append(frame_row)
@@ -419,13 +431,13 @@ class _Trainer:
         pair = next((p for p in self.dataset.pairs if p.name == self.dataset.preview_name), None)
         if pair is not None:
             both = self._pair_tensor(pair)
-            source, target = both[None, :3], both[3:]
+            source, target, coords = both[None, :3], both[3:6], both[None, 6:]
         elif self.dataset.preview_input is not None:
             rgb = torch.from_numpy(self.dataset.preview_input).permute(2, 0, 1)[None].to(self.device)
-            source, target = rgb_to_ycbcr(rgb), None
+            source, target, coords = rgb_to_ycbcr(rgb), None, None
         else:
             return []
-        out = self._predict(source)[0]
+        out = self._predict(source, coords)[0]
         panels = [source[0], out] + ([target] if target is not None else [])
         return [downscale(_to_rgb_image(p), max(row_width // len(panels), 16)) for p in panels]
 
@@ -438,8 +450,14 @@ class _Trainer:
         for _, old in ckpt.list_checkpoints(self.checkpoints)[:-KEEP_CHECKPOINTS]:
             ckpt.remove_checkpoint(old)
 
-    def record_loss(self, step: int, loss: float) -> None:
-        self.loss_history.append([step, loss])
+    def record_losses(self, first_step: int, losses: list[float], every: int) -> None:
+        """Per-step losses -> one curve point per `every` steps (the mean over those steps)."""
+        for offset, loss in enumerate(losses):
+            self._loss_bin[0] += loss
+            self._loss_bin[1] += 1
+            if (first_step + offset) % every == 0:
+                self.loss_history.append([first_step + offset, self._loss_bin[0] / self._loss_bin[1]])
+                self._loss_bin = [0.0, 0]
         if len(self.loss_history) > MAX_HISTORY:  # keep the curve's whole span at half the density
             self.loss_history = self.loss_history[::2]
 
@@ -500,11 +518,17 @@ def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _D
     trainer.model.train()
 
     step = start
-    # Two running sums on the device, read (a GPU sync) only when used: one for the loss curve
-    # (a point every `history_every` steps), one for the progress events (time-based).
-    history_every = max(1, trainer.total_steps // 400)
-    curve_sum, progress_sum = torch.zeros((), device=device), torch.zeros((), device=device)
-    curve_count = progress_count = 0
+    # Per-step losses stay on the device until a report reads them all at once: one GPU sync per
+    # report (about every REPORT_INTERVAL_S), not one per step.
+    pending: list[torch.Tensor] = []
+    history_every = max(1, trainer.total_steps // 2000)
+
+    def read_pending() -> list[float]:
+        values = torch.stack(pending).float().tolist() if pending else []
+        trainer.record_losses(step - len(values) + 1, values, history_every)
+        pending.clear()
+        return values
+
     run_start = window_start = time.monotonic()
     window_step = step
     with _deferred_stop_signals() as stop:
@@ -512,31 +536,23 @@ def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _D
             while step < trainer.total_steps:
                 if _stop_requested(stop, dist, device):
                     raise Cancelled("training cancelled")
-                loss_t = trainer.guarded_step(step, ddp_model)
-                curve_sum += loss_t
-                progress_sum += loss_t
-                curve_count += 1
-                progress_count += 1
+                pending.append(trainer.guarded_step(step, ddp_model))
                 step += 1
                 if after_step is not None:
                     after_step(step)
                 last = step == trainer.total_steps
                 validate = last or step % max(t.validate_every, 1) == 0
-                if step % history_every == 0 or validate:
-                    trainer.record_loss(step, float(curve_sum) / curve_count)
-                    curve_sum.zero_()
-                    curve_count = 0
                 now = time.monotonic()
                 if validate or now - window_start >= REPORT_INTERVAL_S:
-                    loss = float(progress_sum) / progress_count
+                    values = read_pending()
+                    loss = sum(values) / len(values)
                     rate = (step - window_step) / max(now - window_start, 1e-9)
                     reporter.progress(step, trainer.total_steps, "train", f"loss {loss:.4g}", loss=loss,
                                       lr=learning_rate_at(step - 1, trainer.total_steps, t.learning_rate),
                                       steps_per_s=rate, crops_per_s=rate * trainer.batch * dist.world_size,
                                       eta_s=(trainer.total_steps - step) / max(rate, 1e-9),
                                       epoch=step * trainer.batch * dist.world_size / n_train)
-                    progress_sum.zero_()
-                    progress_count, window_start, window_step = 0, now, step
+                    window_start, window_step = now, step
                 if dist.is_main:
                     if validate:
                         trainer.validate(step)
@@ -546,6 +562,7 @@ def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _D
                         trainer.write_previews(step)
         except (Cancelled, KeyboardInterrupt):
             if dist.is_main and step > start:
+                read_pending()
                 trainer.save_checkpoint(step)
                 reporter.message(f"Cancelled at step {step}; checkpoint written, training resumes from here.")
             raise

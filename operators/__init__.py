@@ -2,11 +2,12 @@
 
 import bpy
 
-from . import align, compositor, curation, ground_truth, ingest, jobs, pairs, pending, project
+from . import align, compositor, curation, ground_truth, inference, ingest, jobs, pairs, project, train
 
-_classes = (*jobs.classes, *project.classes, *ingest.classes, *pairs.classes, *curation.classes, *compositor.classes, *align.classes,
-            *ground_truth.classes,
-            *pending.classes)
+# In workflow order: set-up, Stage 0 ingest, Stage 1 pairs, Stage 2 align, Stage 3 ground truth, train,
+# inference and review.
+_classes = (*jobs.classes, *project.classes, *ingest.classes, *pairs.classes, *curation.classes,
+            *compositor.classes, *align.classes, *ground_truth.classes, *train.classes, *inference.classes)
 
 
 def register() -> None:

@@ -6,16 +6,16 @@ from ..addon import nodes, recipe
 from ..ml.imageio import frame_path
 
 
-def _plate_image(plate, name: str) -> bpy.types.Image:
-    """The plate as one Image datablock (a sequence for frame patterns); reused when already loaded."""
-    first = bpy.path.abspath(frame_path(plate.path, plate.first_frame))
+def sequence_image(pattern: str, first_frame: int, name: str) -> bpy.types.Image:
+    """A frame pattern as one Image datablock (a sequence for frame patterns); reused when already loaded."""
+    first = bpy.path.abspath(frame_path(pattern, first_frame))
     image = bpy.data.images.get(name)
     if image is None or bpy.path.abspath(image.filepath) != first:
         if image is not None:
             bpy.data.images.remove(image)
         image = bpy.data.images.load(first)
         image.name = name
-    if first != plate.path:
+    if first != pattern:
         image.source = "SEQUENCE"
     return image
 
@@ -23,8 +23,8 @@ def _plate_image(plate, name: str) -> bpy.types.Image:
 def build_recipe_tree(context, view: str) -> bpy.types.NodeTree:
     fr = context.scene.film_recovery
     job = recipe.recipe_to_job(fr)
-    source = _plate_image(job.source, "FR Source")
-    reference = _plate_image(job.reference, "FR Reference")
+    source = sequence_image(job.source.path, job.source.first_frame, "FR Source")
+    reference = sequence_image(job.reference.path, job.reference.first_frame, "FR Reference")
     settings = nodes.RecipeSettings.from_job(job, view=view, crop_bypass=fr.crop_bypass)
     return nodes.build_recipe_tree(context.scene, source, reference, settings)
 

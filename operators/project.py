@@ -67,6 +67,8 @@ class FILMREC_OT_generate_sample(jobs.EngineJobOperator, bpy.types.Operator):
             plate.first_frame, plate.last_frame = first + offset, last + offset
         if not fr.work_dir:
             fr.work_dir = str(recipe.default_work_dir())
+        fr.truth_dir = str(Path(result["truth"]).parent) if result.get("truth") else ""
+        fr.name = "sample_shot"
         sequencer.load_plates(context.scene)
         sequencer.set_render_size_from(frame_path(fr.source.path, first), context.scene)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bpy
+
+from ..addon import preferences
 from .common import draw_job_state
 
 
@@ -134,22 +137,64 @@ def draw_ground_truth(layout, context) -> None:
         layout.label(text=f"Dataset: {fr.dataset_dir}"[:110])
 
 
+def _preview(layout, kind: str) -> None:
+    """A training/inference preview image (loaded by the job runner when the engine announces it)."""
+    image = bpy.data.images.get(f"FR {kind}")
+    if image is not None and image.preview is not None:
+        layout.template_icon(icon_value=image.preview.icon_id, scale=10.0)
+
+
 def draw_train(layout, context) -> None:
     fr = context.scene.film_recovery
+    draw_job_state(layout, fr)
+    training = fr.training
     col = layout.column()
-    col.prop(fr.training, "model")
-    col.prop(fr.training, "size")
+    col.prop(fr, "branch")
+    for name in ("model", "size", "steps", "epochs", "batch", "crop_size", "learning_rate", "loss",
+                 "gradient_loss", "augment", "device", "seed", "validate_every", "checkpoint_every",
+                 "preview_every", "init_weights"):
+        col.prop(training, name)
+    prefs_python = preferences.get().python_path or "Blender's Python"
+    col.label(text=f"Interpreter: {prefs_python}", icon="CONSOLE")
+    row = layout.row(align=True)
+    row.operator("film_recovery.train", text="Train / Resume", icon="PLAY").start_over = False
+    row.operator("film_recovery.train", text="Start Over", icon="FILE_REFRESH").start_over = True
+    if fr.job_state.metrics:
+        layout.label(text=fr.job_state.metrics[:120])
+    _preview(layout, "loss_curve")
+    _preview(layout, "contact_sheet")
+    if fr.model_path:
+        layout.label(text=f"Model: {fr.model_path}"[:110], icon="CHECKMARK")
 
 
 def draw_inference(layout, context) -> None:
     fr = context.scene.film_recovery
+    draw_job_state(layout, fr)
     layout.prop(fr, "model_path")
+    col = layout.column()
+    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite"):
+        col.prop(fr.output, name)
+    layout.operator("film_recovery.infer", icon="RENDER_ANIMATION")
+    if fr.infer_display:
+        layout.label(text=f"Frames: {fr.infer_display}"[:110])
 
 
 def draw_review(layout, context) -> None:
     fr = context.scene.film_recovery
-    if fr.job_state.metrics:
-        layout.label(text=fr.job_state.metrics[:120])
+    draw_job_state(layout, fr)
+    row = layout.row(align=True)
+    for mode, label in (("result", "Result"), ("wipe", "A/B Wipe"), ("difference", "Difference")):
+        row.operator("film_recovery.review", text=label).mode = mode
+    layout.operator("film_recovery.fit_baseline", icon="COLOR")
+    layout.prop(fr, "truth_dir")
+    layout.operator("film_recovery.evaluate", icon="GRAPH")
+    if fr.report_verdict:
+        box = layout.box()
+        box.alert = not fr.beat_baseline
+        box.label(text="Model beats the baseline" if fr.beat_baseline else "Model does NOT beat the baseline",
+                  icon="CHECKMARK" if fr.beat_baseline else "ERROR")
+        box.label(text=fr.report_verdict[:120])
+    layout.operator("film_recovery.open_report", icon="URL")
 
 
 STAGE_PANELS = [

@@ -23,11 +23,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 ADDON_ID = "film_recovery"
 
-# stage name -> (operator id under bpy.ops.film_recovery, keyword arguments builder)
+# stage name -> operator id under bpy.ops.film_recovery, in workflow order ("all" runs them all)
 STAGES: dict[str, str] = {
-    "setup": "setup_aces",
-    "load": "load_plates",
+    "setup": "setup_aces",          # ACES project settings
+    "load": "load_plates",          # Source/Reference strips
+    "qc": "run_qc",                 # Stage 0 parity QC
+    "balance": "estimate_balance",  # Stage 0 neutral pre-balance
+    "suggest": "suggest_pairs",     # Stage 1 pair suggestions (accepted as suggested)
+    "align": "solve_alignment",     # Stage 2 solve, scores, shared crop
+    "nodes": "build_node_trees",    # compositor node groups for the artist
+    "dataset": "export_dataset",    # Stage 3 ground truth
+    "train": "train",
+    "infer": "infer",
+    "baseline": "fit_baseline",
+    "evaluate": "evaluate",         # metrics table + HTML report
 }
+
+# What the built-in sample needs beyond the defaults: its Reference weaves (per-frame alignment),
+# and a CPU-sized model so the whole job fits in minutes on two cores. The sample is a chroma
+# job with an uneven fade, so the fast bilateral colour model with frame position is the right tool.
+SAMPLE_SETTINGS = [
+    "alignment.mode=per_frame", "training.holdout_every=4", "training.model=bilateral",
+    "training.size=small", "training.steps=3000", "training.batch=8", "training.crop_size=128",
+    "training.validate_every=500", "training.preview_every=1000", "training.checkpoint_every=1000",
+]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -41,6 +60,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help=f"comma-separated stages, or 'all': {', '.join(STAGES)}")
     parser.add_argument("--save", help="save the .blend here afterwards (default: the opened file, if any)")
     parser.add_argument("--zip", help="extension zip to install (default: build one from this checkout)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="set a recipe field before the stages, e.g. training.steps=2000 or "
+                             "alignment.mode=per_frame (repeatable)")
     return parser.parse_args(argv)
 
 
@@ -73,6 +95,53 @@ def ensure_extension(zip_path: str | None, reinstall: bool):
     else:
         addon_utils.enable(module, default_set=True)
     return importlib.import_module(module)
+
+
+def set_field(recipe, assignment: str) -> None:
+    """`training.steps=2000` on the scene recipe, converted to the field's own type."""
+    path, sep, text = assignment.partition("=")
+    if not sep:
+        raise RuntimeError(f"--set {assignment!r}: expected FIELD=VALUE")
+    *owners, name = path.strip().split(".")
+    target = recipe
+    for owner in owners:
+        target = getattr(target, owner, None)
+        if target is None:
+            raise RuntimeError(f"--set {assignment!r}: the recipe has no {owner!r}")
+    if not hasattr(target, name):
+        raise RuntimeError(f"--set {assignment!r}: the recipe has no field {path!r}")
+    current = getattr(target, name)
+    if isinstance(current, bool):
+        value = text.strip().lower() in ("1", "true", "yes", "on")
+    elif isinstance(current, (int, float)):
+        value = type(current)(text)
+    else:
+        value = text
+    try:
+        setattr(target, name, value)
+    except (TypeError, ValueError) as exc:
+        raise RuntimeError(f"--set {assignment!r}: {exc}") from None
+
+
+def print_summary(recipe) -> None:
+    """The metrics table and where everything is."""
+    import json
+
+    if recipe.report_path:
+        report = json.loads((Path(recipe.report_path).parent / "report.json").read_text())
+        channels = "CbCr" if report["branch"] == "chroma" else "Y"
+        for evaluation in report["sets"]:
+            print(f"\n{evaluation['label']}")
+            print(f"  {'':10} {'PSNR ' + channels:>12} {'dE2000 mean':>12} {'dE2000 p95':>11} {'SSIM':>7}")
+            for method, scores in evaluation["table"].items():
+                print(f"  {method:10} {scores['psnr']:12.2f} {scores['delta_e_mean']:12.2f} "
+                      f"{scores['delta_e_p95']:11.2f} {scores['ssim']:7.4f}")
+        print(f"\n{recipe.report_verdict}")
+        print(f"report:  {recipe.report_path}")
+    if recipe.infer_display:
+        print(f"frames:  {recipe.infer_display}")
+    if recipe.model_path:
+        print(f"model:   {recipe.model_path}")
 
 
 def run_stage(name: str) -> None:
@@ -108,6 +177,8 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
     try:
+        for assignment in (SAMPLE_SETTINGS if args.sample else []) + args.set:
+            set_field(fr, assignment)
         if args.sample:
             width, _, height = args.sample_size.partition("x")
             print("== sample ==", flush=True)
@@ -126,6 +197,7 @@ def main(argv: list[str]) -> int:
         Path(save_to).parent.mkdir(parents=True, exist_ok=True)
         bpy.ops.wm.save_as_mainfile(filepath=str(Path(save_to).resolve()))
         print(f"saved {Path(save_to).resolve()}")
+    print_summary(fr)
     print(f"work directory: {fr.work_dir}")
     return 0
 

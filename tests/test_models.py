@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # robust when other processes share the cores
 
 from skimage import data, transform  # noqa: E402
 
 from ml import colour  # noqa: E402
 from ml.checkpoint import load_model, save_model  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
-from ml.models import build_model, model_config, rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
+from ml.models import build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
 from ml.predict import predict_batch_tensor, predict_frame, predict_ycbcr  # noqa: E402
 
 
@@ -26,10 +26,10 @@ def _photo(height: int, width: int) -> np.ndarray:
     return transform.resize(image, (height, width), anti_aliasing=True).astype(np.float32)
 
 
-def _active_model(kind: str, branch: str, size: str = "tiny"):
+def _active_model(kind: str, branch: str, size: str = "tiny", position: bool = False):
     """A model whose zero-initialised output layer is randomised, so it changes its channels."""
     torch.manual_seed(1)
-    model = build_model(model_config(kind, size, branch))
+    model = build_model(model_config(kind, size, branch, position=position))
     head = model.core.head if kind == "unet" else model.core.coefficients
     torch.nn.init.normal_(head.weight, std=0.05)
     return model.eval()
@@ -100,6 +100,29 @@ def test_tiled_inference_matches_whole_frame_without_seams():
     # Without feathered overlap the seams show: the blend is what removes them.
     hard = predict_frame(model, {}, rgb, "cpu", tile=64, overlap=0)
     assert np.abs(colour.rgb_to_ycbcr(hard) - colour.rgb_to_ycbcr(whole))[..., 1:].max() > 3 * error.max()
+
+
+def test_frame_coords_of_a_crop_are_the_frames_own():
+    whole = frame_coords(60, 80)
+    crop = frame_coords(20, 30, origin=(10, 25), frame_size=(60, 80))
+    assert torch.equal(crop, whole[..., 10:30, 25:55])
+    assert whole.min() > -1 and whole.max() < 1
+
+
+@pytest.mark.parametrize("kind", ["unet", "bilateral"])
+def test_position_aware_model_uses_position_and_tiles_without_seams(kind):
+    model = _active_model(kind, "chroma", position=True)
+    rgb = np.full((96, 128, 3), 0.4, np.float32)  # flat colour: any change across it comes from position
+    out = predict_frame(model, {}, rgb, "cpu")
+    cbcr = colour.rgb_to_ycbcr(out)[..., 1:]
+    assert np.abs(cbcr[:, :16].mean((0, 1)) - cbcr[:, -16:].mean((0, 1))).max() > 1e-4
+    if kind == "bilateral":
+        return  # its grid is laid per input; it runs whole-frame (cheap even at 4K), never tiled
+    photo = _photo(96, 128)
+    whole = predict_frame(model, {}, photo, "cpu")
+    tiled = predict_frame(model, {}, photo, "cpu", tile=64, overlap=24)
+    change = np.abs(colour.rgb_to_ycbcr(whole) - colour.rgb_to_ycbcr(photo))[..., 1:].mean()
+    assert np.abs(colour.rgb_to_ycbcr(tiled) - colour.rgb_to_ycbcr(whole))[..., 1:].max() < 0.1 * change
 
 
 def test_predict_batch_tensor_matches_predict_frame():
