@@ -31,12 +31,13 @@ class FILMREC_OT_infer(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator)
 
     def on_result(self, context, result):
         fr = context.scene.film_recovery
-        fr.infer_display = result.get("display", "")
-        if fr.infer_display:
-            review.load_result_strip(context.scene, fr.infer_display, int(result["first_frame"]),
-                                     int(result["last_frame"]))
+        fr.infer_display = result.get("outputs", {}).get("display", "")
+        if fr.infer_display and result.get("frame_range"):
+            first, last = result["frame_range"]
+            review.load_result_strip(context.scene, fr.infer_display, int(first), int(last))
         fps = result.get("fps")
-        fr.job_state.message = (f"{result.get('written', 0)} written, {result.get('skipped', 0)} skipped"
+        fr.job_state.message = (f"{len(result.get('written', []))} frames written, "
+                                f"{len(result.get('skipped', []))} already done"
                                 + (f", {fps:.1f} fps" if isinstance(fps, (int, float)) else ""))
 
 

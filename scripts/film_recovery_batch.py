@@ -37,6 +37,7 @@ STAGES: dict[str, str] = {
     "infer": "infer",
     "baseline": "fit_baseline",
     "evaluate": "evaluate",         # metrics table + HTML report
+    "review": "review",             # result strip + A/B wipe in the Sequencer, review tree
 }
 
 # What the built-in sample needs beyond the defaults: its Reference weaves (per-frame alignment),
