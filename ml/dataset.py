@@ -105,7 +105,7 @@ def make_pair_images(job: Job, pair: Pair) -> PairImages:
                       valid[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]))
 
 
-def validate_pair(name: str, images: PairImages, branch: str) -> list[str]:
+def validate_pair(name: str, images: PairImages) -> list[str]:
     """Problems that would poison training, each naming the pair and the fix (empty: fine)."""
     problems = []
     if images.input.shape != images.target.shape:
@@ -184,7 +184,7 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         index, pair = index_pair
         name = f"pair_{pair.source_frame:06d}"
         images = make_pair_images(job, pair)
-        problems = validate_pair(name, images, job.branch)
+        problems = validate_pair(name, images)
         if problems:
             raise FilmRecoveryError(" ".join(problems), where=f"pair {pair.source_frame}")
         input_path, target_path = out / "input" / f"{name}.exr", out / "target" / f"{name}.exr"
@@ -199,7 +199,7 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "holdout": _holdout(job, pair, index), "shot": pair.shot, "label": pair.label,
                 "rationale": pair.rationale, "align_score": pair.align_score,
                 "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
-                "crop": dict(zip(("x", "y", "width", "height"), images.crop_box)),
+                "crop": dict(zip(("x", "y", "width", "height"), images.crop_box, strict=True)),
                 "size": [int(images.input.shape[1]), int(images.input.shape[0])],
                 "source_size": list(images.source_size),
                 "unchanged_channel_max_error": written_error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import bpy
 
 from ..addon import alignment, jobs, recipe
