@@ -15,7 +15,6 @@ Layout of a training folder:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import FilmRecoveryError
-from .imageio import atomic_path
+from .imageio import atomic_path, file_sha256
 from .models import ModelConfig, RecoveryModel, build_model
 
 MODEL_SCHEMA = "film_recovery.model"
@@ -38,16 +37,9 @@ def sidecar_path(weights_path: str | Path) -> Path:
     return Path(weights_path).with_suffix(".json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _file_record(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -90,7 +82,7 @@ def _read_tensors(path: Path, record: dict[str, Any] | None, device: str | torch
         if size != record.get("bytes"):
             raise FilmRecoveryError(f"the file is {size} bytes, its sidecar says {record.get('bytes')} "
                                     "(truncated or replaced).", where=str(path), fix=fix)
-        if _sha256(path) != record.get("sha256"):
+        if file_sha256(path) != record.get("sha256"):
             raise FilmRecoveryError("the file's checksum does not match its sidecar (corrupted).",
                                     where=str(path), fix=fix)
     try:

@@ -24,7 +24,7 @@ import numpy as np
 from . import colour
 from .crop import crop_at_frame, crop_to_slices, detect_borders
 from .errors import FilmRecoveryError
-from .imageio import atomic_path, read_image, write_exr
+from .imageio import atomic_path, file_sha256, read_image, write_exr
 from .ingest import plate_frame_path, reference_frame, source_frame
 from .job import Job, Pair, job_to_dict
 from .qc import require_qc_pass
@@ -142,14 +142,6 @@ def unchanged_channel_error(input_rgb: np.ndarray, target_rgb: np.ndarray, branc
     return float(diff[untouched].max()) if untouched.any() else 0.0
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _holdout(job: Job, pair: Pair, index: int) -> bool:
     every = job.training.holdout_every
     return pair.holdout or (every > 0 and index % every == every - 1)
@@ -204,9 +196,9 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "source_size": list(images.source_size),
                 "unchanged_channel_max_error": written_error,
                 "clamped_fraction": float(images.clamped.mean()),
-                "checksums": {"input": _sha256(input_path), "target": _sha256(target_path),
-                              "source_file": _sha256(Path(plate_frame_path(job.source, pair.source_frame))),
-                              "reference_file": _sha256(Path(plate_frame_path(job.reference, pair.reference_frame)))}}
+                "checksums": {"input": file_sha256(input_path), "target": file_sha256(target_path),
+                              "source_file": file_sha256(Path(plate_frame_path(job.source, pair.source_frame))),
+                              "reference_file": file_sha256(Path(plate_frame_path(job.reference, pair.reference_frame)))}}
 
     records = []
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import math
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from . import imageio
 from .errors import JobFileError
 from .imageio import atomic_path, frame_path
 from .job import Job, Pair, _convert
@@ -55,15 +55,11 @@ def timecode(frame: int, fps: float) -> str:
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, or "" when it does not exist."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes, or "" when it does not exist (a missing frame is a finding here)."""
     try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return imageio.file_sha256(path)
     except FileNotFoundError:
         return ""
-    return digest.hexdigest()
 
 
 def _hash_many(paths: Sequence[str], workers: int = 4) -> list[str]:

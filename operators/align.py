@@ -8,6 +8,7 @@ from ..addon import alignment, jobs, recipe
 from ..ml import warp
 from ..ml.imageio import frame_path, read_info
 from . import compositor
+from .polls import NeedsPlates
 
 
 def _sizes(job) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -25,7 +26,7 @@ def _refresh_views(context) -> None:
         compositor.build_recipe_tree(context, context.scene.film_recovery.compositor_view)
 
 
-class FILMREC_OT_solve_alignment(compositor._NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_solve_alignment(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Solve the Reference-to-Source warp on structure (not colour) in a central ROI, score every pair,
     propose the shared crop and check its edges"""
 
@@ -62,7 +63,7 @@ class FILMREC_OT_solve_alignment(compositor._NeedsPlates, jobs.EngineJobOperator
             self.report({"WARNING"}, f"Solved, but the views could not be updated: {exc}")
 
 
-class FILMREC_OT_key_manual(compositor._NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_key_manual(NeedsPlates, bpy.types.Operator):
     """Key a manual warp for the current frame (the auto warp nudged by the offset/angle/scale below)
     and switch this frame to manual"""
 
@@ -88,7 +89,7 @@ class FILMREC_OT_key_manual(compositor._NeedsPlates, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class FILMREC_OT_toggle_manual_frame(compositor._NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_toggle_manual_frame(NeedsPlates, bpy.types.Operator):
     """Switch the current frame between the automatic and the manual warp (the guide's Dissolve 0/1)"""
 
     bl_idname = "film_recovery.toggle_manual_frame"
@@ -113,7 +114,7 @@ class FILMREC_OT_toggle_manual_frame(compositor._NeedsPlates, bpy.types.Operator
         return {"FINISHED"}
 
 
-class FILMREC_OT_difference_view(compositor._NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_difference_view(NeedsPlates, bpy.types.Operator):
     """Compositor difference of Source and aligned Reference (geometry should be near black), or back"""
 
     bl_idname = "film_recovery.difference_view"

@@ -4,6 +4,7 @@ import bpy
 
 from ..addon import nodes, recipe
 from ..ml.imageio import frame_path
+from .polls import NeedsPlates
 
 
 def sequence_image(pattern: str, first_frame: int, name: str) -> bpy.types.Image:
@@ -29,17 +30,9 @@ def build_recipe_tree(context, view: str) -> bpy.types.NodeTree:
     return nodes.build_recipe_tree(context.scene, source, reference, settings)
 
 
-class _NeedsPlates:
-    @classmethod
-    def poll(cls, context):
-        fr = context.scene.film_recovery
-        if not (fr.source.path and fr.reference.path):
-            cls.poll_message_set("Set the Source and Reference plates first (Ingest panel)")
-            return False
-        return True
 
 
-class FILMREC_OT_build_node_trees(_NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_build_node_trees(NeedsPlates, bpy.types.Operator):
     """Build (or update) the FR node groups from the recipe: Ingest, Align, shared Crop, Ground Truth, Review"""
 
     bl_idname = "film_recovery.build_node_trees"
@@ -60,7 +53,7 @@ class FILMREC_OT_build_node_trees(_NeedsPlates, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class FILMREC_OT_toggle_crop_bypass(_NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_toggle_crop_bypass(NeedsPlates, bpy.types.Operator):
     """Bypass the shared crop while solving alignment, or apply it (it is always applied last)"""
 
     bl_idname = "film_recovery.toggle_crop_bypass"

@@ -5,22 +5,10 @@ from pathlib import Path
 import bpy
 
 from ..addon import jobs, recipe
+from .polls import NeedsPlates
 
 
-class _NeedsPlates:
-    @classmethod
-    def poll(cls, context):
-        fr = context.scene.film_recovery
-        if not (fr.source.path and fr.reference.path):
-            cls.poll_message_set("Set the Source and Reference plates first (Ingest panel)")
-            return False
-        if jobs.active_job() is not None:
-            cls.poll_message_set("A Film Recovery job is running")
-            return False
-        return True
-
-
-class FILMREC_OT_suggest_pairs(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_suggest_pairs(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Suggest pairs that cover every shot's variety and avoid cuts, flashes, blur and near-duplicates"""
 
     bl_idname = "film_recovery.suggest_pairs"
@@ -41,7 +29,7 @@ class FILMREC_OT_suggest_pairs(_NeedsPlates, jobs.EngineJobOperator, bpy.types.O
                                 + (f"; {warnings[0]}" if warnings else ""))
 
 
-class FILMREC_OT_match_reference(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_match_reference(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Find each pair's Reference frame by structure (ignores colour): off-by-one, per-shot offsets, drift"""
 
     bl_idname = "film_recovery.match_reference"
@@ -64,7 +52,7 @@ class FILMREC_OT_match_reference(_NeedsPlates, jobs.EngineJobOperator, bpy.types
                                          for s in shots) + f"; {changed} pair(s) updated"
 
 
-class FILMREC_OT_pairs_table(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_pairs_table(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Export, import or verify the pair record (CSV or JSON, with file checksums)"""
 
     bl_idname = "film_recovery.pairs_table"
@@ -94,7 +82,7 @@ class FILMREC_OT_pairs_table(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Ope
             fr.job_state.message = f"wrote {result.get('table')}"
 
 
-class FILMREC_OT_contact_sheet(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_contact_sheet(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Write a contact sheet (Source | Reference | difference per pair) and open it in an Image Editor"""
 
     bl_idname = "film_recovery.contact_sheet"

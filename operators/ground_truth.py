@@ -3,10 +3,10 @@
 import bpy
 
 from ..addon import jobs
-from .compositor import _NeedsPlates
+from .polls import NeedsPlates
 
 
-class FILMREC_OT_export_dataset(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_export_dataset(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Write Input and Ground Truth (half EXR) for the accepted pairs, with a manifest of frames,
     warps, crop, colour settings, checksums and the rejected pairs"""
 

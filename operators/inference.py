@@ -3,10 +3,11 @@
 import bpy
 
 from ..addon import jobs, review
-from .compositor import _NeedsPlates, sequence_image
+from .compositor import sequence_image
+from .polls import NeedsPlates
 
 
-class FILMREC_OT_infer(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_infer(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Run the trained model over the whole Source; write display EXR, archival ACES2065-1 EXR and
     review proxies (frames already written by this model are skipped)"""
 

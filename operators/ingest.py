@@ -5,22 +5,10 @@ import json
 import bpy
 
 from ..addon import jobs
+from .polls import NeedsPlates
 
 
-class _NeedsPlates:
-    @classmethod
-    def poll(cls, context):
-        fr = context.scene.film_recovery
-        if not (fr.source.path and fr.reference.path):
-            cls.poll_message_set("Set the Source and Reference plates first")
-            return False
-        if jobs.active_job() is not None:
-            cls.poll_message_set("A Film Recovery job is running")
-            return False
-        return True
-
-
-class FILMREC_OT_run_qc(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_run_qc(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Parity QC: sizes, frame ranges, missing/duplicate frames, alpha, range, NaN/Inf, flicker, flashes, cast"""
 
     bl_idname = "film_recovery.run_qc"
@@ -39,7 +27,7 @@ class FILMREC_OT_run_qc(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator
             self.report({"WARNING"}, "QC failed: later stages are blocked until the plates are fixed")
 
 
-class FILMREC_OT_estimate_balance(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_estimate_balance(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Estimate the neutral pre-balance (per-channel gain/offset) of the Source; you can edit it afterwards"""
 
     bl_idname = "film_recovery.estimate_balance"

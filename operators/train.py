@@ -3,10 +3,10 @@
 import bpy
 
 from ..addon import jobs
-from .compositor import _NeedsPlates
+from .polls import NeedsDataset, NeedsPlates
 
 
-class FILMREC_OT_train(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_train(NeedsDataset, jobs.EngineJobOperator, bpy.types.Operator):
     """Train the recovery model on the exported dataset (resumes from the last checkpoint unless told
     to start over); Blender stays responsive, ESC or Cancel stops it with a checkpoint"""
 
@@ -16,15 +16,6 @@ class FILMREC_OT_train(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator)
 
     start_over: bpy.props.BoolProperty(name="Start over", default=False,
                                        description="Discard earlier checkpoints instead of resuming")
-
-    @classmethod
-    def poll(cls, context):
-        if not super().poll(context):
-            return False
-        if not context.scene.film_recovery.dataset_dir:
-            cls.poll_message_set("Export the dataset first (Ground Truth panel)")
-            return False
-        return True
 
     def job_args(self, context):
         return ["--no-resume"] if self.start_over else []
@@ -39,21 +30,12 @@ class FILMREC_OT_train(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator)
                                    if isinstance(psnr, float) and isinstance(source, float) else ""))
 
 
-class FILMREC_OT_fit_baseline(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_fit_baseline(NeedsDataset, jobs.EngineJobOperator, bpy.types.Operator):
     """Fit the MatchGrade-style baseline (smoothed 3D LUT) on the same pairs, export a .cube and apply it"""
 
     bl_idname = "film_recovery.fit_baseline"
     bl_label = "Fit Baseline"
     command = "baseline"
-
-    @classmethod
-    def poll(cls, context):
-        if not super().poll(context):
-            return False
-        if not context.scene.film_recovery.dataset_dir:
-            cls.poll_message_set("Export the dataset first (Ground Truth panel)")
-            return False
-        return True
 
     def on_result(self, context, result):
         fr = context.scene.film_recovery
@@ -61,7 +43,7 @@ class FILMREC_OT_fit_baseline(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Op
         fr.job_state.message = f"baseline {result.get('kind')} fitted; .cube: {fr.baseline_cube}"
 
 
-class FILMREC_OT_evaluate(_NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
+class FILMREC_OT_evaluate(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Score Source, baseline and model (PSNR, CIEDE2000, SSIM, temporal stability) and write the report"""
 
     bl_idname = "film_recovery.evaluate"
