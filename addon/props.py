@@ -150,6 +150,7 @@ def _build_classes() -> list[type]:
             name="Offset", size=2, description="Manual nudge of the Reference in Source pixels (y up)"),
         "manual_angle": bpy.props.FloatProperty(name="Angle", description="Manual turn in degrees (counter-clockwise)"),
         "manual_scale": bpy.props.FloatProperty(name="Scale", default=1.0, min=0.5, max=2.0),
+        "shots_json": bpy.props.StringProperty(name="Shots (JSON)", default="[]"),
         "reference_offset": bpy.props.IntProperty(
             name="Reference offset", description="Reference frame = Source frame + this (temporal match)"),
         "qc_checks": bpy.props.CollectionProperty(type=FILMREC_PG_Check),

@@ -157,3 +157,12 @@ def reload_pairs_from_job_file(recipe: Any, path: Path) -> int:
     for pair in job.pairs:
         _write(recipe.pairs.add(), pair)
     return len(job.pairs)
+
+
+def scope_warnings(recipe: Any) -> list[str]:
+    """The guide's pair-count checks for the chosen scope, live (shots come from the last suggestion)."""
+    from ..ml.curation import Shot, scope_check
+
+    shots = [Shot(s["name"], s["first"], s["last"]) for s in json.loads(recipe.shots_json or "[]")]
+    pairs = [_read(item, schema.Pair) for item in recipe.pairs]
+    return scope_check(pairs, recipe.pair_scope, shots)

@@ -70,4 +70,35 @@ class FILMREC_OT_toggle_crop_bypass(NeedsPlates, bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FILMREC_OT_build_node_trees, FILMREC_OT_toggle_crop_bypass)
+class FILMREC_OT_key_crop(NeedsPlates, bpy.types.Operator):
+    """Key the shared crop at the current frame (it holds until the next key): an animated crop
+    steps around burned-in subtitles or logos. Shift-click removes the key here"""
+
+    bl_idname = "film_recovery.key_crop"
+    bl_label = "Key Crop"
+    bl_options = {"REGISTER", "UNDO"}
+
+    remove: bpy.props.BoolProperty(name="Remove", default=False)
+
+    def invoke(self, context, event):
+        self.remove = event.shift
+        return self.execute(context)
+
+    def execute(self, context):
+        fr = context.scene.film_recovery
+        frame = context.scene.frame_current
+        keys = [key.frame for key in fr.crop.keys]
+        if frame in keys:
+            fr.crop.keys.remove(keys.index(frame))
+        if not self.remove:
+            key = fr.crop.keys.add()
+            key.frame, key.x, key.y, key.width, key.height = frame, fr.crop.x, fr.crop.y, fr.crop.width, fr.crop.height
+            fr.crop.enabled = True
+        if bpy.data.node_groups.get(nodes.RECIPE_TREE) is not None:
+            build_recipe_tree(context, fr.compositor_view)
+        self.report({"INFO"}, f"Crop key {'removed' if self.remove else 'set'} at frame {frame} "
+                              f"({len(fr.crop.keys)} key(s))")
+        return {"FINISHED"}
+
+
+classes = (FILMREC_OT_build_node_trees, FILMREC_OT_toggle_crop_bypass, FILMREC_OT_key_crop)

@@ -1,5 +1,6 @@
 """Stage 1 operators: suggest pairs, match Reference frames, pair table and contact sheet."""
 
+import json
 from pathlib import Path
 
 import bpy
@@ -20,6 +21,7 @@ class FILMREC_OT_suggest_pairs(NeedsPlates, jobs.EngineJobOperator, bpy.types.Op
 
     def on_result(self, context, result):
         fr = context.scene.film_recovery
+        fr.shots_json = json.dumps([{k: s[k] for k in ("name", "first", "last")} for s in result.get("shots", [])])
         pairs = [recipe.pair_from_dict(p) for p in result.get("pairs", [])]
         added = recipe.merge_pairs(fr, pairs)
         shots = len({p.shot for p in pairs})

@@ -4,7 +4,7 @@ import json
 
 import bpy
 
-from ..addon import jobs
+from ..addon import jobs, recipe
 from .polls import NeedsPlates
 
 
@@ -43,4 +43,32 @@ class FILMREC_OT_estimate_balance(NeedsPlates, jobs.EngineJobOperator, bpy.types
                                 f"after {json.dumps(result.get('cast_after'))[:60]}")
 
 
-classes = (FILMREC_OT_run_qc, FILMREC_OT_estimate_balance)
+class FILMREC_OT_detect_conform(NeedsPlates, bpy.types.Operator):
+    """Place the Reference's picture area (bars excluded) over the Source's: the conform the
+    alignment starts from (resolution, pixel aspect, letterbox/pillarbox)"""
+
+    bl_idname = "film_recovery.detect_conform"
+    bl_label = "Detect Conform"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from ..ml.errors import FilmRecoveryError
+        from ..ml.ingest import estimate_conform, read_plate_frame
+
+        fr = context.scene.film_recovery
+        job = recipe.recipe_to_job(fr)
+        try:
+            source = read_plate_frame(job.source, job.source.first_frame)
+            reference = read_plate_frame(job.reference, job.reference.first_frame)
+        except FilmRecoveryError as exc:
+            self.report({"ERROR"}, exc.describe())
+            return {"CANCELLED"}
+        conform = estimate_conform(reference, source, job.reference.pixel_aspect, job.source.pixel_aspect)
+        fr.conform.mode, fr.conform.scale_x, fr.conform.scale_y = conform.mode, conform.scale_x, conform.scale_y
+        fr.conform.offset_x, fr.conform.offset_y = conform.offset_x, conform.offset_y
+        self.report({"INFO"}, f"Conform: {conform.mode}, scale {conform.scale_x:.4f}, "
+                              f"offset ({conform.offset_x:.1f}, {conform.offset_y:.1f}) px")
+        return {"FINISHED"}
+
+
+classes = (FILMREC_OT_run_qc, FILMREC_OT_estimate_balance, FILMREC_OT_detect_conform)

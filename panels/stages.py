@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..addon import preferences
+from ..addon import preferences, recipe
 from .common import draw_job_state
 
 
@@ -50,13 +50,22 @@ def draw_ingest(layout, context) -> None:
     box.label(text="Clean-up (training copies only)")
     for name in ("reference_median", "reference_denoise", "reference_deband", "reference_dust", "source_degrain"):
         box.prop(fr.cleanup, name)
-    layout.prop(fr.conform, "mode", text="Conform")
+    box = layout.box()
+    row = box.row()
+    row.label(text="Conform (Reference onto the Source raster)")
+    row.operator("film_recovery.detect_conform", text="", icon="FULLSCREEN_ENTER")
+    box.prop(fr.conform, "mode")
+    row = box.row(align=True)
+    for name in ("scale_x", "scale_y", "offset_x", "offset_y"):
+        row.prop(fr.conform, name)
 
 
 def draw_pairs(layout, context) -> None:
     fr = context.scene.film_recovery
     draw_job_state(layout, fr)
     layout.prop(fr, "pair_scope")
+    for warning in recipe.scope_warnings(fr)[:3]:
+        layout.label(text=warning[:110], icon="ERROR")
     row = layout.row(align=True)
     row.operator("film_recovery.suggest_pairs", icon="LIGHT")
     row.operator("film_recovery.match_reference", icon="TIME")
@@ -121,6 +130,9 @@ def draw_align(layout, context) -> None:
     row = box.row(align=True)
     for name in ("x", "y", "width", "height"):
         row.prop(fr.crop, name)
+    row = box.row()
+    row.operator("film_recovery.key_crop", icon="KEYFRAME_HLT")
+    row.label(text=f"{len(fr.crop.keys)} key(s)")
 
 
 def draw_ground_truth(layout, context) -> None:

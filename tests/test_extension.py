@@ -140,3 +140,15 @@ def test_disable_removes_classes_and_properties(addon):
     finally:
         addon_utils.enable(ADDON_MODULE, default_set=True)
     assert hasattr(bpy.types.Scene, "film_recovery")
+
+
+def test_check_interpreter_reports_torch_and_devices(addon, tmp_path):
+    prefs = bpy.context.preferences.addons[ADDON_MODULE].preferences
+    prefs.python_path = ""  # auto: Blender's own Python (here the test interpreter, which has torch)
+    assert bpy.ops.film_recovery.check_interpreter() == {"FINISHED"}
+    assert "torch 2." in prefs.interpreter_report and "cpu" in prefs.interpreter_report
+    prefs.python_path = str(tmp_path / "no-such-python")
+    with pytest.raises(RuntimeError, match="no such interpreter"):
+        bpy.ops.film_recovery.check_interpreter()
+    assert prefs.interpreter_report.startswith("Problem:")
+    prefs.python_path = ""

@@ -48,6 +48,12 @@ def test_ingest_pairs_align_dataset_flow(addon, shot):
     shots = {p.shot for p in fr.pairs}
     assert len(fr.pairs) >= 4 and len(shots) == 2, [(p.source_frame, p.shot) for p in fr.pairs]
     assert all(p.rationale for p in fr.pairs)
+    from importlib import import_module
+
+    recipe = import_module(addon.__name__ + ".addon.recipe")
+    fr.pair_scope = "scene"
+    assert any("scene scope wants 12" in w for w in recipe.scope_warnings(fr))
+    fr.pair_scope = "shot"
     fr.pairs_index = 0
     assert bpy.ops.film_recovery.pair_set_status(accept=False, reason="gate hair") == {"FINISHED"}
     assert not fr.pairs[0].accepted and fr.pairs[0].reason == "gate hair"
@@ -75,9 +81,18 @@ def test_ingest_pairs_align_dataset_flow(addon, shot):
     assert bpy.ops.film_recovery.toggle_manual_frame() == {"FINISHED"}  # back to auto
     assert bpy.ops.film_recovery.build_node_trees(view="alignment_difference") == {"FINISHED"}
     assert scene.compositing_node_group.name == "FR Recipe"
+    assert bpy.ops.film_recovery.detect_conform() == {"FINISHED"}
+    assert fr.conform.scale_x == pytest.approx(1.0, abs=0.05)  # the sample's Reference is letterboxed 16:9
+    # An animated crop: a smaller crop from the second pair on (a subtitle), keyed in the recipe.
+    scene.frame_set(accepted[1].source_frame)
+    fr.crop.height -= 8
+    assert bpy.ops.film_recovery.key_crop() == {"FINISHED"}
+    assert [key.frame for key in fr.crop.keys] == [accepted[1].source_frame]
 
     # Stage 3: the dataset for the accepted pairs.
     assert bpy.ops.film_recovery.export_dataset() == {"FINISHED"}
     manifest = json.loads((Path(fr.dataset_dir) / "manifest.json").read_text())
     assert len(manifest["pairs"]) == len(accepted)
+    heights = {p["source_frame"]: p["crop"]["height"] for p in manifest["pairs"]}
+    assert heights[accepted[1].source_frame] == fr.crop.keys[0].height
     assert manifest["rejected"][0]["reason"] == "gate hair"
