@@ -136,7 +136,7 @@ def run(size: tuple[int, int] = (640, 360), frames: int = 24, sample_dir: str | 
     max_seconds = max_seconds or (60.0 if gpu else 120.0)
     settings = {"size": "small", "position": True, "device": device.type,
                 "crop_size": crop or (256 if gpu else 128), "batch": batch or (16 if gpu else 8),
-                "steps": steps or (6000 if gpu else 1000), "validate_every": validate_every or (100 if gpu else 25),
+                "steps": steps or (6000 if gpu else 2500), "validate_every": validate_every or (100 if gpu else 25),
                 "checkpoint_every": NEVER, "preview_every": NEVER}
     width, height = size
     root = Path(tempfile.mkdtemp(prefix="bench_ttb_", dir=scratch))
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="sample frames (24: the sample shot)")
     parser.add_argument("--sample-dir", help="reuse (or generate into) this sample folder")
     parser.add_argument("--max-seconds", type=float, help="training time limit (default 120 CPU, 60 GPU)")
-    parser.add_argument("--steps", type=int, help="planned steps (default 1000 CPU, 6000 GPU)")
+    parser.add_argument("--steps", type=int, help="planned steps (default 2500 CPU, 6000 GPU)")
     parser.add_argument("--validate-every", type=int, help="steps between validations (default 25 CPU, 100 GPU)")
     parser.add_argument("--crop", type=int, help="training crop (default 128 CPU, 256 GPU)")
     parser.add_argument("--batch", type=int, help="batch (default 8 CPU, 16 GPU)")
