@@ -534,19 +534,30 @@ _upload_streams = threading.local()
 
 def _upload(array: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Any]:
     """Host array -> tensor for the model. On CUDA: page-locked, copied on this decode thread's own
-    stream, so uploads overlap the model's work on the main stream; returns the copy's event."""
+    stream, so uploads overlap the model's work on the main stream; returns the copy's event.
+
+    Each decode thread keeps its page-locked staging buffers (allocating pinned memory per 4K frame
+    costs more than the copy); a buffer is reused once its previous copy has finished."""
     tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     if device.type != "cuda":
         return tensor, None
-    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    pinned.copy_(tensor)
     stream = getattr(_upload_streams, "stream", None)
     if stream is None:
         stream = _upload_streams.stream = torch.cuda.Stream(device)
+        _upload_streams.staging = {}
+    staging: dict[tuple[int, ...], list[tuple[torch.Tensor, Any]]] = _upload_streams.staging
+    buffers = staging.setdefault(tuple(tensor.shape), [])
+    free = next((i for i, (_, event) in enumerate(buffers) if event is None or event.query()), None)
+    if free is None:
+        buffers.append((torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True), None))
+        free = len(buffers) - 1
+    pinned = buffers[free][0]
+    pinned.copy_(tensor)
     with torch.cuda.stream(stream):
         on_device = pinned.to(device, non_blocking=True)
         copied = torch.cuda.Event()
         copied.record(stream)
+    buffers[free] = (pinned, copied)
     return on_device, copied
 
 
