@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import bpy
 
@@ -55,11 +54,11 @@ def load_plates(scene: bpy.types.Scene) -> list[str]:
     return loaded
 
 
-def set_render_size_from(path: str, scene: bpy.types.Scene) -> None:
-    from ..ml.imageio import read_info
+def set_render_size_from(plate, scene: bpy.types.Scene) -> None:
+    """The render raster follows the Source plate (image sequence or movie)."""
+    from ..ml.ingest import plate_size
 
-    info = read_info(str(Path(path)))
-    scene.render.resolution_x, scene.render.resolution_y = info.width, info.height
+    scene.render.resolution_x, scene.render.resolution_y = plate_size(plate)
     scene.render.resolution_percentage = 100
 
 

@@ -13,8 +13,10 @@ records frames, warps, crop, colour settings, checksums and the rejected pairs w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,6 +144,17 @@ def unchanged_channel_error(input_rgb: np.ndarray, target_rgb: np.ndarray, branc
     return float(diff[untouched].max()) if untouched.any() else 0.0
 
 
+@functools.lru_cache(maxsize=256)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def _plate_file_sha256(path: str) -> str:
+    """A plate file's hash, once per file (a movie holds every frame: hash it once, not per pair)."""
+    stat = os.stat(path)
+    return _cached_sha256(path, stat.st_size, stat.st_mtime_ns)
+
+
 def _holdout(job: Job, pair: Pair, index: int) -> bool:
     every = job.training.holdout_every
     return pair.holdout or (every > 0 and index % every == every - 1)
@@ -197,8 +210,8 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "unchanged_channel_max_error": written_error,
                 "clamped_fraction": float(images.clamped.mean()),
                 "checksums": {"input": file_sha256(input_path), "target": file_sha256(target_path),
-                              "source_file": file_sha256(Path(plate_frame_path(job.source, pair.source_frame))),
-                              "reference_file": file_sha256(Path(plate_frame_path(job.reference, pair.reference_frame)))}}
+                              "source_file": _plate_file_sha256(plate_frame_path(job.source, pair.source_frame)),
+                              "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}}
 
     records = []
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -8,7 +8,7 @@ degrain, so the delivered frames keep the plate's grain. Outputs (job.output cho
 
   work_dir/infer/display/<name>.####.exr  display-referred half EXR (what `evaluate` reads)
   work_dir/infer/aces/<name>.####.exr     archival ACES2065-1 half EXR (inverse output transform)
-  work_dir/infer/review/<name>.####.png   8-bit Rec.709 review proxies (+ a movie with ffmpeg)
+  work_dir/infer/review/<name>.####.png   8-bit Rec.709 review proxies (+ a ProRes .mov with ffmpeg)
 
 Every file carries provenance in its header (model hash and step, recipe hash, dataset hash,
 colour config, engine version, Source frame and file). A re-run skips frames whose outputs are
@@ -682,8 +682,9 @@ def _write_movie(job: Job, frames: list[int], patterns: dict[str, Path], changed
     from .writers import review_movie_available, write_review_movie
 
     if not review_movie_available():
-        note = ("No review movie: ffmpeg is not on PATH (OpenImageIO's wheel cannot write movies); the review "
-                "PNGs are written, encode them in Blender's Sequencer or another tool.")
+        note = ("No review movie: no ffmpeg (install the imageio-ffmpeg package or put ffmpeg on PATH; "
+                "OpenImageIO's wheel cannot write movies); the review PNGs are written, encode them in "
+                "Blender's Sequencer or another tool.")
         reporter.message(note, "warning")
         return note
     path = movie_path(job, frames)

@@ -9,6 +9,9 @@ Every stage reads plates through these functions so Source and Reference get ide
 - `source_frame(job, frame)` adds the neutral pre-balance (`balance.apply_balance`) and, for
   training only, the optional degrain; `reference_frame(job, frame)` adds the Reference
   clean-up (`cleanup.clean_reference`). Both stay on their own raster (no warp, no crop).
+- A movie plate is one file whose frame 0 is plate.first_frame; ffmpeg decodes it (`ml.movie`)
+  to 16-bit RGB code values, display-referred like an export (use the ``display`` preset).
+  `read_plate_raw_run` decodes a run of frames in one process.
 
 Conform (`conform_matrix`): the Reference raster is placed on the Source raster by the job's
 conform mode, then the user's scale and offset. Pixel centres sit at integer coordinates and the
@@ -27,7 +30,7 @@ offset_x to the right and offset_y UP (Blender's convention; image rows run down
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -45,36 +48,49 @@ def is_movie(path: str) -> bool:
     return Path(path).suffix.lower() in MOVIE_EXTENSIONS
 
 
+def is_movie_plate(plate: Plate) -> bool:
+    """A plate that is one movie file (not a frame pattern)."""
+    return is_movie(plate.path) and not is_sequence(plate.path)
+
+
+def plate_size(plate: Plate) -> tuple[int, int]:
+    """(width, height) of a plate from its first frame's header (a movie's stream for movies)."""
+    if is_movie_plate(plate):
+        from .movie import movie_info
+
+        info = movie_info(plate.path)
+        return info.width, info.height
+    from .imageio import read_info
+
+    info = read_info(frame_path(plate.path, plate.first_frame))
+    return info.width, info.height
+
+
 def movie_support() -> bool:
-    """True when this OpenImageIO can read movies (its ffmpeg plugin; the pip wheel has none)."""
-    import OpenImageIO as oiio
+    """True when movie plates can be read: an ffmpeg executable was found (see `movie.find_ffmpeg`)."""
+    from .movie import find_ffmpeg
 
-    return "ffmpeg" in oiio.get_string_attribute("input_format_list").split(",")
-
-
-def _require_movie_support(path: str) -> None:
-    if not movie_support():
-        raise InputImageError(
-            "this OpenImageIO build cannot read movie files (no ffmpeg plugin; the pip wheel has none).",
-            where=path,
-            fix="Export the plate as an image sequence (EXR, DPX, TIFF or PNG), e.g. "
-                "`ffmpeg -i plate.mov -start_number 1001 plate.%04d.tif`, and point the plate at it.")
+    return find_ffmpeg() is not None
 
 
 def plate_frames(plate: Plate) -> list[int]:
-    """The plate's frame numbers, first to last inclusive."""
+    """The plate's frame numbers, first to last inclusive.
+
+    For a movie plate, first_frame is movie frame 0; the movie must hold the whole range.
+    """
     if not plate.path:
         raise InputImageError("no path set.", where="plate", fix="Set the plate's frame pattern or movie file.")
     if plate.last_frame < plate.first_frame:
         raise InputImageError(f"last frame {plate.last_frame} is before first frame {plate.first_frame}.",
                               where=plate.path, fix="Set the plate's frame range.")
-    if not is_sequence(plate.path):
-        if is_movie(plate.path):
-            _require_movie_support(plate.path)
-        elif plate.first_frame != plate.last_frame:
-            raise InputImageError("the path has no frame number pattern (#### or %04d) but the range has "
-                                  f"{plate.last_frame - plate.first_frame + 1} frames.", where=plate.path,
-                                  fix="Use a pattern such as shot.####.exr for an image sequence.")
+    if is_movie_plate(plate):
+        from .movie import check_movie_length
+
+        check_movie_length(plate.path, plate.last_frame - plate.first_frame + 1)
+    elif not is_sequence(plate.path) and plate.first_frame != plate.last_frame:
+        raise InputImageError("the path has no frame number pattern (#### or %04d) but the range has "
+                              f"{plate.last_frame - plate.first_frame + 1} frames.", where=plate.path,
+                              fix="Use a pattern such as shot.####.exr for an image sequence.")
     return list(range(plate.first_frame, plate.last_frame + 1))
 
 
@@ -83,32 +99,37 @@ def plate_frame_path(plate: Plate, frame: int) -> str:
     return frame_path(plate.path, frame)
 
 
-def read_plate_raw(plate: Plate, frame: int, check_finite: bool = True) -> np.ndarray:
-    """One frame as stored in the file (float32 RGB, alpha dropped), before the ingest preset."""
+def _check_in_range(plate: Plate, frame: int) -> None:
     if not plate.first_frame <= frame <= plate.last_frame:
         raise InputImageError(f"frame {frame} is outside the plate range {plate.first_frame}-{plate.last_frame}.",
                               where=plate.path, fix="Pick a frame inside the range or widen the range.")
-    path = plate_frame_path(plate, frame)
-    if is_movie(path) and not is_sequence(plate.path):
-        return _read_movie_frame(path, frame - plate.first_frame, check_finite)
-    return read_image(path, check_finite=check_finite)
 
 
-def _read_movie_frame(path: str, index: int, check_finite: bool) -> np.ndarray:
-    import OpenImageIO as oiio
+def read_plate_raw(plate: Plate, frame: int, check_finite: bool = True) -> np.ndarray:
+    """One frame as stored in the file (float32 RGB, alpha dropped), before the ingest preset.
 
-    _require_movie_support(path)
-    if not os.path.exists(path):
-        raise InputImageError("file not found.", where=path, fix="Check the plate path.")
-    buf = oiio.ImageBuf(path, index, 0)
-    pixels = buf.get_pixels(oiio.FLOAT)
-    if buf.has_error or pixels is None:
-        raise InputImageError(f"cannot decode movie frame {index} ({buf.geterror()}).", where=path,
-                              fix="Check the plate's frame range against the movie's length.")
-    rgb = np.ascontiguousarray(np.asarray(pixels, dtype=np.float32)[:, :, :3])
-    if check_finite and not np.isfinite(rgb).all():
-        raise InputImageError(f"movie frame {index} holds NaN or Inf.", where=path)
-    return rgb
+    Movie frames are decoded integer code values, always finite (`check_finite` is for files).
+    """
+    _check_in_range(plate, frame)
+    if is_movie_plate(plate):
+        from .movie import read_movie_frame
+
+        return read_movie_frame(plate.path, frame - plate.first_frame)
+    return read_image(plate_frame_path(plate, frame), check_finite=check_finite)
+
+
+def read_plate_raw_run(plate: Plate, frame: int, count: int, check_finite: bool = True) -> Iterator[np.ndarray]:
+    """Frames frame..frame+count-1 as `read_plate_raw` gives them; a movie plate decodes the
+    run in one ffmpeg process (far cheaper than one seek per frame)."""
+    _check_in_range(plate, frame)
+    _check_in_range(plate, frame + count - 1)
+    if is_movie_plate(plate):
+        from .movie import read_movie_frames
+
+        yield from read_movie_frames(plate.path, frame - plate.first_frame, count)
+        return
+    for number in range(frame, frame + count):
+        yield read_image(plate_frame_path(plate, number), check_finite=check_finite)
 
 
 def apply_ingest(image: np.ndarray, preset: str) -> np.ndarray:

@@ -17,7 +17,8 @@ Checks (statuses per the workflow guide's QC checklist):
   flash       an isolated very bright/dark frame (splice flash)               warn
   cast        per-channel cast of the Source (neutral pre-balance advised)    pass / warn
 
-Frames are read on a thread pool (OpenImageIO and numpy release the GIL). Every frame is
+Frames are read on a thread pool (OpenImageIO and numpy release the GIL); a movie plate is
+read in runs of MOVIE_RUN frames, each decoded by one ffmpeg process. Every frame is
 reduced to a small thumbnail in the display domain for the temporal checks, so QC of long
 4K plates stays bounded in memory. The report goes to work_dir/qc/qc.json (atomically).
 """
@@ -38,8 +39,9 @@ from .colour import luma
 from .errors import FilmRecoveryError
 from .events import Reporter
 from .imageio import atomic_path, read_info
-from .ingest import apply_ingest, plate_frame_path, plate_frames, read_plate_raw
+from .ingest import apply_ingest, is_movie_plate, plate_frame_path, plate_frames, read_plate_raw, read_plate_raw_run
 from .job import Job, Plate
+from .movie import movie_info
 
 QC_SCHEMA = "film_recovery.qc"
 QC_VERSION = 1
@@ -52,6 +54,7 @@ FLASH_RELATIVE = 0.25
 FLASH_ABSOLUTE = 0.05
 DUPLICATE_MAD = 2e-4  # mean absolute thumbnail difference below which two frames are the same
 CAST_WARN = 0.02  # display units between a channel's median and the mean of the three
+MOVIE_RUN = 24  # movie frames decoded per QC task (one ffmpeg process each)
 
 
 @dataclass
@@ -106,6 +109,36 @@ def frame_stats(plate: Plate, frame: int) -> FrameStats:
         return stats
     stats.width, stats.height = info.width, info.height
     stats.channels, stats.pixel_aspect, stats.fps = info.channels, info.pixel_aspect, info.fps
+    _measure(stats, raw, plate.ingest)
+    return stats
+
+
+def _runs(plate: Plate, frames: list[int]) -> list[list[int]]:
+    """QC tasks: runs of MOVIE_RUN frames for a movie plate (one ffmpeg process each, no per-frame
+    seek), single frames for an image sequence."""
+    step = MOVIE_RUN if is_movie_plate(plate) else 1
+    return [frames[i:i + step] for i in range(0, len(frames), step)]
+
+
+def run_stats(plate: Plate, frames: list[int]) -> list[FrameStats]:
+    """`frame_stats` for each frame of a run; a movie plate's consecutive frames are decoded by one process."""
+    if not is_movie_plate(plate):
+        return [frame_stats(plate, frame) for frame in frames]
+    all_stats = [FrameStats(frame=frame, path=plate.path) for frame in frames]
+    try:
+        info = movie_info(plate.path)
+        for stats, raw in zip(all_stats, read_plate_raw_run(plate, frames[0], len(frames)), strict=False):
+            stats.width, stats.height, stats.channels = info.width, info.height, ["R", "G", "B"]
+            stats.pixel_aspect, stats.fps = info.pixel_aspect, info.fps
+            _measure(stats, raw, plate.ingest)
+    except FilmRecoveryError as exc:
+        for stats in all_stats:
+            if stats.thumbnail is None:
+                stats.error = exc.problem
+    return all_stats
+
+
+def _measure(stats: FrameStats, raw: np.ndarray, ingest: str) -> None:
     finite = np.isfinite(raw)
     stats.nonfinite = int((~finite.all(axis=2)).sum())
     values = raw[finite]
@@ -113,8 +146,7 @@ def frame_stats(plate: Plate, frame: int) -> FrameStats:
         stats.below = float(np.mean(values < -RANGE_TOLERANCE))
         stats.above = float(np.mean(values > 1.0 + RANGE_TOLERANCE))
         stats.peak = float(values.max())
-    stats.thumbnail = apply_ingest(thumbnail(raw), plate.ingest)
-    return stats
+    stats.thumbnail = apply_ingest(thumbnail(raw), ingest)
 
 
 def _ranges(frames: list[int]) -> str:
@@ -327,16 +359,20 @@ def run_qc(job: Job, reporter: Reporter | None = None, threads: int | None = Non
         except FilmRecoveryError as exc:
             findings.append(finding("plate", "fail", f"{name.capitalize()}: {exc.describe()}"))
             frames[name] = []
-    tasks = [(name, frame) for name in plates for frame in frames[name]]
+    tasks = [(name, run) for name, plate in plates.items() for run in _runs(plate, frames[name])]
+    total = sum(len(frames[name]) for name in plates)
     results: dict[str, dict[int, FrameStats]] = {name: {} for name in plates}
     workers = threads or min(16, 2 * (os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qc") as pool:
-        futures = {pool.submit(frame_stats, plates[name], frame): (name, frame) for name, frame in tasks}
-        for done, future in enumerate(as_completed(futures), start=1):
-            name, frame = futures[future]
-            results[name][frame] = future.result()
+        futures = {pool.submit(run_stats, plates[name], run): (name, run) for name, run in tasks}
+        done = 0
+        for future in as_completed(futures):
+            name, run = futures[future]
+            for stats in future.result():
+                results[name][stats.frame] = stats
+            done += len(run)
             if reporter:
-                reporter.progress(done, len(tasks), "qc", f"{name} {frame}")
+                reporter.progress(done, total, "qc", f"{name} {run[-1]}")
     summary: dict[str, Any] = {}
     stats_by_plate = {name: [results[name][f] for f in frames[name]] for name in plates}
     for name, plate in plates.items():

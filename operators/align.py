@@ -6,15 +6,14 @@ import bpy
 
 from ..addon import alignment, jobs, recipe
 from ..ml import warp
-from ..ml.imageio import frame_path, read_info
+from ..ml.ingest import plate_size
 from . import compositor
 from .polls import NeedsPlates
 
 
 def _sizes(job) -> tuple[tuple[int, int], tuple[int, int]]:
-    src = read_info(frame_path(job.source.path, job.source.first_frame))
-    ref = read_info(frame_path(job.reference.path, job.reference.first_frame))
-    return (ref.width, ref.height), (src.width, src.height)
+    """(Reference size, Source size) as (width, height)."""
+    return plate_size(job.reference), plate_size(job.source)
 
 
 def _refresh_views(context) -> None:

@@ -5,7 +5,6 @@ from pathlib import Path
 import bpy
 
 from ..addon import jobs, recipe, sequencer
-from ..ml.imageio import frame_path
 
 
 class FILMREC_OT_setup_aces(bpy.types.Operator):
@@ -70,7 +69,7 @@ class FILMREC_OT_generate_sample(jobs.EngineJobOperator, bpy.types.Operator):
         fr.truth_dir = str(Path(result["truth"]).parent) if result.get("truth") else ""
         fr.name = "sample_shot"
         sequencer.load_plates(context.scene)
-        sequencer.set_render_size_from(frame_path(fr.source.path, first), context.scene)
+        sequencer.set_render_size_from(recipe.recipe_to_job(fr).source, context.scene)
 
 
 class FILMREC_OT_load_plates(bpy.types.Operator):

@@ -14,7 +14,6 @@ from ml.imageio import write_exr
 from ml.ingest import (
     conform_matrix,
     estimate_conform,
-    movie_support,
     plate_frames,
     read_plate_frame,
     reference_frame,
@@ -60,14 +59,6 @@ def test_missing_frame_and_range_errors_name_the_file_and_fix(tmp_path):
     assert "plate.1002.exr" in str(missing.value) and "Fix:" in str(missing.value)
     with pytest.raises(InputImageError, match="outside the plate range"):
         read_plate_frame(plate, 1005)
-
-
-def test_movie_plates_say_what_to_do(tmp_path):
-    if movie_support():
-        pytest.skip("this OpenImageIO reads movies")
-    with pytest.raises(InputImageError) as error:
-        plate_frames(Plate(path=str(tmp_path / "plate.mov"), first_frame=1, last_frame=10))
-    assert "movie" in error.value.problem and "image sequence" in error.value.fix
 
 
 def test_source_and_reference_frames_apply_job_settings(tmp_path):

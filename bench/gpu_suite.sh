@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one run on a lent GPU machine (Python 3.12 with torch and scikit-image,
+# no bpy, no internet). Writes everything to $OUT/gpu_bench.md as it goes, so a run cut short
+# still returns what finished.
+#
+#   1. time to beat the 3D-LUT baseline: the sample shot generated there at 2048x1556 (24 frames,
+#      scikit-image), small position-aware bilateral on CUDA, at most $TTB_SECONDS of training;
+#   2. end-to-end inference at 2048x1556 and 4096x2160 ($INFER_FRAMES frames after 4 warm-up,
+#      small UNet and small bilateral, archival ACES EXR only, scratch in /dev/shm).
+#
+# OpenImageIO and PyOpenColorIO are not on that machine: they travel as cp312 wheels in
+# .whl/bench (git-ignored; 14 MB). Make them here once, in the repo root:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 -d .whl/bench openimageio==3.0.21.0 opencolorio==2.6.0
+# The run tool's call (about 2-2.5 minutes of command after the machine starts):
+#   command: bash bench/gpu_suite.sh      carry: [".whl/bench"]      timeout_s: 200
+# Shorter (about 1.75 minutes): TTB_SECONDS=45 INFER_FRAMES=16 bash bench/gpu_suite.sh
+#
+# Smoke test on this CPU (tiny sizes, the dev venv, nothing installed):
+#   OUT=/tmp/gpu_smoke bash bench/gpu_suite.sh --cpu
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_bench_out}
+mkdir -p "$OUT"
+REPORT="$OUT/gpu_bench.md"  # the markdown (stdout)
+LOG="$OUT/gpu_bench.log"      # progress and notes (stderr), also shown live
+TTB_SECONDS=${TTB_SECONDS:-60}
+INFER_FRAMES=${INFER_FRAMES:-24}
+export PYTHONUNBUFFERED=1
+
+if [ "${1:-}" = "--cpu" ]; then
+    PY=${PY:-.venv/bin/python}
+    TTB=(--device cpu --size 320x180 --frames 12 --max-seconds 10 --steps 200 --crop 64 --batch 4)
+    INFER=(--device cpu --sizes 256x194,512x270 --frames 4 --warmup 1)
+    SCRATCH=/tmp
+else
+    PY=python3
+    WHEELS=${WHEELS:-.whl/bench}
+    ls "$WHEELS"/*.whl >/dev/null 2>&1 || { echo "no wheels in $WHEELS: carry it (see the header)" | tee "$REPORT"; exit 2; }
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl || exit 3
+    export PYTHONPATH=/tmp/site
+    TTB=(--device cuda --size 2048x1556 --frames 24 --max-seconds "$TTB_SECONDS")
+    INFER=(--device cuda --sizes 2048x1556,4096x2160 --frames "$INFER_FRAMES" --warmup 4)
+    SCRATCH=/dev/shm
+fi
+
+{
+    echo "# GPU benchmarks, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    $PY -c "import platform, numpy, torch, OpenImageIO as oiio, PyOpenColorIO as ocio
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
+print(f'GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, '
+      f'OpenImageIO {oiio.VERSION_STRING}, OpenColorIO {ocio.__version__}')" 2>&1
+    echo "Host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+    echo
+} | tee "$REPORT"
+$PY -c "import skimage" 2>/dev/null || echo "scikit-image is missing: the sample shot cannot be generated here; \
+pass --sample-dir to bench_time_to_beat.py with a sample generated elsewhere." | tee -a "$REPORT"
+
+start=$SECONDS
+timeout $((TTB_SECONDS + 90)) $PY bench/bench_time_to_beat.py "${TTB[@]}" --scratch "$SCRATCH" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
+echo "(time-to-beat section: $((SECONDS - start)) s wall, sample generation included)" | tee -a "$REPORT"
+
+start=$SECONDS
+timeout 90 $PY bench/bench_infer.py "${INFER[@]}" --no-display --out "$SCRATCH/bench_infer" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
+echo "(inference section: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
