@@ -101,6 +101,10 @@ def _version(module: str) -> str:
     return str(getattr(mod, "__version__", None) or getattr(mod, "VERSION_STRING", "?"))
 
 
+def _load() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def machine_section() -> str:
     mem_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal")), 0) if Path("/proc/meminfo").exists() else 0
@@ -248,7 +252,8 @@ def main() -> None:
         print(f"== {title}: {' '.join(command)}", file=sys.stderr, flush=True)
         out, seconds, problem = run_script(command, args.timeout)
         print(f"   {seconds:.0f} s{' - ' + problem.splitlines()[0] if problem else ''}", file=sys.stderr, flush=True)
-        summary.append(f"| {title} | {compared} | {'tiny (--quick)' if args.quick else size} | {seconds:.0f} |")
+        summary.append(f"| {title} | {compared} | {'tiny (--quick)' if args.quick else size} | {seconds:.0f} | "
+                       f"{_load():.1f} |")
         body = [f"## {title}", "", f"`python {' '.join(command)}` ({seconds:.0f} s wall). Compared: {compared}.", "",
                 _demote_headings(out.strip()), ""]
         if problem:
@@ -262,15 +267,20 @@ def main() -> None:
         print(f"   {seconds:.0f} s", file=sys.stderr, flush=True)
         summary.append(f"| Sample shot quality (whole pipeline) | the 3D-LUT baseline against the truth | "
                        f"640x360, 24 frames (the sample's own size) | "
-                       f"{f'{seconds:.0f}' if args.pipeline == 'run' else 'earlier run'} |")
-    sections += [H200_SECTION, GPU_HOWTO]
+                       f"{f'{seconds:.0f}' if args.pipeline == 'run' else 'earlier run'} | {_load():.1f} |")
+    # GPU runs of bench/gpu_suite.sh, newest first, kept as they came back from the device.
+    gpu_runs = sorted((Path(__file__).parent / "results").glob("gpu_*.md"), reverse=True)
+    sections += [p.read_text().rstrip() for p in gpu_runs] + [H200_SECTION, GPU_HOWTO]
 
     header = ["# Benchmarks", "",
               "Written by `bench/run_all.py`" + (" with `--quick` (tiny sizes; not for quoting)" if args.quick else "")
               + ". Every CPU number below was measured in one run on the machine described; each table "
               "carries its comparison from the same run. Some sizes are scaled down to fit a 2-core CPU (the "
-              "table says which); the GPU section near the end is from an earlier run and says so.", "",
-              "| benchmark | compared with | size run here | wall s |", "|---|---|---|---|", *summary, ""]
+              "table says which); the GPU sections near the end are from lent-GPU runs and say which.", "",
+              "| benchmark | compared with | size run here | wall s | load after |", "|---|---|---|---|---|",
+              *summary, "",
+              f"Load after: the 1-minute load average when the benchmark ended ({os.cpu_count()} cores); well "
+              "above the benchmark's own threads means other work shared the CPU and slowed it.", ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(header + sections).rstrip() + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
