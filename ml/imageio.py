@@ -107,13 +107,23 @@ def read_image(path: str, check_finite: bool = True) -> np.ndarray:
     if not os.path.exists(path):
         raise InputImageError("file not found.", where=path,
                               fix="Check the plate's frame pattern and frame range.")
-    buf = oiio.ImageBuf(path)
-    if buf.has_error:
-        raise InputImageError(f"cannot read ({buf.geterror()}).", where=path,
+    # ImageInput.read_image releases the GIL while it decodes (ImageBuf.get_pixels does not), so
+    # frame readers on a thread pool really run in parallel.
+    inp = oiio.ImageInput.open(path)
+    if inp is None:
+        raise InputImageError(f"cannot read ({oiio.geterror()}).", where=path,
                               fix="Re-export the frame; it may be truncated or corrupt.")
-    pixels = buf.get_pixels(oiio.FLOAT)
-    if pixels is None or buf.has_error:
-        raise InputImageError(f"cannot decode pixels ({buf.geterror()}).", where=path,
+    try:
+        spec = inp.spec()
+        # Half/float files decode faster in their own type (numpy widens them); integer files are
+        # read as float so OIIO scales them to 0-1.
+        native = spec.format in (oiio.TypeDesc(oiio.HALF), oiio.TypeDesc(oiio.FLOAT))
+        pixels = inp.read_image(0, 0, 0, min(spec.nchannels, 3), spec.format if native else oiio.FLOAT)
+        problem = inp.geterror() if pixels is None else ""
+    finally:
+        inp.close()
+    if pixels is None:
+        raise InputImageError(f"cannot decode pixels ({problem or 'unreadable'}).", where=path,
                               fix="Re-export the frame; it may be truncated or corrupt.")
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 2:
