@@ -53,6 +53,7 @@ FLICKER_RELATIVE = 0.04  # mean-luma deviation from the local temporal median
 FLASH_RELATIVE = 0.25
 FLASH_ABSOLUTE = 0.05
 DUPLICATE_MAD = 2e-4  # mean absolute thumbnail difference below which two frames are the same
+CUT_MAD = 0.08  # a picture change this large that persists is a shot cut, not flicker
 CAST_WARN = 0.02  # display units between a channel's median and the mean of the three
 MOVIE_RUN = 24  # movie frames decoded per QC task (one ffmpeg process each)
 
@@ -252,32 +253,74 @@ def _temporal_findings(label: str, stats: list[FrameStats]) -> list[dict[str, An
         out.append(finding("duplicates", "warn", f"{label}: {len(duplicates)} frame(s) repeat the frame before "
                            f"({_ranges(duplicates)}). Fix: check for pulldown/cadence or repeated frames in the "
                            "export; pair them with care.", duplicates))
+    # Luma is judged within each shot: the jump at a hard cut is editing, not flicker.
+    cuts = _cuts(stats)
+    bounds = [0, *cuts, len(stats)]
+    flashes: list[int] = []
+    flicker: list[int] = []
+    worst_flash = 0.0
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        shot_flashes, shot_flicker, shot_worst = _luma_events(stats[start:end])
+        flashes += shot_flashes
+        flicker += shot_flicker
+        worst_flash = max(worst_flash, shot_worst)
+    if flashes:
+        out.append(finding("flash", "warn", f"{label}: {len(flashes)} isolated bright/dark frame(s) "
+                           f"({_ranges(flashes)}; mean luma off its neighbours by up to {100 * worst_flash:.0f}%): "
+                           "splice flashes or damage. Fix: exclude them from training pairs or repair them.", flashes))
+    if flicker:
+        out.append(finding("flicker", "warn", f"{label}: {len(flicker)} frame(s) jump in mean luma by more than "
+                           f"{100 * FLICKER_RELATIVE:.0f}% against their neighbours ({_ranges(flicker)}). Fix: "
+                           "deflicker the plate before export, or avoid those frames as pairs.", flicker))
+    if cuts:
+        out.append(finding("cuts", "pass", f"{label}: shot cut(s) before frame(s) "
+                           f"{', '.join(str(stats[i].frame) for i in cuts)}; luma checks run per shot.",
+                           [stats[i].frame for i in cuts]))
+    return out
+
+
+def _cuts(stats: list[FrameStats]) -> list[int]:
+    """Indices where a new shot starts: a picture change far above the shot's motion that the next
+    frame keeps, and that is not a return to the picture before a one-frame flash."""
+    def mad(a: int, b: int) -> float:
+        return float(np.mean(np.abs(stats[a].thumbnail - stats[b].thumbnail)))
+
     if len(stats) < 3:
-        return out
+        return []
+    changes = [mad(i, i + 1) for i in range(len(stats) - 1)]
+    motion = float(np.median(changes))
+    cuts = []
+    for i, change in enumerate(changes):
+        big = change > max(CUT_MAD, 3.0 * motion)
+        # Both shots need two frames here, else a flash at either end would pass for a cut.
+        if i == 0 or i + 2 >= len(stats):
+            continue
+        kept = changes[i + 1] < change / 3
+        not_a_return = mad(i - 1, i + 1) > change / 2
+        if big and kept and not_a_return:
+            cuts.append(i + 1)
+    return cuts
+
+
+def _luma_events(stats: list[FrameStats]) -> tuple[list[int], list[int], float]:
+    """(flash frames, flicker frames, worst flash deviation) within one shot."""
+    if len(stats) < 3:
+        return [], [], 0.0
     levels = np.array([float(luma(s.thumbnail).mean()) for s in stats])
     reference = _temporal_reference(levels)
     deviation = levels - reference
     relative = deviation / np.maximum(reference, 0.02)
     flash_idx = [i for i in range(len(levels))
                  if abs(relative[i]) > FLASH_RELATIVE and abs(deviation[i]) > FLASH_ABSOLUTE]
-    flashes = [stats[i].frame for i in flash_idx]
-    if flashes:
-        out.append(finding("flash", "warn", f"{label}: {len(flashes)} isolated bright/dark frame(s) "
-                           f"({_ranges(flashes)}; mean luma off its neighbours by up to "
-                           f"{100 * max(abs(relative[i]) for i in flash_idx):.0f}%): splice flashes or damage. Fix: "
-                           "exclude them from training pairs or repair them.", flashes))
+    worst = max((abs(relative[i]) for i in flash_idx), default=0.0)
+    if flash_idx:
         # Judge flicker with the flashes taken out, so their neighbours are not blamed.
         levels = levels.copy()
         levels[flash_idx] = reference[flash_idx]
         reference = _temporal_reference(levels)
         relative = (levels - reference) / np.maximum(reference, 0.02)
     flicker_idx = [i for i in range(len(levels)) if abs(relative[i]) > FLICKER_RELATIVE and i not in flash_idx]
-    if flicker_idx:
-        out.append(finding("flicker", "warn", f"{label}: {len(flicker_idx)} frame(s) jump in mean luma by more than "
-                           f"{100 * FLICKER_RELATIVE:.0f}% against their neighbours "
-                           f"({_ranges([stats[i].frame for i in flicker_idx])}). Fix: deflicker the plate before "
-                           "export, or avoid those frames as pairs.", [stats[i].frame for i in flicker_idx]))
-    return out
+    return [stats[i].frame for i in flash_idx], [stats[i].frame for i in flicker_idx], float(worst)
 
 
 def _temporal_reference(levels: np.ndarray) -> np.ndarray:

@@ -95,6 +95,15 @@ def test_flash_frame_is_found_alone(tmp_path):
     assert "flicker" not in problems
 
 
+def test_a_hard_cut_is_not_flicker(tmp_path):
+    other = (data.astronaut()[::6, ::6] / 255.0).astype(np.float32) * 0.5  # a darker second shot
+    images = _frames()[:4] + [np.ascontiguousarray(other[5 + i:53 + i, 5:69]) for i in range(4)]
+    report = run_qc(_job(tmp_path, source_images=images, reference_images=images))
+    assert "flicker" not in _problems(report) and "flash" not in _problems(report)
+    cuts = [f for f in report["findings"] if f["check"] == "cuts"]
+    assert cuts and cuts[0]["frames"] == [1005]
+
+
 def test_flicker_duplicates_and_scene_linear_values_warn(tmp_path):
     images = _frames()
     images[2] = images[2] * 0.9  # a 10% dip: flicker, not a flash
