@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import FilmRecoveryError
+from . import require_torch
 
 HELP = ("run the trained model on every Source frame and write display EXRs, archival ACES2065-1 EXRs and "
         "review PNGs to work_dir/infer/ (frames already written by this model are skipped)")
@@ -31,12 +32,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    try:
-        import torch  # noqa: F401 - only to give a clear message when it is missing
-    except ImportError as exc:
-        raise FilmRecoveryError("torch is not installed in this Python.", where="infer",
-                                fix="Point Preferences > Training Python at a Python with torch, or install "
-                                    "it (pip install torch safetensors).") from exc
+    require_torch("infer")
     from ..infer import InferOptions, run_inference, select_frames
 
     for name in ("tile", "batch", "encode_workers", "decode_workers", "overlap"):

@@ -8,6 +8,7 @@ import dataclasses
 import os
 
 from ..errors import FilmRecoveryError
+from . import require_torch
 
 HELP = "train the recovery model on the exported dataset (resumes from the last checkpoint)"
 NEEDS_JOB = True
@@ -22,12 +23,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    try:
-        import torch  # noqa: F401 - only to give a clear message when it is missing
-    except ImportError as exc:
-        raise FilmRecoveryError("torch is not installed in this Python.", where="train",
-                                fix="Point Preferences > Training Python at a Python with torch, or install "
-                                    "it (see docs: pip install torch safetensors).") from exc
+    require_torch("train")
     from ..train import train
 
     if args.steps is not None:
