@@ -193,10 +193,10 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         if problems:
             raise FilmRecoveryError(" ".join(problems), where=f"pair {pair.source_frame}")
         input_path, target_path = out / "input" / f"{name}.exr", out / "target" / f"{name}.exr"
-        attrs = {"filmrec:branch": job.branch, "filmrec:source_frame": pair.source_frame,
-                 "filmrec:reference_frame": pair.reference_frame, "oiio:ColorSpace": "Rec.1886"}
-        write_exr(input_path, images.input, attributes={**attrs, "filmrec:role": "input"})
-        write_exr(target_path, images.target, attributes={**attrs, "filmrec:role": "target"})
+        attrs = {"film_recovery:branch": job.branch, "film_recovery:source_frame": pair.source_frame,
+                 "film_recovery:reference_frame": pair.reference_frame, "colorInteropID": "g24_rec709_display"}
+        write_exr(input_path, images.input, attributes={**attrs, "film_recovery:role": "input"})
+        write_exr(target_path, images.target, attributes={**attrs, "film_recovery:role": "target"})
         written_error = unchanged_channel_error(read_image(input_path), read_image(target_path), job.branch,
                                                 images.clamped)
         return {"name": name, "source_frame": pair.source_frame, "reference_frame": pair.reference_frame,
