@@ -44,5 +44,7 @@ def describe(report: dict) -> str:
     torch = report.get("torch")
     lines = [f"Python {report.get('python')} ({report.get('executable')})",
              f"torch {torch}" if torch else "torch: not installed (training and inference need it)",
+             f"OpenEXR {report['OpenEXR']}" if report.get("OpenEXR")
+             else "OpenEXR: not installed (EXRs go through OpenImageIO: about 2x the CPU per frame)",
              "devices: " + ", ".join(report.get("devices", []))]
     return "\n".join(lines)

@@ -3,18 +3,21 @@
 # no bpy, no internet). Writes everything to $OUT/gpu_bench.md as it goes, so a run cut short
 # still returns what finished.
 #
-#   1. time to beat the 3D-LUT baseline: the sample shot generated there at 2048x1556 (24 frames,
-#      scikit-image), small position-aware bilateral on CUDA, at most $TTB_SECONDS of training;
-#   2. end-to-end inference at 2048x1556 and 4096x2160 ($INFER_FRAMES frames after 4 warm-up,
-#      small UNet and small bilateral, archival ACES EXR only, scratch in /dev/shm).
+#   ttb:   time to beat the 3D-LUT baseline: the sample shot generated there at 2048x1556 (24
+#          frames, scikit-image), small position-aware bilateral on CUDA, at most $TTB_SECONDS;
+#   host:  host CPU per frame of inference (decode + archival encode) on that machine's cores,
+#          before/after codecs, and the frames/s ceiling it sets (bench/bench_host.py, ~30 s);
+#   infer: end-to-end inference at 2048x1556 and 4096x2160 ($INFER_FRAMES frames after 4 warm-up,
+#          small UNet and small bilateral, archival ACES EXR only, ZIP then PIZ, in /dev/shm).
+# SECTIONS picks them (default: all three, in that order).
 #
-# OpenImageIO and PyOpenColorIO are not on that machine: they travel as cp312 wheels in
-# .whl/bench (git-ignored; 14 MB). Make them here once, in the repo root:
+# OpenImageIO, PyOpenColorIO and OpenEXR are not on that machine: they travel as cp312 wheels in
+# .whl/bench (git-ignored; 16 MB). Make them here once, in the repo root:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux_2_28_x86_64 -d .whl/bench openimageio==3.0.21.0 opencolorio==2.6.0
-# The run tool's call (about 2-2.5 minutes of command after the machine starts):
-#   command: bash bench/gpu_suite.sh      carry: [".whl/bench"]      timeout_s: 200
-# Shorter (about 1.75 minutes): TTB_SECONDS=45 INFER_FRAMES=16 bash bench/gpu_suite.sh
+#     --platform manylinux_2_28_x86_64 -d .whl/bench openimageio==3.0.21.0 opencolorio==2.6.0 openexr==3.5.3
+# The run tool's call (about 3 minutes of command after the machine starts):
+#   command: bash bench/gpu_suite.sh      carry: [".whl/bench"]      timeout_s: 260
+# Inference only (about 1.5 minutes): SECTIONS=host,infer bash bench/gpu_suite.sh
 #
 # Smoke test on this CPU (tiny sizes, the dev venv, nothing installed):
 #   OUT=/tmp/gpu_smoke bash bench/gpu_suite.sh --cpu
@@ -26,12 +29,14 @@ REPORT="$OUT/gpu_bench.md"  # the markdown (stdout)
 LOG="$OUT/gpu_bench.log"      # progress and notes (stderr), also shown live
 TTB_SECONDS=${TTB_SECONDS:-60}
 INFER_FRAMES=${INFER_FRAMES:-24}
+SECTIONS=${SECTIONS:-ttb,host,infer}
 export PYTHONUNBUFFERED=1
 
 if [ "${1:-}" = "--cpu" ]; then
     PY=${PY:-.venv/bin/python}
     TTB=(--device cpu --size 320x180 --frames 12 --max-seconds 10 --steps 200 --crop 64 --batch 4)
     INFER=(--device cpu --sizes 256x194,512x270 --frames 4 --warmup 1)
+    HOST=(--sizes 256x194,512x270 --frames 2)
     SCRATCH=/tmp
 else
     PY=python3
@@ -42,26 +47,40 @@ else
     export PYTHONPATH=/tmp/site
     TTB=(--device cuda --size 2048x1556 --frames 24 --max-seconds "$TTB_SECONDS")
     INFER=(--device cuda --sizes 2048x1556,4096x2160 --frames "$INFER_FRAMES" --warmup 4)
+    HOST=(--sizes 2048x1556,4096x2160 --frames 4 --cores "$(nproc)")
     SCRATCH=/dev/shm
 fi
 
 {
     echo "# GPU benchmarks, $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
-    $PY -c "import platform, numpy, torch, OpenImageIO as oiio, PyOpenColorIO as ocio
+    $PY -c "import platform, numpy, torch, OpenImageIO as oiio, PyOpenColorIO as ocio, OpenEXR
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'GPU: {gpu}; Python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}, '
-      f'OpenImageIO {oiio.VERSION_STRING}, OpenColorIO {ocio.__version__}')" 2>&1
+      f'OpenImageIO {oiio.VERSION_STRING}, OpenColorIO {ocio.__version__}, OpenEXR {OpenEXR.__version__}')" 2>&1
     echo "Host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo
 } | tee "$REPORT"
 $PY -c "import skimage" 2>/dev/null || echo "scikit-image is missing: the sample shot cannot be generated here; \
 pass --sample-dir to bench_time_to_beat.py with a sample generated elsewhere." | tee -a "$REPORT"
 
-start=$SECONDS
-timeout $((TTB_SECONDS + 90)) $PY bench/bench_time_to_beat.py "${TTB[@]}" --scratch "$SCRATCH" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
-echo "(time-to-beat section: $((SECONDS - start)) s wall, sample generation included)" | tee -a "$REPORT"
+if [[ ",$SECTIONS," == *",ttb,"* ]]; then
+    start=$SECONDS
+    timeout $((TTB_SECONDS + 90)) $PY bench/bench_time_to_beat.py "${TTB[@]}" --scratch "$SCRATCH" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
+    echo "(time-to-beat section: $((SECONDS - start)) s wall, sample generation included)" | tee -a "$REPORT"
+fi
 
-start=$SECONDS
-timeout 90 $PY bench/bench_infer.py "${INFER[@]}" --no-display --out "$SCRATCH/bench_infer" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
-echo "(inference section: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
+if [[ ",$SECTIONS," == *",host,"* ]]; then
+    start=$SECONDS
+    timeout 90 $PY bench/bench_host.py "${HOST[@]}" --scratch "$SCRATCH" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
+    echo "(host section: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
+fi
+
+if [[ ",$SECTIONS," == *",infer,"* ]]; then
+    for compression in zip piz; do
+        start=$SECONDS
+        timeout 90 $PY bench/bench_infer.py "${INFER[@]}" --no-display --compression "$compression" \
+            --out "$SCRATCH/bench_infer" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
+        echo "(inference section, $compression: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
+    done
+fi

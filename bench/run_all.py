@@ -44,6 +44,10 @@ BENCHMARKS = [
     ("Inference end to end (CPU-sized)", ["bench/bench_infer.py", "--quick"],
      ["bench/bench_infer.py", "--quick", "--model-kind", "bilateral"],
      "small UNet against small bilateral, per stage", "scaled down: 512x389 and 1024x540, 6 frames"),
+    ("Host CPU per inference frame", ["bench/bench_host.py"],
+     ["bench/bench_host.py", "--sizes", "1024x778", "--frames", "2"],
+     "the previous host path (OpenImageIO decode to float32, pre-balance on the host, OpenImageIO encode)",
+     "2048x1556 and 4096x2160 (full size), 6 grainy frames"),
     ("Time to beat the 3D-LUT baseline (CPU)", ["bench/bench_time_to_beat.py", "--unet"],
      ["bench/bench_time_to_beat.py", "--size", "320x180", "--frames", "12", "--max-seconds", "10", "--steps", "200",
       "--crop", "64", "--batch", "4"],
@@ -80,6 +84,12 @@ End-to-end inference, H200, bf16, archival ACES EXR only (ZIP), 48 frames after 
 | 4096x2160 | small bilateral | 15.0 | 170 | 19.1 | 14.1 | 6.4 | 178 |
 
 Writing the display EXR as well: 2K 22–24 fps, 4K 10.0–10.3 fps. Goal (4K >= 24 fps, 2K >= 60 fps end to end) NOT met: host EXR decode/encode bound (see the stage columns).
+These inference rows predate the current host path: the Source was decoded through OpenImageIO's
+`ImageBuf.get_pixels` (which holds the GIL, so decode threads ran one at a time) into float32
+frames, and both codecs were OpenImageIO's. The section "Host CPU per inference frame" above
+measures what the current path (OpenEXR decode of the half frame, widened and pre-balanced on
+the device; OpenEXR encode) costs per frame; the end-to-end rerun on a GPU is still to be done
+(`SECTIONS=host,infer bash bench/gpu_suite.sh`).
 """
 
 GPU_HOWTO = """\
@@ -87,9 +97,10 @@ GPU_HOWTO = """\
 
 `bench/gpu_suite.sh` runs, on a machine with a CUDA GPU and no bpy, the time-to-beat race at
 2048x1556 (the sample shot generated there with scikit-image; at most 60 s of training) and
-end-to-end inference at 2048x1556 and 4096x2160, writing `gpu_bench.md`. OpenImageIO and
-PyOpenColorIO travel as cp312 wheels in `.whl/bench` (the script's header says how to fetch
-them); `bash bench/gpu_suite.sh --cpu` is its smoke test at tiny sizes on the CPU.
+the host CPU per inference frame on that machine's cores, and end-to-end inference at 2048x1556
+and 4096x2160 with ZIP and PIZ archival EXRs, writing `gpu_bench.md` (`SECTIONS` picks parts).
+OpenImageIO, PyOpenColorIO and OpenEXR travel as cp312 wheels in `.whl/bench` (the script's
+header says how to fetch them); `bash bench/gpu_suite.sh --cpu` is its smoke test on the CPU.
 """
 
 
@@ -115,7 +126,7 @@ def machine_section() -> str:
         os_name = platform.platform()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     versions = ", ".join(f"{name} {_version(module)}" for name, module in
-                         (("numpy", "numpy"), ("torch", "torch"), ("OpenImageIO", "OpenImageIO"),
+                         (("numpy", "numpy"), ("torch", "torch"), ("OpenImageIO", "OpenImageIO"), ("OpenEXR", "OpenEXR"),
                           ("OpenColorIO", "PyOpenColorIO"), ("OpenCV", "cv2"), ("scikit-image", "skimage")))
     return "\n".join([
         "## Machine", "",

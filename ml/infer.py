@@ -19,8 +19,11 @@ with frames batched when small, and on CUDA the next batch is launched before th
 results are waited for. The archival transform runs on the device as a baked 3D LUT
 (`colour.bake_display_to_aces_lut`, sampled trilinearly); `archival="ocio"` uses the exact OCIO
 path on the CPU instead. Half-float conversion and the 8-bit review quantisation also run on the
-device; EXR/PNG encode runs in a thread pool with a bound on frames in flight (OpenImageIO
-releases the GIL). A CUDA out-of-memory error splits the batch, then retries in tiles, halving
+device; EXR/PNG encode runs in a thread pool with a bound on frames in flight. The host work
+per frame is what bounds a GPU run, so it is kept small: Source EXRs are decoded by OpenEXR in
+their own half type and widened on the device, which also applies the pre-balance (when there
+is no degrain); outputs are encoded by OpenEXR (both release the GIL: see bench/bench_host.py
+for the CPU per frame). A CUDA out-of-memory error splits the batch, then retries in tiles, halving
 the tile until it fits.
 """
 
@@ -46,14 +49,15 @@ import torch.nn.functional as F
 
 from . import __version__ as ENGINE_VERSION
 from . import checkpoint as ckpt
-from .colour import ACES2065_1, DISPLAY, LUT_SHAPER_OFFSET, OCIO_CONFIG, VIEW, bake_display_to_aces_lut
+from .colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
 from .errors import FilmRecoveryError, InputImageError
 from .events import Reporter
-from .imageio import atomic_path, frame_path
-from .ingest import plate_frame_path, source_frame
-from .job import Job
+from .imageio import frame_path, write_exr, write_png
+from .ingest import plate_frame_path, read_plate_frame, source_frame
+from .job import Balance, Job
 from .models import RecoveryModel, frame_coords, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
 from .predict import amp_dtype_for, check_metadata, predict_ycbcr, resolve_device
+from .writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 
 OUTPUT_KINDS = ("display", "aces", "review")
 PROVENANCE = "film_recovery:"
@@ -235,41 +239,6 @@ def provenance(model_path: Path, metadata: dict[str, Any], recipe: str, precisio
 
 # --- output files --------------------------------------------------------------------------------
 
-DISPLAY_HEADER: dict[str, Any] = {"colorInteropID": "g24_rec709_display",
-                                  f"{PROVENANCE}colourspace": f"{DISPLAY} / {VIEW}"}
-# As ml/writers.write_archival_exr tags its files: AP0 primaries, ACES white (SMPTE ST 2065-1).
-ARCHIVAL_HEADER: dict[str, Any] = {"colorInteropID": "lin_ap0_scene",
-                                   "chromaticities": (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767),
-                                   f"{PROVENANCE}colourspace": ACES2065_1,
-                                   f"{PROVENANCE}from": f"{DISPLAY} / {VIEW} (inverse output transform)"}
-_EXR_COMPRESSION = {"zip": "zip", "piz": "piz", "dwaa": "dwaa:45"}
-
-
-def _write_image(path: Path, pixels: np.ndarray, pixel_type, attributes: dict[str, Any]) -> None:
-    """Atomic write of (H, W, 3) pixels already in the file's type (half or uint8): no host conversion."""
-    import OpenImageIO as oiio
-
-    height, width, channels = pixels.shape
-    spec = oiio.ImageSpec(width, height, channels, pixel_type)
-    spec.channelnames = ("R", "G", "B")
-    for key, value in attributes.items():
-        if isinstance(value, tuple):
-            spec.attribute(key, oiio.TypeDesc(f"float[{len(value)}]"), value)
-        else:
-            spec.attribute(key, value)
-    with atomic_path(path) as tmp:
-        out = oiio.ImageOutput.create(str(path))
-        if out is None or not out.open(str(tmp), spec):
-            raise InputImageError(f"cannot write ({oiio.geterror()}).", where=str(path),
-                                  fix="Check free disk space and write permission on the output folder.")
-        ok = out.write_image(np.ascontiguousarray(pixels))
-        error = out.geterror()
-        out.close()
-        if not ok:
-            raise InputImageError(f"write failed ({error}).", where=str(path),
-                                  fix="Check free disk space and write permission on the output folder.")
-
-
 def output_status(path: Path, model_sha: str, recipe: str) -> str:
     """'current' (this model and recipe, pixels decode), 'missing', 'damaged' (unreadable or
     truncated: written again) or 'other' (a complete frame from another model or recipe)."""
@@ -313,7 +282,7 @@ def display_to_aces_device(rgb_nhwc: torch.Tensor, lut: torch.Tensor) -> torch.T
 @dataclass
 class _Decoded:
     frame: int
-    model_input: torch.Tensor | None  # (H, W, 3) float32 (on CUDA: already on the device); dropped after use
+    model_input: torch.Tensor | None  # (H, W, 3) float32 or float16 as stored (on CUDA: already on the device)
     kept: torch.Tensor | None  # the Source before degrain, for the kept channels (None: same as input)
     source_file: str
     seconds: float
@@ -339,7 +308,7 @@ class DevicePipeline:
     def __init__(self, model: RecoveryModel, metadata: dict[str, Any], device: torch.device, dtype: str = "auto",
                  tile: int = 0, overlap: int = DEFAULT_OVERLAP, archival_lut: torch.Tensor | None = None,
                  want_aces: bool = False, want_review: bool = False, exact_display: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, balance: Balance | None = None):
         check_metadata(metadata)
         self.device = device
         self.cuda = device.type == "cuda"
@@ -349,6 +318,9 @@ class DevicePipeline:
         self.batch_limit: int | None = None  # set after an out-of-memory error
         self.kept_channels = [c for c in range(3) if c not in model.config.predicted_channels]
         self.lut = archival_lut.to(device) if (archival_lut is not None and want_aces) else None
+        # The neutral pre-balance, when the decode threads leave it to the device (see _decode_frame).
+        self.balance = None if balance is None else tuple(
+            torch.tensor(values, dtype=torch.float32, device=device) for values in (balance.gain, balance.offset))
         self.want_review = want_review
         self.exact_display = exact_display  # float32 display on the host (the OCIO archival path needs it)
         model = model.to(device).eval()
@@ -416,7 +388,10 @@ class DevicePipeline:
                         if t is not None and t.is_cuda:
                             t.record_stream(current)
         clock = [self._stamp()]
-        rgb = torch.stack([d.model_input.to(self.device, non_blocking=self.cuda) for d in batch])
+        rgb = torch.stack([d.model_input.to(self.device, non_blocking=self.cuda) for d in batch]).float()
+        if self.balance is not None:  # as balance.apply_balance: multiply, then add, in float32
+            gain, offset = self.balance
+            rgb = rgb * gain + offset
         source = rgb_to_ycbcr(rgb.permute(0, 3, 1, 2))  # NHWC memory = channels_last NCHW
         if self.cuda:
             source = source.contiguous(memory_format=torch.channels_last)
@@ -500,7 +475,6 @@ def _frame_outputs(frame: int, patterns: dict[str, Path]) -> dict[str, Path]:
 def _encode_frame(frame: int, index: int, launched: _Launched, paths: dict[str, Path], base: dict[str, Any],
                   compression: str, archival: str) -> dict[str, float]:
     """Write one frame's outputs (the ones in `paths`); returns encode/colour seconds."""
-    import OpenImageIO as oiio
 
     start = time.perf_counter()
     decoded = launched.decoded[index]
@@ -516,16 +490,13 @@ def _encode_frame(frame: int, index: int, launched: _Launched, paths: dict[str, 
             colour_s = time.perf_counter() - colour_start
         else:
             aces = launched.aces[index].numpy()
-        _write_image(paths["aces"], aces, oiio.HALF, {"compression": _EXR_COMPRESSION[compression],
-                                                      **ARCHIVAL_HEADER, **attributes})
+        write_exr(paths["aces"], aces, compression, {**ARCHIVAL_HEADER, **attributes})
     if "display" in paths:
         # The display frames stay lossless (evaluation reads them): DWAA applies to the archive only.
         lossless = compression if compression in ("zip", "piz") else "zip"
-        _write_image(paths["display"], display.astype(np.float16, copy=False), oiio.HALF,
-                     {"compression": lossless, **DISPLAY_HEADER, **attributes})
+        write_exr(paths["display"], display, lossless, {**DISPLAY_HEADER, **attributes})
     if "review" in paths:
-        _write_image(paths["review"], launched.review[index].numpy(), oiio.UINT8,
-                     {"png:compressionLevel": 3, **attributes})
+        write_png(paths["review"], launched.review[index].numpy(), {"png:compressionLevel": 3, **attributes})
     return {"encode": time.perf_counter() - start - colour_s, "colour": colour_s}
 
 
@@ -538,15 +509,15 @@ def _upload(array: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Any]
 
     Each decode thread keeps its page-locked staging buffers (allocating pinned memory per 4K frame
     costs more than the copy); a buffer is reused once its previous copy has finished."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     if device.type != "cuda":
         return tensor, None
     stream = getattr(_upload_streams, "stream", None)
     if stream is None:
         stream = _upload_streams.stream = torch.cuda.Stream(device)
         _upload_streams.staging = {}
-    staging: dict[tuple[int, ...], list[tuple[torch.Tensor, Any]]] = _upload_streams.staging
-    buffers = staging.setdefault(tuple(tensor.shape), [])
+    staging: dict[tuple[Any, ...], list[tuple[torch.Tensor, Any]]] = _upload_streams.staging
+    buffers = staging.setdefault((*tensor.shape, tensor.dtype), [])
     free = next((i for i, (_, event) in enumerate(buffers) if event is None or event.query()), None)
     if free is None:
         buffers.append((torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True), None))
@@ -562,13 +533,18 @@ def _upload(array: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Any]
 
 
 def _decode_frame(job: Job, frame: int, degrain: float, device: torch.device) -> _Decoded:
+    """Read one Source frame and start its upload. Without degrain the frame travels as stored
+    (a half file stays half: half the bytes, no float32 copy on the host) and the device applies
+    the pre-balance; with degrain the training chain's host steps all run here."""
     start = time.perf_counter()
-    balanced = source_frame(job, frame, balanced=True, degrained=False)
-    model_input, kept = balanced, None
+    kept = None
     if degrain > 0:  # the training chain's last step; the kept channels stay un-degrained
         from .cleanup import degrain as degrain_image
 
+        balanced = source_frame(job, frame, balanced=True, degrained=False)
         model_input, kept = degrain_image(balanced, degrain), balanced
+    else:
+        model_input = read_plate_frame(job.source, frame, keep_half=True)
     model_tensor, copied = _upload(model_input, device)
     kept_tensor = None
     if kept is not None:
@@ -603,7 +579,7 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     if options.archival not in ("lut", "ocio"):
         raise FilmRecoveryError(f"unknown archival transform {options.archival!r}.", where="--archival",
                                 fix="Use lut (baked 3D LUT on the device) or ocio (exact, CPU).")
-    if job.output.compression not in _EXR_COMPRESSION:
+    if job.output.compression not in COMPRESSIONS:
         raise FilmRecoveryError(f"unknown EXR compression {job.output.compression!r}.",
                                 where="job.output.compression", fix="Use zip, piz or dwaa.")
     frames = options.frames if options.frames is not None else select_frames(job)
@@ -657,7 +633,8 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     lut = _archival_lut(options.lut_size) if ("aces" in patterns and options.archival == "lut" and to_write) else None
     pipeline = DevicePipeline(model, metadata, device, options.dtype, options.tile, options.overlap, lut,
                               want_aces=lut is not None, want_review="review" in patterns,
-                              exact_display=options.archival == "ocio", compile=options.compile)
+                              exact_display=options.archival == "ocio", compile=options.compile,
+                              balance=job.balance if (job.balance.enabled and degrain == 0) else None)
     reporter.message(f"Inference: {len(to_write)} frame(s) on {device.type} ({precision}), "
                      f"{decode_workers} decode / {encode_workers} encode threads, archival transform {archival}.")
     times = _StageTimes()

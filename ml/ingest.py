@@ -105,8 +105,9 @@ def _check_in_range(plate: Plate, frame: int) -> None:
                               where=plate.path, fix="Pick a frame inside the range or widen the range.")
 
 
-def read_plate_raw(plate: Plate, frame: int, check_finite: bool = True) -> np.ndarray:
-    """One frame as stored in the file (float32 RGB, alpha dropped), before the ingest preset.
+def read_plate_raw(plate: Plate, frame: int, check_finite: bool = True, keep_half: bool = False) -> np.ndarray:
+    """One frame as stored in the file (float32 RGB, alpha dropped), before the ingest preset;
+    `keep_half`: half-float files stay float16.
 
     Movie frames are decoded integer code values, always finite (`check_finite` is for files).
     """
@@ -115,7 +116,7 @@ def read_plate_raw(plate: Plate, frame: int, check_finite: bool = True) -> np.nd
         from .movie import read_movie_frame
 
         return read_movie_frame(plate.path, frame - plate.first_frame)
-    return read_image(plate_frame_path(plate, frame), check_finite=check_finite)
+    return read_image(plate_frame_path(plate, frame), check_finite=check_finite, keep_half=keep_half)
 
 
 def read_plate_raw_run(plate: Plate, frame: int, count: int, check_finite: bool = True) -> Iterator[np.ndarray]:
@@ -144,9 +145,11 @@ def apply_ingest(image: np.ndarray, preset: str) -> np.ndarray:
                           fix="Use 'display' (Rec.709 2.4 ODT export) or 'aces2065-1' (ACES master).")
 
 
-def read_plate_frame(plate: Plate, frame: int) -> np.ndarray:
-    """One frame as display-referred RGB (H, W, 3) float32, after the plate's ingest preset."""
-    return apply_ingest(read_plate_raw(plate, frame), plate.ingest)
+def read_plate_frame(plate: Plate, frame: int, keep_half: bool = False) -> np.ndarray:
+    """One frame as display-referred RGB (H, W, 3) float32, after the plate's ingest preset.
+    `keep_half`: a half-float file whose preset changes nothing stays float16."""
+    keep_half = keep_half and plate.ingest == "display"
+    return apply_ingest(read_plate_raw(plate, frame, keep_half=keep_half), plate.ingest)
 
 
 def source_frame(job: Job, frame: int, balanced: bool = True, degrained: bool = False) -> np.ndarray:

@@ -31,9 +31,8 @@ import numpy as np
 
 from .colour import ACES2065_1, DISPLAY, OCIO_CONFIG, VIEW, display_to_aces2065
 from .errors import FilmRecoveryError
-from .imageio import atomic_path, frame_path, read_image, write_exr, write_png
+from .imageio import Attributes, atomic_path, frame_path, read_image, write_exr, write_png
 
-Attributes = dict[str, str | float | int | tuple[float, ...]]
 COMPRESSIONS = ("zip", "piz", "dwaa")
 
 
@@ -43,34 +42,35 @@ def _check_compression(compression: str) -> None:
                                 fix="Use zip, piz or dwaa.")
 
 
+# How archival and display frames are tagged (inference writes the same headers).
+ARCHIVAL_HEADER: Attributes = {
+    "colorInteropID": "lin_ap0_scene",
+    # AP0 primaries and the ACES white point (SMPTE ST 2065-1), as OpenEXR's chromaticities.
+    "chromaticities": (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767),
+    "film_recovery:colourspace": ACES2065_1,
+    "film_recovery:ocio_config": OCIO_CONFIG,
+    "film_recovery:from": f"{DISPLAY} / {VIEW} (inverse output transform)",
+}
+DISPLAY_HEADER: Attributes = {
+    "colorInteropID": "g24_rec709_display",
+    "film_recovery:colourspace": f"{DISPLAY} / {VIEW}",
+    "film_recovery:ocio_config": OCIO_CONFIG,
+}
+
+
 def write_archival_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "zip",
                        attributes: Attributes | None = None) -> Path:
     """Display-referred RGB -> ACES2065-1 half EXR (inverse output transform), provenance attached."""
     _check_compression(compression)
-    aces = display_to_aces2065(display_rgb)
-    header: Attributes = {
-        "colorInteropID": "lin_ap0_scene",
-        # AP0 primaries and the ACES white point (SMPTE ST 2065-1), as OpenEXR's chromaticities.
-        "chromaticities": (0.7347, 0.2653, 0.0, 1.0, 0.0001, -0.077, 0.32168, 0.33767),
-        "film_recovery:colourspace": ACES2065_1,
-        "film_recovery:ocio_config": OCIO_CONFIG,
-        "film_recovery:from": f"{DISPLAY} / {VIEW} (inverse output transform)",
-    }
-    header.update(attributes or {})
-    return write_exr(path, aces, compression=compression, attributes=header)
+    return write_exr(path, display_to_aces2065(display_rgb), compression=compression,
+                     attributes={**ARCHIVAL_HEADER, **(attributes or {})})
 
 
 def write_display_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "zip",
                       attributes: Attributes | None = None) -> Path:
     """Display-referred RGB as it is (Rec.709 2.4 code values) in a half EXR, tagged as such."""
     _check_compression(compression)
-    header: Attributes = {
-        "colorInteropID": "g24_rec709_display",
-        "film_recovery:colourspace": f"{DISPLAY} / {VIEW}",
-        "film_recovery:ocio_config": OCIO_CONFIG,
-    }
-    header.update(attributes or {})
-    return write_exr(path, np.asarray(display_rgb, dtype=np.float32), compression=compression, attributes=header)
+    return write_exr(path, display_rgb, compression=compression, attributes={**DISPLAY_HEADER, **(attributes or {})})
 
 
 def write_review_png(path: str | os.PathLike, display_rgb: np.ndarray) -> Path:

@@ -147,6 +147,7 @@ def test_check_interpreter_reports_torch_and_devices(addon, tmp_path):
     prefs.python_path = ""  # auto: Blender's own Python (here the test interpreter, which has torch)
     assert bpy.ops.film_recovery.check_interpreter() == {"FINISHED"}
     assert "torch 2." in prefs.interpreter_report and "cpu" in prefs.interpreter_report
+    assert "OpenEXR 3." in prefs.interpreter_report  # the fast EXR codec is there
     prefs.python_path = str(tmp_path / "no-such-python")
     with pytest.raises(RuntimeError, match="no such interpreter"):
         bpy.ops.film_recovery.check_interpreter()

@@ -31,7 +31,8 @@ from ml.errors import FilmRecoveryError  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.imageio import read_header, read_image, write_exr  # noqa: E402
 from ml.infer import InferOptions, check_output_locations, infer_frame, output_patterns, run_inference, select_frames  # noqa: E402
-from ml.job import Job, Output, Plate, Training, save_job  # noqa: E402
+from ml.ingest import source_frame  # noqa: E402
+from ml.job import Balance, Job, Output, Plate, Training, save_job  # noqa: E402
 from ml.models import build_model, model_config  # noqa: E402
 from ml.train import train  # noqa: E402
 
@@ -222,6 +223,22 @@ def test_outputs_provenance_round_trip_resume_and_damage(tmp_path, plate, traine
         assert (now != stamp) == (path in rewritten), path
     assert read_image(damaged).shape == (HEIGHT, WIDTH, 3)
     assert not list(job.work_path("infer").rglob("*.part*"))
+
+
+@pytest.mark.parametrize("degrain", [0.0, 1.5])
+def test_the_run_feeds_the_model_the_training_chain(tmp_path, plate, trained, degrain):
+    """Without degrain the half Source frames go to the device as stored and the pre-balance runs
+    there; with degrain the host runs the chain. Either way the model sees `source_frame`'s
+    pixels: the written frames equal one frame recovered from the training chain."""
+    job = make_job(tmp_path, plate, trained, review="none", aces_exr=False)
+    job = dataclasses.replace(job, balance=Balance(enabled=True, gain=[1.07, 0.96, 1.02], offset=[0.01, -0.004, 0.0]),
+                              cleanup=dataclasses.replace(job.cleanup, source_degrain=degrain))
+    run_inference(job, Reporter(io.StringIO()), InferOptions(frames=[1003], encode_workers=2, decode_workers=1))
+    model, metadata = load_model(trained)
+    balanced = source_frame(job, 1003, balanced=True)
+    model_input = source_frame(job, 1003, balanced=True, degrained=True)
+    expected = infer_frame(model, metadata, model_input, kept=balanced).astype(np.float16).astype(np.float32)
+    assert np.array_equal(read_image(outputs_of(job, 1003)["display"]), expected)
 
 
 def test_refuses_to_overwrite_another_models_frames(tmp_path, plate, trained):

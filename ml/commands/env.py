@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 def describe_environment() -> dict:
     info: dict = {"python": sys.version.split()[0], "executable": sys.executable,
                   "platform": platform.platform()}
-    for name in ("numpy", "OpenImageIO", "PyOpenColorIO"):
+    for name in ("numpy", "OpenImageIO", "PyOpenColorIO", "OpenEXR"):
         try:
             module = importlib.import_module(name)
             info[name] = getattr(module, "__version__", None) or getattr(module, "VERSION", "present")
