@@ -26,6 +26,9 @@ FIELD_HELP: dict[str, str] = {
     "roi": "Central fraction of the frame used to solve alignment (conservative ROI)",
     "holdout": "Keep this pair out of training and use it for validation",
     "align_score": "Structural misalignment after alignment (lower is better; -1 = not measured)",
+    "compression": "Output EXR compression. PIZ: lossless, smallest and fastest on grainy film. "
+                   "ZIP: lossless, smallest on clean flat pictures. DWAA: lossy, archive only "
+                   "(the display frames stay lossless)",
 }
 
 

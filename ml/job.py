@@ -143,7 +143,9 @@ class Training:
 class Output:
     display_exr: bool = True
     aces_exr: bool = True
-    compression: Literal["zip", "piz", "dwaa"] = "zip"
+    # PIZ: lossless, and on grainy scans both smaller than ZIP and about half its encode CPU
+    # (docs/benchmarks.md); ZIP wins on clean, flat pictures; DWAA is lossy (archive only).
+    compression: Literal["zip", "piz", "dwaa"] = "piz"
     review: Literal["none", "png", "movie"] = "png"
     overwrite: bool = False
 

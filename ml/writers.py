@@ -58,7 +58,7 @@ DISPLAY_HEADER: Attributes = {
 }
 
 
-def write_archival_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "zip",
+def write_archival_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "piz",
                        attributes: Attributes | None = None) -> Path:
     """Display-referred RGB -> ACES2065-1 half EXR (inverse output transform), provenance attached."""
     _check_compression(compression)
@@ -66,7 +66,7 @@ def write_archival_exr(path: str | os.PathLike, display_rgb: np.ndarray, compres
                      attributes={**ARCHIVAL_HEADER, **(attributes or {})})
 
 
-def write_display_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "zip",
+def write_display_exr(path: str | os.PathLike, display_rgb: np.ndarray, compression: str = "piz",
                       attributes: Attributes | None = None) -> Path:
     """Display-referred RGB as it is (Rec.709 2.4 code values) in a half EXR, tagged as such."""
     _check_compression(compression)

@@ -143,3 +143,16 @@ def test_exr_codec_leaves_the_gil_to_other_threads(tmp_path, step):
     assert duration > 0.05, duration
     longest_stall = max(np.diff([start, *stamps, start + duration]))
     assert longest_stall < 0.4 * duration, (longest_stall, duration)
+
+
+@pytest.mark.parametrize("keep_half", [True, False])
+def test_nan_and_inf_pixels_are_counted_and_named(tmp_path, keep_half):
+    picture = photo(32, 48).astype(np.float16)
+    picture[3, 4, 0], picture[10, 11, 2], picture[20, 30, 1] = np.nan, np.inf, -np.inf
+    path = write_exr(tmp_path / "frame.1001.exr", picture)
+    with pytest.raises(InputImageError, match="3 pixel") as failed:
+        read_image(path, keep_half=keep_half)
+    assert failed.value.where == str(path)
+    assert np.isnan(read_image(path, check_finite=False, keep_half=keep_half)[3, 4, 0])
+    picture[3, 4, 0] = picture[10, 11, 2] = picture[20, 30, 1] = 65504.0  # the largest half is finite
+    assert read_image(write_exr(path, picture), keep_half=keep_half).max() == 65504.0
