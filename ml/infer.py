@@ -475,7 +475,6 @@ def _frame_outputs(frame: int, patterns: dict[str, Path]) -> dict[str, Path]:
 def _encode_frame(frame: int, index: int, launched: _Launched, paths: dict[str, Path], base: dict[str, Any],
                   compression: str, archival: str) -> dict[str, float]:
     """Write one frame's outputs (the ones in `paths`); returns encode/colour seconds."""
-
     start = time.perf_counter()
     decoded = launched.decoded[index]
     attributes = {**base, f"{PROVENANCE}source_frame": int(frame), f"{PROVENANCE}source_file": decoded.source_file}
