@@ -19,7 +19,10 @@ from typing import Any
 
 import bpy
 
+from ..ml.errors import FilmRecoveryError
 from ..ml.events import Reporter
+from ..ml.job import load_job
+from ..ml.validation import require_valid_job
 from . import interpreter, preferences, recipe
 
 # Seconds a cancelled engine gets to write its checkpoint before it is killed.
@@ -194,7 +197,15 @@ class EngineJobOperator:
         state = fr.job_state
         try:
             job_path = recipe.write_job_file(fr) if self.needs_job else None
+            if job_path is not None:
+                # The engine's own checks, before a process starts: a bad recipe fails at once, in the
+                # words the engine would use (no frame is decoded; well under a second).
+                require_valid_job(load_job(job_path), self.command)
             job = start(self.command, job_path, self.job_args(context))
+        except FilmRecoveryError as exc:
+            state.last_error = exc.describe()
+            self.report({"ERROR"}, f"{self.command}: {exc.describe()}")
+            return None
         except (RuntimeError, OSError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return None

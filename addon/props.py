@@ -42,10 +42,24 @@ class FILMREC_PG_FrameMatrix(bpy.types.PropertyGroup):
     key: bpy.props.StringProperty(name="Frame")
     matrix: bpy.props.FloatVectorProperty(name="Matrix", size=9,
                                           default=(1, 0, 0, 0, 1, 0, 0, 0, 1))
+    # The same 9 numbers at full precision (JSON): Blender's float properties are 32-bit, and a warp
+    # rounded to float32 moves the target by a few thousandths, so the add-on's dataset would not be
+    # the CLI's. Used while it agrees with `matrix` (see addon.recipe.matrix_values).
+    exact: bpy.props.StringProperty(name="Matrix (full precision)", default="", options={"HIDDEN"})
 
 
-def _bpy_property(cls_name: str, name: str, tp: Any, default: Any) -> Any:
-    """A bpy property for one dataclass field, by its type hint."""
+def _limits(meta: Any, kind: type) -> dict[str, Any]:
+    """The schema field's range (ml/job.py) as the property's hard limits, so the UI cannot hold a
+    value the engine refuses."""
+    limits = {}
+    for key, bound in (("min", meta.get("low")), ("max", meta.get("high"))):
+        if bound is not None:
+            limits[key] = kind(bound)
+    return limits
+
+
+def _bpy_property(cls_name: str, name: str, tp: Any, default: Any, meta: Any) -> Any:
+    """A bpy property for one dataclass field, by its type hint and range."""
     options = {"name": name.replace("_", " ").title(), "description": FIELD_HELP.get(name, "")}
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -60,15 +74,16 @@ def _bpy_property(cls_name: str, name: str, tp: Any, default: Any) -> Any:
         if item_tp is int:
             return bpy.props.CollectionProperty(type=FILMREC_PG_FrameRef, **options)
         if item_tp is float:
-            return bpy.props.FloatVectorProperty(size=len(default), default=default, **options)
+            return bpy.props.FloatVectorProperty(size=len(default), default=default, **_limits(meta, float),
+                                                 **options)
     if origin is dict:
         return bpy.props.CollectionProperty(type=FILMREC_PG_FrameMatrix, **options)
     if tp is bool:
         return bpy.props.BoolProperty(default=default, **options)
     if tp is int:
-        return bpy.props.IntProperty(default=default, **options)
+        return bpy.props.IntProperty(default=default, **_limits(meta, int), **options)
     if tp is float:
-        return bpy.props.FloatProperty(default=default, **options)
+        return bpy.props.FloatProperty(default=default, **_limits(meta, float), **options)
     if tp is str:
         subtype = "DIR_PATH" if name.endswith("_dir") else "FILE_PATH" if name in ("path", "model_path", "init_weights") else "NONE"
         return bpy.props.StringProperty(default=default, subtype=subtype, **options)
@@ -92,7 +107,8 @@ def _generate(cls: type, extra: dict[str, Any] | None = None) -> type:
     for field in dataclasses.fields(cls):
         if field.name in ("schema", "schema_version"):
             continue  # fixed by the serialiser, not user state
-        annotations[field.name] = _bpy_property(cls.__name__, field.name, hints[field.name], _field_default(field))
+        annotations[field.name] = _bpy_property(cls.__name__, field.name, hints[field.name], _field_default(field),
+                                                field.metadata)
     annotations.update(extra or {})
     generated = type(f"FILMREC_PG_{cls.__name__}", (bpy.types.PropertyGroup,),
                      {"__annotations__": annotations, "__doc__": cls.__doc__})
@@ -122,6 +138,47 @@ class FILMREC_PG_JobState(bpy.types.PropertyGroup):
     exit_code: bpy.props.IntProperty(name="Exit code", default=-1)
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
     metrics: bpy.props.StringProperty(name="Last metrics (JSON)")
+
+
+class FILMREC_PG_Farm(bpy.types.PropertyGroup):
+    """Film scale (Farm panel): plan settings, where the farm runs, Flamenco (UI only, not exported)."""
+
+    plan_path: bpy.props.StringProperty(name="Plan", subtype="FILE_PATH",
+                                        description="plan.json written by Plan Reel (python -m ml plan)")
+    scope: bpy.props.EnumProperty(
+        name="Training unit", description="One model per sequence, per scene or per shot",
+        items=[("sequence", "Sequence", "One model for every shot (24-64+ pairs)"),
+               ("scene", "Scene", "One model per run of alike shots (12-24 pairs each)"),
+               ("shot", "Shot", "One model per shot (4-9 pairs each)")], default="sequence")
+    min_gain: bpy.props.FloatProperty(
+        name="Min gain (dB)", default=0.0, min=-20.0, max=20.0,
+        description="A shot gets its own model when its unit's model gains less than this over the baseline "
+                    "on the shot's held-out pairs (0: when it loses)")
+    use_min_psnr: bpy.props.BoolProperty(name="Use PSNR threshold", default=False)
+    min_psnr: bpy.props.FloatProperty(name="Min PSNR (dB)", default=30.0, min=0.0, max=100.0,
+                                      description="A shot whose model scores below this gets its own model")
+    baseline: bpy.props.EnumProperty(
+        name="Baseline", items=[("unit", "Unit LUT", "The 3D LUT fitted on the unit's training pairs"),
+                                ("shot", "Shot LUT", "A 3D LUT fitted on the shot's own training pairs (stricter)")],
+        default="unit")
+    chunk_frames: bpy.props.IntProperty(name="Frames per task", default=48, min=1, max=100000)
+    where: bpy.props.EnumProperty(
+        name="Run on", items=[("local", "Local", "An embedded Dask cluster on this machine"),
+                              ("scheduler", "Dask Cluster", "A running Dask scheduler"),
+                              ("serial", "Serial", "One task after another, no Dask")], default="local")
+    workers: bpy.props.IntProperty(name="Workers", default=2, min=1, max=256)
+    scheduler: bpy.props.StringProperty(name="Scheduler", default="", description="e.g. tcp://farm-head:8786")
+    threads: bpy.props.IntProperty(name="Threads per task", default=0, min=0, max=256,
+                                   description="CPU threads per task (0: the engine's own choice)")
+    retries: bpy.props.IntProperty(name="Retries", default=2, min=0, max=20)
+    manager_url: bpy.props.StringProperty(name="Manager URL", default="http://localhost:8080")
+    flamenco_python: bpy.props.StringProperty(name="Worker Python", default="python3",
+                                              description="Python with torch on the Flamenco workers")
+    flamenco_engine_root: bpy.props.StringProperty(
+        name="Engine folder", subtype="DIR_PATH", default="",
+        description="Where the workers see this extension's folder (empty: this machine's path)")
+    flamenco_priority: bpy.props.IntProperty(name="Priority", default=50, min=0, max=100)
+    last_submission: bpy.props.StringProperty(name="Last submission", default="")
 
 
 def _build_classes() -> list[type]:
@@ -159,8 +216,9 @@ def _build_classes() -> list[type]:
         "qc_checks": bpy.props.CollectionProperty(type=FILMREC_PG_Check),
         "qc_status": bpy.props.StringProperty(name="QC status", default=""),
         "job_state": bpy.props.PointerProperty(type=FILMREC_PG_JobState),
+        "farm": bpy.props.PointerProperty(type=FILMREC_PG_Farm),
     })
-    return [FILMREC_PG_FrameRef, FILMREC_PG_FrameMatrix, FILMREC_PG_Check, FILMREC_PG_JobState,
+    return [FILMREC_PG_FrameRef, FILMREC_PG_FrameMatrix, FILMREC_PG_Check, FILMREC_PG_JobState, FILMREC_PG_Farm,
             *classes, recipe]
 
 

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import FilmRecoveryError
-from .imageio import atomic_path, file_sha256
+from .imageio import atomic_path, file_sha256, is_temp_file
 from .models import ModelConfig, RecoveryModel, build_model
 
 MODEL_SCHEMA = "film_recovery.model"
@@ -42,16 +42,42 @@ def _file_record(path: Path) -> dict[str, Any]:
     return {"file": path.name, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
 
+_WRITE_FIX = "Free disk space (or choose an output folder you can write to), then train again: it resumes."
+
+
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(clean, str(tmp))
+    try:
+        with atomic_path(path) as tmp:
+            save_file(clean, str(tmp))
+    except (SafetensorError, OSError) as exc:  # disk full, quota, file size limit
+        raise FilmRecoveryError(f"cannot write the file ({exc}).", where=str(path), fix=_WRITE_FIX) from exc
     return _file_record(path)
 
 
+def _remove_on_failure(paths: list[Path]):
+    """Context: if the block fails, remove `paths`, so no weights file is left without the sidecar
+    that makes it a model (a half-written checkpoint could be mistaken for one)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except BaseException:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise
+    return guard()
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    except OSError as exc:
+        raise FilmRecoveryError(f"cannot write the file ({exc.strerror or exc}).", where=str(path),
+                                fix=_WRITE_FIX) from exc
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -91,6 +117,38 @@ def _read_tensors(path: Path, record: dict[str, Any] | None, device: str | torch
         raise FilmRecoveryError(f"not a readable safetensors file ({exc}).", where=str(path), fix=fix) from exc
 
 
+# Bounds of a model a sidecar may describe. A damaged or hostile sidecar must not make the loader
+# build a network of hundreds of gigabytes before the weights are even read.
+_CONFIG_LIMITS = {"width": (1, 256), "levels": (1, 6), "downsample": (1, 16), "grid_depth": (1, 64)}
+_CONFIG_CHOICES = {"kind": ("unet", "bilateral"), "size": ("tiny", "small", "medium", "large"),
+                   "branch": ("chroma", "spatial"), "position": (True, False), "tone_curve": (True, False)}
+MAX_PARAMETERS = 50_000_000  # the large UNet has about 7.8 M
+
+
+def checked_config(data: Any, where: Path) -> ModelConfig:
+    """The sidecar's model configuration, bounds-checked before any network is built."""
+    fix = "The sidecar is damaged or not from Film Recovery: retrain, or use the model's original .json."
+    try:
+        config = ModelConfig(**data)
+    except TypeError as exc:
+        raise FilmRecoveryError(f"the model configuration is missing or invalid ({exc}).", where=str(where),
+                                fix=fix) from exc
+    for name, allowed in _CONFIG_CHOICES.items():
+        if getattr(config, name) not in allowed:
+            raise FilmRecoveryError(f"model.{name} is {getattr(config, name)!r}, not one of {allowed}.",
+                                    where=str(where), fix=fix)
+    for name, (low, high) in _CONFIG_LIMITS.items():
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise FilmRecoveryError(f"model.{name} is {value!r}, outside {low}-{high}.", where=str(where), fix=fix)
+    with torch.device("meta"):  # counts parameters without allocating them
+        parameters = sum(p.numel() for p in build_model(config).parameters())
+    if parameters > MAX_PARAMETERS:
+        raise FilmRecoveryError(f"the model would have {parameters:,} parameters (at most {MAX_PARAMETERS:,} "
+                                "are supported).", where=str(where), fix=fix)
+    return config
+
+
 def unwrap(model: torch.nn.Module) -> RecoveryModel:
     """The RecoveryModel inside a DistributedDataParallel wrapper (or the model itself)."""
     return getattr(model, "module", model)
@@ -100,10 +158,11 @@ def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any
     """Write weights + sidecar. `metadata` holds branch, colour, hashes, step, metrics, ..."""
     path = Path(path)
     core = unwrap(model)
-    record = _write_tensors(path, core.state_dict())
-    sidecar = {"schema": MODEL_SCHEMA, "schema_version": MODEL_SCHEMA_VERSION, **metadata,
-               "model": core.config.to_dict(), "weights": record}
-    _write_json(sidecar_path(path), sidecar)
+    with _remove_on_failure([path]):
+        record = _write_tensors(path, core.state_dict())
+        sidecar = {"schema": MODEL_SCHEMA, "schema_version": MODEL_SCHEMA_VERSION, **metadata,
+                   "model": core.config.to_dict(), "weights": record}
+        _write_json(sidecar_path(path), sidecar)
     return path
 
 
@@ -113,12 +172,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Re
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
     metadata = _read_json(sidecar_path(path))
-    try:
-        config = ModelConfig(**metadata["model"])
-    except (KeyError, TypeError) as exc:
-        raise FilmRecoveryError(f"the model configuration is missing or invalid ({exc}).",
-                                where=str(sidecar_path(path)), fix="Retrain the model.") from exc
-    model = build_model(config)
+    model = build_model(checked_config(metadata.get("model"), sidecar_path(path)))
     state = _read_tensors(path, metadata.get("weights"), device="cpu")
     try:
         model.load_state_dict(state, strict=True)
@@ -152,16 +206,17 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     """Weights, optimizer moments and RNG state at `step`; JSON written last marks it complete."""
     weights = checkpoint_path(folder, step)
     core = unwrap(model)
-    weights_record = _write_tensors(weights, core.state_dict())
-    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-    for index, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optim.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    state_record = _write_tensors(weights.with_suffix(".state.safetensors"), tensors)
-    sidecar = {"schema": MODEL_SCHEMA, "schema_version": MODEL_SCHEMA_VERSION, **metadata, "step": step,
-               "model": core.config.to_dict(), "weights": weights_record, "state": state_record,
-               "training_state": training_state}
-    _write_json(sidecar_path(weights), sidecar)
+    with _remove_on_failure([weights, weights.with_suffix(".state.safetensors")]):
+        weights_record = _write_tensors(weights, core.state_dict())
+        tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        for index, state in optimizer.state_dict()["state"].items():
+            for name, value in state.items():
+                tensors[f"optim.{index}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        state_record = _write_tensors(weights.with_suffix(".state.safetensors"), tensors)
+        sidecar = {"schema": MODEL_SCHEMA, "schema_version": MODEL_SCHEMA_VERSION, **metadata, "step": step,
+                   "model": core.config.to_dict(), "weights": weights_record, "state": state_record,
+                   "training_state": training_state}
+        _write_json(sidecar_path(weights), sidecar)
     return weights
 
 
@@ -180,6 +235,22 @@ def load_checkpoint(weights: Path, model: torch.nn.Module, optimizer: torch.opti
     # The param groups are rebuilt identically by the trainer; only the moments are restored.
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     return metadata
+
+
+def remove_incomplete(folder: Path) -> list[Path]:
+    """Remove what a killed run left in a checkpoint folder: temp files of atomic writes and
+    checkpoint tensors whose sidecar was never written. Returns what was removed."""
+    if not folder.is_dir():
+        return []
+    complete = {path.stem for _, path in list_checkpoints(folder)}
+    removed = []
+    for item in folder.iterdir():
+        stem = item.name.split(".", 1)[0]
+        orphan = item.name.endswith(".safetensors") and stem not in complete
+        if is_temp_file(item) or orphan:
+            item.unlink(missing_ok=True)
+            removed.append(item)
+    return removed
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:

@@ -2,7 +2,7 @@
 
 Events go to stdout as JSON lines (for the add-on and farm wrappers) or, with --human or on a
 terminal, as a progress bar. Exit codes: 0 ok, 2 bad input (the message says what to fix),
-130 cancelled, 1 unexpected failure.
+3 parity QC failed, 130 cancelled, 1 unexpected failure.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ COMMANDS = [
     "train",                                 # training
     "infer",                                 # inference on the full Source
     "baseline", "evaluate",                  # comparison and report
+    "run",                                   # the whole sequence above on one job.json
+    "reel", "plan", "score", "farm",         # film scale: shot plan, per-shot scores, farm runs
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_QC_FAILED, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 def _command_module(name: str):
@@ -66,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         job = None
         if module.NEEDS_JOB:
             from .job import load_job
+            from .validation import require_valid_job
 
             job = load_job(args.job)
+            if args.command != "validate":  # validate lists every problem itself
+                require_valid_job(job, args.command)
         module.run(args, job, reporter)
         return EXIT_OK
     except FilmRecoveryError as exc:
         reporter.error(exc.as_event())
-        return EXIT_BAD_INPUT
+        return exc.exit_code
     except OSError as exc:  # disk full, permissions, a file where a folder should be
         where = exc.filename or "file system"
         reporter.error(FilmRecoveryError(f"{exc.strerror or exc}.", where=str(where),

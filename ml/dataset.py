@@ -13,10 +13,12 @@ records frames, warps, crop, colour settings, checksums and the rejected pairs w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from . import colour
-from .crop import crop_at_frame, crop_to_slices, detect_borders
+from .alignment_apply import require_alignment_applied
+from .crop import Borders, crop_at_frame, crop_to_slices, detect_borders, live_mask
 from .errors import FilmRecoveryError
 from .imageio import atomic_path, file_sha256, read_image, write_exr
 from .ingest import plate_frame_path, reference_frame, source_frame
@@ -89,6 +92,11 @@ class PairImages:
     matrix_source: str
     crop_box: tuple[int, int, int, int]  # x, y, width, height (lower-left origin)
     source_size: tuple[int, int]  # the whole Source frame's (width, height)
+    # Bars found on this pair's whole frames (top, bottom, left, right): a bar is one in every frame,
+    # so `bar_problems` judges the crop against the smallest over all pairs.
+    source_borders: Borders = (0, 0, 0, 0)
+    reference_borders: Borders = (0, 0, 0, 0)
+    reference_shape: tuple[int, int] = (0, 0)
 
 
 def make_pair_images(job: Job, pair: Pair) -> PairImages:
@@ -104,7 +112,8 @@ def make_pair_images(job: Job, pair: Pair) -> PairImages:
     unclamped = recombine(src[rows, cols], aligned[rows, cols], job.branch)
     clamped = np.any((unclamped < 0.0) | (unclamped > 1.0), axis=-1)
     return PairImages(src[rows, cols], np.clip(unclamped, 0.0, 1.0), clamped, aligned[rows, cols],
-                      valid[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]))
+                      valid[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]),
+                      detect_borders([src]), detect_borders([ref]), ref.shape[:2])
 
 
 def validate_pair(name: str, images: PairImages) -> list[str]:
@@ -122,15 +131,48 @@ def validate_pair(name: str, images: PairImages) -> list[str]:
     if invalid > 0.001:
         problems.append(f"{name}: {invalid:.1%} of the crop has no Reference picture (warp border). "
                         "Fix: shrink the shared crop (Detect Crop) or check the alignment.")
-    top, bottom, left, right = detect_borders([images.aligned_reference])
-    if max(top, bottom, left, right) > 0:
-        problems.append(f"{name}: black border inside the crop on the Reference "
-                        f"(top {top}, bottom {bottom}, left {left}, right {right} px). "
-                        "Fix: shrink the shared crop to the live picture.")
-    top, bottom, left, right = detect_borders([images.input])
-    if max(top, bottom, left, right) > 0:
-        problems.append(f"{name}: black border inside the crop on the Source "
-                        f"(top {top}, bottom {bottom}, left {left}, right {right} px). Fix: shrink the crop.")
+    return problems
+
+
+def _without_pixels(images: PairImages) -> PairImages:
+    """What `bar_problems` needs of a pair, without holding its pictures until every pair is done."""
+    return dataclasses.replace(images, input=images.input[:0], target=images.target[:0],
+                               clamped=images.clamped[:0], aligned_reference=images.aligned_reference[:0],
+                               valid=images.valid[:0])
+
+
+def _box_to_slices(box: tuple[int, int, int, int], height: int) -> tuple[slice, slice]:
+    x, y, width, box_height = box
+    return slice(height - y - box_height, height - y), slice(x, x + width)
+
+
+def bar_problems(frames: list[int], pairs: list[PairImages]) -> list[FilmRecoveryError]:
+    """Black bars (letterbox, pillarbox) inside the crop, judged over every pair at once.
+
+    A bar is near black and the same in every frame (`crop.detect_borders` over several frames),
+    so a flat mid-grey edge, or a night edge that is dark in some frames only, is picture. The
+    Reference's bars are found on its own raster and carried through each pair's warp, as `align`
+    does when it proposes the crop."""
+    source_bars = tuple(min(p.source_borders[i] for p in pairs) for i in range(4))
+    reference_bars = tuple(min(p.reference_borders[i] for p in pairs) for i in range(4))
+    fix = "Shrink the shared crop to the live picture (Detect Crop, or `python -m ml align job.json --apply`)."
+    problems = []
+    for frame, images in zip(frames, pairs, strict=True):
+        width, height = images.source_size
+        rows, cols = _box_to_slices(images.crop_box, height)
+        top, bottom, left, right = source_bars
+        inside = (max(0, top - rows.start), max(0, rows.stop - (height - bottom)),
+                  max(0, left - cols.start), max(0, cols.stop - (width - right)))
+        if max(inside) > 0:
+            problems.append(FilmRecoveryError(
+                f"black border inside the crop on the Source (top {inside[0]}, bottom {inside[1]}, left "
+                f"{inside[2]}, right {inside[3]} px).", where=f"pair {frame}", fix=fix))
+        warped = valid_mask(images.matrix, images.reference_shape, (height, width))[rows, cols]
+        live = live_mask(images.matrix, images.reference_shape, (height, width), reference_bars)[rows, cols]
+        barred = float(warped.mean() - (live & warped).mean())
+        if barred > 0.001:
+            problems.append(FilmRecoveryError(f"the Reference's black bars cover {barred:.1%} of the crop.",
+                                              where=f"pair {frame}", fix=fix))
     return problems
 
 
@@ -173,6 +215,93 @@ def _check_single_branch(out_dir: Path, job: Job) -> None:
                 "output and build the second pass into another dataset folder.")
 
 
+def dataset_recipe(job: Job) -> dict:
+    """The recipe fields that decide a dataset's pixels and pairs (notes, scores and training
+    settings do not): recorded in the manifest, so training can refuse a dataset of another recipe."""
+    data = job_to_dict(job)
+    return {"branch": job.branch, "source": data["source"], "reference": data["reference"],
+            "conform": data["conform"], "balance": data["balance"], "cleanup": data["cleanup"],
+            "crop": data["crop"],
+            "alignment": {k: data["alignment"][k] for k in ("solves", "manual", "use_manual")},
+            "pairs": [[p.source_frame, p.reference_frame, p.holdout] for p in job.pairs if p.accepted],
+            "holdout_every": job.training.holdout_every}
+
+
+def recipe_hash(recipe: dict) -> str:
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def recipe_changes(recorded: dict, current: dict) -> list[str]:
+    """The recipe fields (dotted names) whose values differ between two `dataset_recipe`s."""
+    before, after = _flatten(recorded), _flatten(current)
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
+# What an export folder holds; anything else there is the user's, and is never swapped away.
+_DATASET_ENTRIES = {"input", "target", "manifest.json"}
+
+
+def _staging_names(out: Path) -> tuple[Path, Path]:
+    return out.parent / f".{out.name}.staging", out.parent / f".{out.name}.previous"
+
+
+def _fresh_staging_folder(out: Path) -> Path:
+    """An empty folder beside `out` to export into. A folder left by an interrupted export (and the
+    previous dataset of an interrupted swap) is removed first."""
+    if out.exists() and not out.is_dir():
+        raise FilmRecoveryError("the dataset path is a file, not a folder.", where=str(out),
+                                fix="Choose a dataset folder (job.dataset_dir or --out).")
+    if out.is_dir():
+        foreign = sorted(set(os.listdir(out)) - _DATASET_ENTRIES)
+        if foreign:
+            raise FilmRecoveryError(f"the dataset folder holds other files ({', '.join(foreign[:3])}); an export "
+                                    "replaces the folder whole.", where=str(out),
+                                    fix="Choose an empty or dataset-only folder (job.dataset_dir or --out).")
+    staging, previous = _staging_names(out)
+    for stale in (staging, previous):
+        if stale.exists():
+            shutil.rmtree(stale)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace `out` by the finished export in two renames, so a reader sees the old dataset or the
+    new one, never a mix."""
+    _, previous = _staging_names(out)
+    if out.exists():
+        os.replace(out, previous)
+    os.replace(staging, out)
+    if previous.exists():
+        shutil.rmtree(previous)
+
+
+def check_dataset_recipe(folder: Path, manifest: dict, job: Job) -> str | None:
+    """Refuse a dataset exported with another recipe, naming what changed; returns a warning for a
+    manifest that records no recipe (hand-made or from an older version), None otherwise."""
+    recorded = manifest.get("recipe")
+    if not isinstance(recorded, dict):
+        return (f"{folder / 'manifest.json'} records no recipe (made by hand or by an older version): "
+                "cannot check that it matches this job.")
+    changed = recipe_changes(recorded, dataset_recipe(job))
+    if changed:
+        listed = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise FilmRecoveryError(f"the dataset was exported with another recipe (changed since: {listed}).",
+                                where=str(folder / "manifest.json"),
+                                fix="Export the dataset again: `python -m ml dataset job.json` (Export Dataset "
+                                    "in the Ground Truth panel).")
+    return None
+
+
 def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -> dict:
     """Write input/target EXRs and manifest.json for the accepted pairs; returns the manifest."""
     out = Path(out_dir or job.dataset_dir or job.work_path("dataset"))
@@ -181,7 +310,9 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         raise FilmRecoveryError("no accepted pairs.", where="job.pairs",
                                 fix="Add pairs (Pairs panel: Add Current Frame or Suggest Pairs) and accept some.")
     _check_single_branch(out, job)
-    require_qc_pass(job)
+    require_alignment_applied(job, accepted)
+    require_qc_pass(job, reporter)
+    staging = _fresh_staging_folder(out)
     total = len(accepted)
     done = 0
 
@@ -191,8 +322,11 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         images = make_pair_images(job, pair)
         problems = validate_pair(name, images)
         if problems:
-            raise FilmRecoveryError(" ".join(problems), where=f"pair {pair.source_frame}")
-        input_path, target_path = out / "input" / f"{name}.exr", out / "target" / f"{name}.exr"
+            problem, _, fix = problems[0].partition(" Fix: ")
+            more = f" ({len(problems) - 1} more problem(s) on this pair.)" if len(problems) > 1 else ""
+            raise FilmRecoveryError(problem.removeprefix(f"{name}: ") + more, where=f"pair {pair.source_frame}",
+                                    fix=fix or None)
+        input_path, target_path = staging / "input" / f"{name}.exr", staging / "target" / f"{name}.exr"
         attrs = {"film_recovery:branch": job.branch, "film_recovery:source_frame": pair.source_frame,
                  "film_recovery:reference_frame": pair.reference_frame, "colorInteropID": "g24_rec709_display"}
         write_exr(input_path, images.input, attributes={**attrs, "film_recovery:role": "input"})
@@ -211,15 +345,21 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "clamped_fraction": float(images.clamped.mean()),
                 "checksums": {"input": file_sha256(input_path), "target": file_sha256(target_path),
                               "source_file": _plate_file_sha256(plate_frame_path(job.source, pair.source_frame)),
-                              "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}}
+                              "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}
+                }, _without_pixels(images)
 
-    records = []
+    records, checked = [], []
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for record in pool.map(one, enumerate(accepted)):
+        for record, images in pool.map(one, enumerate(accepted)):
             records.append(record)
+            checked.append(images)
             done += 1
             if reporter is not None:
                 reporter.progress(done, total, "dataset", f"pair {record['source_frame']}")
+    problems = bar_problems([r["source_frame"] for r in records], checked)
+    if problems:
+        more = f" ({len(problems) - 1} more in other pairs.)" if len(problems) > 1 else ""
+        raise FilmRecoveryError(problems[0].problem + more, where=problems[0].where, fix=problems[0].fix)
     from . import __version__
 
     job_dict = job_to_dict(job)
@@ -235,10 +375,12 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                    "reference_ingest": job.reference.ingest, "ycbcr": "BT.709 full range",
                    "balance": job_dict["balance"], "cleanup": job_dict["cleanup"]},
         "job_hash": hashlib.sha256(json.dumps(job_dict, sort_keys=True).encode()).hexdigest(),
+        "recipe": dataset_recipe(job), "recipe_hash": recipe_hash(dataset_recipe(job)),
     }
     if not any(r["holdout"] for r in records) and reporter is not None:
         reporter.message("No held-out pairs: training cannot report validation PSNR. "
                          "Mark pairs as hold-out or set training.holdout_every.", level="warning")
-    with atomic_path(out / "manifest.json") as tmp:
+    with atomic_path(staging / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2))
+    _swap_in(staging, out)
     return manifest

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FilmRecoveryError
-from .imageio import read_image
+from .imageio import file_sha256, read_image
 
 DATASET_SCHEMA = "film_recovery.dataset"
 
@@ -42,6 +42,7 @@ class Dataset:
     colour: dict[str, Any] = field(default_factory=dict)
     preview_name: str | None = None  # the pair shown in contact sheets, if the manifest names one
     preview_input: np.ndarray | None = None  # preview frame when it is not one of the pairs
+    manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
     def training_pairs(self) -> list[DatasetPair]:
@@ -68,6 +69,18 @@ def _placement(entry: dict[str, Any], shape: tuple[int, int]) -> tuple[tuple[int
     frame_w, frame_h = int(size[0]), int(size[1])
     top = frame_h - (int(crop.get("y", 0)) + shape[0])
     return (top, int(crop.get("x", 0))), (frame_h, frame_w)
+
+
+def _check_checksums(recorded: Any, files: dict[str, Path], fix: str) -> None:
+    """A file that differs from the checksum its manifest records was changed after the export
+    (or by an interrupted one): training on it would mix two datasets."""
+    if not isinstance(recorded, dict):
+        return
+    for role, path in files.items():
+        expected = recorded.get(role)
+        if expected and path.exists() and file_sha256(path) != expected:
+            raise FilmRecoveryError("the file does not match the checksum in its manifest (changed after the "
+                                    "export).", where=str(path), fix=fix)
 
 
 def load_dataset(folder: str | Path) -> Dataset:
@@ -101,6 +114,7 @@ def load_dataset(folder: str | Path) -> Dataset:
             raise FilmRecoveryError("pair entry is not an object.", where=where, fix=fix_export)
         input_path = _resolve(folder, entry.get("input"), f"{where}.input")
         target_path = _resolve(folder, entry.get("target"), f"{where}.target")
+        _check_checksums(entry.get("checksums"), {"input": input_path, "target": target_path}, fix_export)
         source = read_image(str(input_path))
         target = read_image(str(target_path))
         if source.shape != target.shape:
@@ -115,7 +129,7 @@ def load_dataset(folder: str | Path) -> Dataset:
         raise FilmRecoveryError("every pair is marked holdout; nothing is left to train on.",
                                 where=str(manifest_path), fix="Mark fewer pairs as holdout.")
     dataset = Dataset(folder, branch, pairs, hashlib.sha256(raw).hexdigest(),
-                      colour=manifest.get("colour") or {})
+                      colour=manifest.get("colour") or {}, manifest=manifest)
     preview = manifest.get("preview")
     if preview:
         preview_path = _resolve(folder, preview, f"{manifest_path}: preview")

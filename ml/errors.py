@@ -6,6 +6,8 @@ from __future__ import annotations
 class FilmRecoveryError(Exception):
     """A problem the user can fix. `where` names the file, frame or field; `fix` says what to do."""
 
+    exit_code = 2  # the CLI's exit code for bad input
+
     def __init__(self, problem: str, where: str | None = None, fix: str | None = None):
         self.problem = problem
         self.where = where
@@ -28,6 +30,12 @@ class JobFileError(FilmRecoveryError):
 
 class InputImageError(FilmRecoveryError):
     """A plate frame is missing, unreadable, of the wrong size, or holds NaN/Inf."""
+
+
+class QCFailed(FilmRecoveryError):
+    """Parity QC found a hard failure: `qc` exits 3 so a pipeline script can tell, later stages refuse."""
+
+    exit_code = 3
 
 
 class Cancelled(Exception):

@@ -51,6 +51,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def is_temp_file(path: str | os.PathLike) -> bool:
+    """A temp file of `atomic_path` (`.<stem>.<random>.part<suffix>`): left only by a killed run."""
+    name = Path(path).name
+    return name.startswith(".") and ".part" in name
+
+
+def _temp_file_stem(name: str) -> str:
+    """The stem of the file a temp file stood in for: `.shot.1001.k2j3abcd.part.exr` -> `shot.1001`."""
+    return name[1:name.rindex(".part")].rsplit(".", 1)[0]
+
+
+def remove_temp_files(folder: str | os.PathLike, stems: set[str] | None = None) -> int:
+    """Remove `atomic_path` temp files a killed run left in `folder` (only those of `stems`, when
+    given, so a run never touches the temp files of another run writing other frames there)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for item in folder.iterdir():
+        if is_temp_file(item) and (stems is None or _temp_file_stem(item.name) in stems):
+            item.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (checksums in manifests, pair tables and model sidecars)."""
     digest = hashlib.sha256()

@@ -52,11 +52,11 @@ from . import checkpoint as ckpt
 from .colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
 from .errors import FilmRecoveryError, InputImageError
 from .events import Reporter
-from .imageio import frame_path, write_exr, write_png
+from .imageio import frame_path, remove_temp_files, write_exr, write_png
 from .ingest import plate_frame_path, read_plate_frame, source_frame
 from .job import Balance, Job
 from .models import RecoveryModel, frame_coords, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
-from .predict import amp_dtype_for, check_metadata, predict_ycbcr, resolve_device
+from .predict import amp_dtype_for, apply_grain_choice, check_metadata, predict_ycbcr, resolve_device
 from .writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 
 OUTPUT_KINDS = ("display", "aces", "review")
@@ -210,7 +210,7 @@ def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions)
     """SHA-256 of what decides the output pixels besides the model: the Source and its chain,
     the branch, the precision, the archival transform and the compression."""
     recipe = {"source": dataclasses.asdict(job.source), "balance": dataclasses.asdict(job.balance),
-              "degrain": degrain, "branch": job.branch, "precision": precision,
+              "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
               "compression": job.output.compression}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
@@ -308,8 +308,9 @@ class DevicePipeline:
     def __init__(self, model: RecoveryModel, metadata: dict[str, Any], device: torch.device, dtype: str = "auto",
                  tile: int = 0, overlap: int = DEFAULT_OVERLAP, archival_lut: torch.Tensor | None = None,
                  want_aces: bool = False, want_review: bool = False, exact_display: bool = False,
-                 compile: bool = False, balance: Balance | None = None):
+                 compile: bool = False, balance: Balance | None = None, grain: str = "clean"):
         check_metadata(metadata)
+        self.grain = grain  # job.output.grain: the Source's grain back over a predicted luma, or not
         self.device = device
         self.cuda = device.type == "cuda"
         self.amp = amp_dtype_for(device, None if dtype == "auto" else dtype)
@@ -317,6 +318,7 @@ class DevicePipeline:
         self.overlap = overlap
         self.batch_limit: int | None = None  # set after an out-of-memory error
         self.kept_channels = [c for c in range(3) if c not in model.config.predicted_channels]
+        self.predicted_channels = tuple(model.config.predicted_channels)
         self.lut = archival_lut.to(device) if (archival_lut is not None and want_aces) else None
         # The neutral pre-balance, when the decode threads leave it to the device (see _decode_frame).
         self.balance = None if balance is None else tuple(
@@ -398,10 +400,14 @@ class DevicePipeline:
         clock.append(self._stamp())
         out = self._predict(source)
         clock.append(self._stamp())
-        if any(d.kept is not None for d in batch) and self.kept_channels:
+        grain_from = source  # the grain is the plate's: taken before any training degrain
+        if any(d.kept is not None for d in batch):
             kept = torch.stack([(d.kept if d.kept is not None else d.model_input).to(self.device, non_blocking=self.cuda)
                                 for d in batch])
-            out[:, self.kept_channels] = rgb_to_ycbcr(kept.permute(0, 3, 1, 2))[:, self.kept_channels]
+            grain_from = rgb_to_ycbcr(kept.float().permute(0, 3, 1, 2))
+            if self.kept_channels:
+                out[:, self.kept_channels] = grain_from[:, self.kept_channels]
+        out = apply_grain_choice(out, grain_from, self.grain, self.predicted_channels)
         display = ycbcr_to_rgb(out).permute(0, 2, 3, 1)  # (N, H, W, 3) float32
         aces = display_to_aces_device(display, self.lut).half() if self.lut is not None else None
         review = display.clamp(0.0, 1.0).mul(255.0).add(0.5).to(torch.uint8) if self.want_review else None
@@ -434,10 +440,12 @@ class DevicePipeline:
 
 def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: str | torch.device = "cpu",
                 dtype: str = "auto", tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-                kept: np.ndarray | None = None) -> np.ndarray:
+                kept: np.ndarray | None = None, grain: str = "clean") -> np.ndarray:
     """Recover one (H, W, 3) frame through the inference pipeline's device path; float32 RGB,
-    before any half-float quantisation. `kept` supplies the kept channels (default: `rgb`'s)."""
-    pipeline = DevicePipeline(model, metadata, torch.device(device), dtype, tile, overlap, exact_display=True)
+    before any half-float quantisation. `kept` supplies the kept channels (default: `rgb`'s) and
+    the grain `grain="keep_source"` puts back."""
+    pipeline = DevicePipeline(model, metadata, torch.device(device), dtype, tile, overlap, exact_display=True,
+                              grain=grain)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -466,6 +474,17 @@ class _StageTimes:
 
 def _auto_workers(requested: int, share: float) -> int:
     return requested if requested > 0 else max(2, int((os.cpu_count() or 2) * share))
+
+
+def _remove_stale_temp_files(frames: list[int], patterns: dict[str, Path], reporter: Reporter) -> None:
+    """Temp files a killed run left for this run's frames (only these: farm chunks writing other
+    frames into the same folders keep theirs)."""
+    removed = 0
+    for pattern in patterns.values():
+        stems = {Path(frame_path(pattern.name, f)).stem for f in frames}
+        removed += remove_temp_files(pattern.parent, stems)
+    if removed:
+        reporter.message(f"Removed {removed} temp file(s) an interrupted run left.")
 
 
 def _frame_outputs(frame: int, patterns: dict[str, Path]) -> dict[str, Path]:
@@ -615,6 +634,7 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     decode_workers = _auto_workers(options.decode_workers, 0.375)
 
     reporter.progress(0, len(frames), "infer", "checking existing outputs")
+    _remove_stale_temp_files(frames, patterns, reporter)
     todo, others, damaged = _output_plan(frames, patterns, sha, recipe, overwrite, encode_workers)
     if others:
         raise FilmRecoveryError(f"{len(others)} existing output file(s) were written by another model or recipe "
@@ -634,7 +654,8 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     pipeline = DevicePipeline(model, metadata, device, options.dtype, options.tile, options.overlap, lut,
                               want_aces=lut is not None, want_review="review" in patterns,
                               exact_display=options.archival == "ocio", compile=options.compile,
-                              balance=job.balance if (job.balance.enabled and degrain == 0) else None)
+                              balance=job.balance if (job.balance.enabled and degrain == 0) else None,
+                              grain=job.output.grain)
     reporter.message(f"Inference: {len(to_write)} frame(s) on {device.type} ({precision}), "
                      f"{decode_workers} decode / {encode_workers} encode threads, archival transform {archival}.")
     times = _StageTimes()

@@ -6,8 +6,10 @@ or with `python -m ml init`. Loading validates every field and names the one tha
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -24,151 +26,204 @@ Branch = Literal["chroma", "spatial"]
 MotionModel = Literal["translation", "similarity", "affine", "perspective"]
 
 
+def _field(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
+           length: int | None = None, choices: tuple | None = None) -> Any:
+    """A schema field with its documentation and its valid range (checked on load, drawn as the
+    add-on's slider limits, listed in docs/job-format.md): `low`/`high` bound numbers (and every
+    number in a list), `length` fixes a list's size, `choices` lists the allowed values."""
+    metadata = {"doc": doc, "low": low, "high": high, "length": length, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class Plate:
     """A Source or Reference: an image sequence pattern (#### or %04d) or a movie file."""
 
-    path: str = ""
-    first_frame: int = 1
-    last_frame: int = 1
-    ingest: IngestPreset = "display"
-    fps: float = 24.0
-    pixel_aspect: float = 1.0
+    path: str = _field("", "Image sequence pattern (`####` or `%04d` for the frame number) or movie file.")
+    first_frame: int = _field(1, "First frame number (a movie's frame 0).", low=0)
+    last_frame: int = _field(1, "Last frame number, inclusive.", low=0)
+    ingest: IngestPreset = _field("display", "`display`: a display-referred export (Rec.709 2.4 ODT, 0-1); "
+                                  "`aces2065-1`: an ACES master, taken through the ACES 1.3 Rec.709 view.")
+    fps: float = _field(24.0, "Frame rate.", low=1.0, high=1000.0)
+    pixel_aspect: float = _field(1.0, "Pixel aspect ratio (anamorphic SD: e.g. 1.0926 for PAL 4:3).",
+                                 low=0.1, high=10.0)
 
 
 @dataclass
 class Conform:
     """How the Reference raster is placed onto the Source raster (pixels, Source space)."""
 
-    mode: Literal["fit", "fill", "stretch", "none"] = "fit"
-    scale_x: float = 1.0
-    scale_y: float = 1.0
-    offset_x: float = 0.0
-    offset_y: float = 0.0
+    mode: Literal["fit", "fill", "stretch", "none"] = _field(
+        "fit", "Placement of the Reference picture on the Source raster before alignment.")
+    scale_x: float = _field(1.0, "Extra horizontal scale after the placement.", low=0.01, high=100.0)
+    scale_y: float = _field(1.0, "Extra vertical scale after the placement.", low=0.01, high=100.0)
+    offset_x: float = _field(0.0, "Extra horizontal offset, Source pixels.", low=-1e5, high=1e5)
+    offset_y: float = _field(0.0, "Extra vertical offset, Source pixels (y up).", low=-1e5, high=1e5)
 
 
 @dataclass
 class Balance:
     """Neutral pre-balance of the Source: out = in * gain + offset, per channel."""
 
-    enabled: bool = False
-    gain: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    offset: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    enabled: bool = _field(False, "Apply the pre-balance to the Source (training, inference, node view).")
+    gain: list[float] = _field([1.0, 1.0, 1.0], "R, G, B gain.", low=0.01, high=100.0, length=3)
+    offset: list[float] = _field([0.0, 0.0, 0.0], "R, G, B offset, added after the gain.",
+                                 low=-1.0, high=1.0, length=3)
 
 
 @dataclass
 class Cleanup:
     """Reference clean-up and optional Source degrain for training (never on the plates)."""
 
-    reference_median: int = 0
-    reference_denoise: float = 0.0
-    reference_deband: float = 0.0
-    reference_dust: bool = False
-    source_degrain: float = 0.0
+    reference_median: int = _field(0, "Median filter size on the Reference's chroma (0 off, 3 or 5).",
+                                   choices=(0, 3, 5))
+    reference_denoise: float = _field(0.0, "Reference chroma denoise strength (0 off).", low=0.0, high=20.0)
+    reference_deband: float = _field(0.0, "Reference chroma deband: smooths steps below strength/255 "
+                                     "(0 off).", low=0.0, high=64.0)
+    reference_dust: bool = _field(False, "Remove single-frame dust specks from the Reference.")
+    source_degrain: float = _field(0.0, "Source degrain for training and inference input, Gaussian sigma "
+                                   "in pixels (0 off); never written to the plates.", low=0.0, high=10.0)
 
 
 @dataclass
 class Pair:
-    source_frame: int = 1
-    reference_frame: int = 1
-    accepted: bool = True
-    reason: str = ""
-    timecode: str = ""
-    shot: str = ""
-    label: str = ""
-    rationale: str = ""
-    reference_type: Literal["telecine", "dvd", "print", "scan", "constructed"] = "telecine"
-    compromises: str = ""
-    holdout: bool = False
-    align_score: float = -1.0
+    source_frame: int = _field(1, "Source frame number (inside the Source plate's range).", low=0)
+    reference_frame: int = _field(1, "Reference frame number (inside the Reference plate's range).", low=0)
+    accepted: bool = _field(True, "Train on this pair (rejected pairs keep their reason).")
+    reason: str = _field("", "Why the pair was rejected.")
+    timecode: str = _field("", "Source timecode, for the pair table.")
+    shot: str = _field("", "Shot name.")
+    label: str = _field("", "Free label.")
+    rationale: str = _field("", "Why the pair was chosen.")
+    reference_type: Literal["telecine", "dvd", "print", "scan", "constructed"] = _field(
+        "telecine", "What the Reference frame comes from.")
+    compromises: str = _field("", "Known compromises (e.g. misaligned).")
+    holdout: bool = _field(False, "Keep out of training; used for validation.")
+    align_score: float = _field(-1.0, "Residual misalignment in pixels after alignment (-1: not measured).",
+                                low=-1.0, high=1e6)
 
 
 @dataclass
 class Alignment:
     """Reference→Source warps. Matrices are 3x3 row-major, Source pixel = M @ Reference pixel."""
 
-    model: MotionModel = "similarity"
-    mode: Literal["global", "per_frame"] = "global"
-    roi: float = 0.6
-    smoothing: int = 5
-    solves: dict[str, list[float]] = field(default_factory=dict)
-    manual: dict[str, list[float]] = field(default_factory=dict)
-    use_manual: list[int] = field(default_factory=list)
+    model: MotionModel = _field("affine", "Motion model of the shot's matrix (per-frame mode tracks a similarity "
+                                "on top of it). Affine by default: a transfer's scale differs per axis "
+                                "(anamorphic or SD pixels, telecine geometry), which a similarity cannot follow.")
+    mode: Literal["global", "per_frame"] = _field(
+        "global", "One matrix for the shot, or per-frame tracking (gate weave) on top of it.")
+    roi: float = _field(0.6, "Central fraction of the frame used to solve.", low=0.05, high=1.0)
+    smoothing: int = _field(5, "Per-frame mode: frames in the window that smooths the weave.", low=0, high=1000)
+    solves: dict[str, list[float]] = _field(
+        {}, "Solved warps: Source frame number (or `global`) to 9 numbers, row-major 3x3, finite and "
+            "invertible. Written by `align --apply` or the Solve Alignment button.", length=9)
+    manual: dict[str, list[float]] = _field({}, "Manual warps keyed like `solves`.", length=9)
+    use_manual: list[int] = _field([], "Source frames that use their manual warp instead of the solve.")
 
 
 @dataclass
 class CropKey:
-    frame: int = 1
-    x: int = 0
-    y: int = 0
-    width: int = 0
-    height: int = 0
+    frame: int = _field(1, "Source frame from which this crop holds.", low=0)
+    x: int = _field(0, "Left edge, Source pixels.", low=0)
+    y: int = _field(0, "Bottom edge, Source pixels from the lower-left.", low=0)
+    width: int = _field(0, "Width in pixels.", low=0)
+    height: int = _field(0, "Height in pixels.", low=0)
 
 
 @dataclass
 class Crop:
     """One crop shared by both branches, in Source pixels from the lower-left (Blender's Crop node)."""
 
-    enabled: bool = False
-    x: int = 0
-    y: int = 0
-    width: int = 0
-    height: int = 0
-    keys: list[CropKey] = field(default_factory=list)
+    enabled: bool = _field(False, "Use the crop (it must lie inside the Source raster).")
+    x: int = _field(0, "Left edge, Source pixels.", low=0)
+    y: int = _field(0, "Bottom edge, Source pixels from the lower-left.", low=0)
+    width: int = _field(0, "Width in pixels (more than 0 when enabled).", low=0)
+    height: int = _field(0, "Height in pixels (more than 0 when enabled).", low=0)
+    keys: list[CropKey] = _field([], "Animated crop: each key holds from its frame on.")
 
 
 @dataclass
 class Training:
-    model: Literal["unet", "bilateral"] = "unet"
-    size: Literal["tiny", "small", "medium", "large"] = "small"
-    steps: int = 2000
-    epochs: int = 0  # > 0: steps = ceil(epochs x training pairs / batch), as CopyCat counts them
-    batch: int = 8
-    crop_size: int = 128
-    learning_rate: float = 2e-3
-    loss: Literal["charbonnier", "l1"] = "charbonnier"
-    gradient_loss: float = 0.0  # weight of an L1 term on image gradients (sharper edges)
-    position: bool = True  # the model also sees where each pixel sits in the frame (uneven fading)
-    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
-    seed: int = 0
-    augment: bool = False
-    checkpoint_every: int = 250
-    validate_every: int = 100
-    preview_every: int = 250
-    init_weights: str = ""
-    holdout_every: int = 0
+    model: Literal["unet", "bilateral"] = _field("unet", "Network: UNet, or the bilateral-grid colour model.")
+    size: Literal["tiny", "small", "medium", "large"] = _field("small", "Network size.")
+    steps: int = _field(2000, "Optimisation steps (ignored when epochs is above 0).", low=1, high=10_000_000)
+    epochs: int = _field(0, "Above 0: steps = ceil(epochs x training pairs / batch), as CopyCat counts them.",
+                         low=0, high=1_000_000)
+    batch: int = _field(8, "Crops per step.", low=1, high=4096)
+    crop_size: int = _field(128, "Training crop size in pixels.", low=16, high=8192)
+    learning_rate: float = _field(2e-3, "Peak learning rate (AdamW, warm-up then cosine).", low=1e-8, high=1.0)
+    loss: Literal["charbonnier", "l1"] = _field("charbonnier", "Reconstruction loss.")
+    gradient_loss: float = _field(0.0, "Weight of an L1 term on image gradients (sharper edges).",
+                                  low=0.0, high=100.0)
+    position: bool = _field(True, "The model also sees where each pixel sits in the frame (uneven fading).")
+    device: Literal["auto", "cuda", "mps", "cpu"] = _field("auto", "Compute device.")
+    seed: int = _field(0, "Random seed.", low=0)
+    augment: bool = _field(False, "Paired flips and turns of the training crops.")
+    checkpoint_every: int = _field(250, "Steps between checkpoints.", low=1)
+    validate_every: int = _field(100, "Steps between validations.", low=1)
+    preview_every: int = _field(250, "Steps between preview images.", low=1)
+    init_weights: str = _field("", "A model to start from (same type, size and branch); empty: random.")
+    holdout_every: int = _field(0, "Also hold out every Nth accepted pair for validation (0: flagged pairs only).",
+                                low=0)
 
 
 @dataclass
 class Output:
-    display_exr: bool = True
-    aces_exr: bool = True
+    display_exr: bool = _field(True, "Write the display-referred EXR frames.")
+    aces_exr: bool = _field(True, "Write the archival ACES2065-1 EXR frames.")
     # PIZ: lossless, and on grainy scans both smaller than ZIP and about half its encode CPU
     # (docs/benchmarks.md); ZIP wins on clean, flat pictures; DWAA is lossy (archive only).
-    compression: Literal["zip", "piz", "dwaa"] = "piz"
-    review: Literal["none", "png", "movie"] = "png"
-    overwrite: bool = False
+    compression: Literal["zip", "piz", "dwaa"] = _field(
+        "piz", "EXR compression: PIZ lossless (best on grain), ZIP lossless, DWAA lossy (archive only).")
+    review: Literal["none", "png", "movie"] = _field("png", "Review output.")
+    overwrite: bool = _field(False, "Replace frames that already exist (otherwise they are kept and resumed).")
+    # Restoration artists deliver a spatial recovery either with the plate's own grain (it matches
+    # the rest of the film) or clean (for a re-grain later); the target's luma holds neither.
+    grain: Literal["clean", "keep_source"] = _field(
+        "clean", "Spatial branch: `clean` delivers the restored luma as the model predicts it (no grain, or the "
+        "Reference's); `keep_source` separates the Source's grain (its luma above a 1.5 px Gaussian, "
+        "`ml.predict.source_grain`) and adds it back over the restored luma. Chroma keeps the Source's luma, "
+        "grain and all, either way.")
+
+
+# The spatial branch's training, chosen from measurements on the spatial sample (bench/bench_spatial.py
+# --grid, docs/benchmarks.md "Spatial recovery"): a small UNet (tiny and position input measured worse;
+# the luma residual sits on a fitted tone curve, models.LumaCurve), 64 px crops (several blur widths),
+# Charbonnier + a gradient term (better than without), paired flips/turns (no worse on 400 steps, and
+# against overfitting the few pairs' grain on longer ones), a schedule a CPU finishes in minutes.
+# The Train panel shows these and applies them on request; `ml init --branch spatial` writes them.
+SPATIAL_TRAINING_DEFAULTS: dict[str, Any] = {
+    "model": "unet", "size": "small", "steps": 400, "batch": 8, "crop_size": 64, "learning_rate": 2e-3,
+    "loss": "charbonnier", "gradient_loss": 1.0, "augment": True, "position": False}
+
+
+def spatial_training_defaults() -> dict[str, Any]:
+    """The measured training settings for the spatial branch (a copy: field name -> value)."""
+    return dict(SPATIAL_TRAINING_DEFAULTS)
 
 
 @dataclass
 class Job:
-    schema: str = SCHEMA
-    schema_version: int = SCHEMA_VERSION
-    name: str = "shot"
-    work_dir: str = ""
-    branch: Branch = "chroma"
-    source: Plate = field(default_factory=Plate)
-    reference: Plate = field(default_factory=Plate)
-    conform: Conform = field(default_factory=Conform)
-    balance: Balance = field(default_factory=Balance)
-    cleanup: Cleanup = field(default_factory=Cleanup)
-    pairs: list[Pair] = field(default_factory=list)
-    alignment: Alignment = field(default_factory=Alignment)
-    crop: Crop = field(default_factory=Crop)
-    training: Training = field(default_factory=Training)
-    output: Output = field(default_factory=Output)
-    dataset_dir: str = ""
-    model_path: str = ""
+    schema: str = _field(SCHEMA, f"Always `{SCHEMA}`.")
+    schema_version: int = _field(SCHEMA_VERSION, f"Always {SCHEMA_VERSION}.")
+    name: str = _field("shot", "Shot or job name (reports, file headers).")
+    work_dir: str = _field("", "Folder for datasets, checkpoints, renders and reports.")
+    branch: Branch = _field("chroma", "`chroma`: target = Source Y + Reference CbCr; "
+                            "`spatial`: target = Reference Y + Source CbCr.")
+    source: Plate = field(default_factory=Plate, metadata={"doc": "The faded or soft scan to restore."})
+    reference: Plate = field(default_factory=Plate, metadata={"doc": "The better-preserved transfer."})
+    conform: Conform = field(default_factory=Conform, metadata={"doc": "Reference placement."})
+    balance: Balance = field(default_factory=Balance, metadata={"doc": "Neutral pre-balance."})
+    cleanup: Cleanup = field(default_factory=Cleanup, metadata={"doc": "Clean-up for training."})
+    pairs: list[Pair] = _field([], "Training pairs; accepted Source frames must be unique.")
+    alignment: Alignment = field(default_factory=Alignment, metadata={"doc": "Warps."})
+    crop: Crop = field(default_factory=Crop, metadata={"doc": "The one shared crop."})
+    training: Training = field(default_factory=Training, metadata={"doc": "Training settings."})
+    output: Output = field(default_factory=Output, metadata={"doc": "Inference outputs."})
+    dataset_dir: str = _field("", "Dataset folder (default: `dataset` in the work folder).")
+    model_path: str = _field("", "Model for inference (default: the training's best model).")
 
     def work_path(self, *parts: str) -> Path:
         """A path inside the work directory (created on demand by writers, not here)."""
@@ -233,7 +288,8 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise JobFileError(f"unknown field(s) {', '.join(unknown)}.", where=where,
@@ -245,7 +301,44 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
             raise JobFileError("missing field.", where=path,
                                fix="Add it (`python -m ml init` writes a complete job.json).")
         kwargs[name] = _convert(data[name], hints[name], path)
+        _check_limits(kwargs[name], fields[name].metadata, path)
     return cls(**kwargs)
+
+
+def _number_problem(value: Any, meta: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    low, high = meta.get("low"), meta.get("high")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if low is not None and value < low:
+            return f"{value:g} is below the minimum {low:g}"
+        if high is not None and value > high:
+            return f"{value:g} is above the maximum {high:g}"
+    return None
+
+
+def _check_limits(value: Any, meta: Any, where: str) -> None:
+    """Ranges, list lengths and choices from the field's metadata (see `_field`); NaN/Inf never pass."""
+    fix = "See docs/job-format.md for each field's range."
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise JobFileError(f"{value!r} is not one of {', '.join(map(repr, choices))}.", where=where, fix=fix)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_limits(item, meta, f"{where}.{key}")
+        return
+    if isinstance(value, list):
+        length = meta.get("length")
+        if length is not None and len(value) != length:
+            raise JobFileError(f"has {len(value)} values, expected {length}.", where=where, fix=fix)
+        for i, item in enumerate(value):
+            problem = _number_problem(item, meta)
+            if problem:
+                raise JobFileError(problem + ".", where=f"{where}[{i}]", fix=fix)
+        return
+    problem = _number_problem(value, meta)
+    if problem:
+        raise JobFileError(problem + ".", where=where, fix=fix)
 
 
 def job_from_dict(data: Any) -> Job:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .colour import luma
-from .errors import FilmRecoveryError
+from .errors import FilmRecoveryError, QCFailed
 from .events import Reporter
 from .imageio import atomic_path, read_info
 from .ingest import apply_ingest, is_movie_plate, plate_frame_path, plate_frames, read_plate_raw, read_plate_raw_run
@@ -455,19 +455,39 @@ def qc_report_path(job: Job) -> Path:
     return job.work_path("qc", "qc.json")
 
 
-def require_qc_pass(job: Job) -> None:
+def _report_matches_plates(report: dict[str, Any], job: Job) -> bool:
+    """A QC report is about this job's plates (same files, same frame ranges)."""
+    plates = report.get("plates") or {}
+    for name, plate in (("source", job.source), ("reference", job.reference)):
+        seen = plates.get(name) or {}
+        if seen.get("path") != plate.path or seen.get("frames") != list(range(plate.first_frame,
+                                                                                plate.last_frame + 1)):
+            return False
+    return True
+
+
+def require_qc_pass(job: Job, reporter: Reporter | None = None) -> None:
     """Later stages call this: a QC report with hard failures blocks them, naming what to fix.
 
-    No report yet is allowed (QC is recommended, not forced); warnings never block.
+    With no report yet, or one about other plates, QC runs first (its report is written as `qc`
+    would write it); warnings never block.
     """
     path = qc_report_path(job)
-    if not path.exists():
-        return
-    report = json.loads(path.read_text(encoding="utf-8"))
+    report = None
+    if path.exists():
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            report = None
+    if report is None or not _report_matches_plates(report, job):
+        if reporter:
+            reporter.message("No parity QC result for these plates: running QC first.")
+        report = run_qc(job, reporter)
+        write_qc_report(report, path)
     failed = [f for f in report.get("findings", []) if f.get("status") == "fail"]
     if failed:
-        from .errors import FilmRecoveryError
-
-        raise FilmRecoveryError("parity QC failed: " + " | ".join(f["message"] for f in failed[:3]),
-                                where=str(path),
-                                fix="Fix the plates (or the recipe) and run QC again before this stage.")
+        problem, _, fix = failed[0]["message"].partition(" Fix: ")
+        more = f" ({len(failed) - 1} more failed check(s) in the report.)" if len(failed) > 1 else ""
+        raise QCFailed(f"parity QC failed: {problem}{more}", where=str(path),
+                       fix=(fix.rstrip(". ") if fix else "Repair the plates or the recipe")
+                       + ", then run QC again (`python -m ml qc job.json`).")

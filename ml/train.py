@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from .dataset import check_dataset_recipe
 from .dataset_io import Dataset, DatasetPair, load_dataset
 from .errors import Cancelled, FilmRecoveryError
 from .events import Reporter
-from .imageio import write_png
+from .imageio import remove_temp_files, write_png
 from .job import Job, job_to_dict
 from .models import CHANNEL_NAMES, ModelConfig, build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb
 from .plots import contact_sheet, downscale, write_loss_curve
@@ -267,6 +268,12 @@ class _Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         storage = device if _dataset_fits_device(dataset, device) else torch.device("cpu")
         self.data = _TrainingData(train_pairs, device, storage)
+        tone = getattr(ckpt.unwrap(self.model), "tone", None)
+        if tone is not None:  # resumed and initial weights replace it with their own
+            # Every pixel up to ~4 M of them (a 2K set of 64 pairs has 200 M: a stride keeps it cheap).
+            stride = max(1, sum(t[0].numel() for t in self.data.tensors) // 4_000_000)
+            tone.fit(torch.cat([t[0].flatten()[::stride].cpu() for t in self.data.tensors]),
+                     torch.cat([t[3].flatten()[::stride].cpu() for t in self.data.tensors]))
 
     # -- metadata -----------------------------------------------------------------------------
     def metadata(self, step: int) -> dict[str, Any]:
@@ -297,6 +304,10 @@ class _Trainer:
 
     # -- resume / initial weights -------------------------------------------------------------
     def restore(self, resume: bool) -> int:
+        if self.dist.is_main:
+            removed = len(ckpt.remove_incomplete(self.checkpoints)) + remove_temp_files(self.out_dir)
+            if removed:
+                self.reporter.message(f"Removed {removed} incomplete file(s) an interrupted run left.")
         existing = ckpt.list_checkpoints(self.checkpoints)
         if existing and not resume:
             if self.dist.is_main:
@@ -481,6 +492,9 @@ def train(job: Job, reporter: Reporter, dataset_dir: str | Path | None = None, o
     dataset_dir = Path(dataset_dir or job.dataset_dir or job.work_path("dataset"))
     out_dir = Path(out_dir or job.work_path("train"))
     dataset = load_dataset(dataset_dir)
+    unchecked = check_dataset_recipe(dataset_dir, dataset.manifest, job)
+    if unchecked:
+        reporter.message(unchecked, level="warning")
     if dataset.branch != job.branch:
         raise FilmRecoveryError(f"the dataset was exported for the {dataset.branch} branch, the job is "
                                 f"{job.branch}.", where=str(dataset_dir / "manifest.json"),

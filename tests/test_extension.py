@@ -51,6 +51,8 @@ def test_recipe_round_trips_through_job_json(addon, tmp_path):
     recipe = import_module(ADDON_MODULE + ".addon.recipe")
     schema = import_module(ADDON_MODULE + ".ml.job")
     fr = bpy.context.scene.film_recovery
+    fr.pairs.clear()  # the scene is shared by the tests of this session: start from no pairs or solves
+    fr.alignment.solves.clear()
     fr.work_dir = str(tmp_path)
     fr.branch = "spatial"
     fr.training.steps = 321

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ..errors import QCFailed
 from ..qc import qc_report_path, run_qc, write_qc_report
 
 HELP = ("parity QC of Source and Reference (sizes, frames, channels, 0-1 range, NaN/Inf, flicker, "
-        "splice flashes, cast); writes work_dir/qc/qc.json")
+        "splice flashes, cast); writes work_dir/qc/qc.json; exits 3 when a check fails")
 NEEDS_JOB = True
 
 
@@ -20,3 +21,8 @@ def run(args, job, reporter) -> None:
         if item["status"] != "pass":
             reporter.message(item["message"], level="error" if item["status"] == "fail" else "warning")
     reporter.result(status=report["status"], findings=report["findings"], path=str(path))
+    failed = [item for item in report["findings"] if item["status"] == "fail"]
+    if failed:  # exit 3: a pipeline script can tell, and later stages refuse until it is fixed
+        problem, _, fix = failed[0]["message"].partition(" Fix: ")
+        raise QCFailed(f"parity QC failed ({len(failed)} check{'s' if len(failed) > 1 else ''}): {problem}",
+                       where=str(path), fix=fix or "Repair the plates or the recipe, then run QC again.")
