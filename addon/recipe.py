@@ -38,7 +38,7 @@ def _read(pg: Any, cls: type) -> Any:
             else:
                 values[field.name] = [float(v) for v in value]
         elif origin is dict:
-            values[field.name] = {item.key: [float(v) for v in item.matrix] for item in value}
+            values[field.name] = {item.key: matrix_values(item) for item in value}
         elif origin is Literal or tp in (bool, int, float, str):
             values[field.name] = value
         else:
@@ -77,9 +77,26 @@ def _write(pg: Any, obj: Any) -> None:
             for key, matrix in numeric_first:
                 new = collection.add()
                 new.key = key
-                new.matrix = matrix
+                set_matrix(new, matrix)
         else:
             setattr(pg, field.name, value)
+
+
+def set_matrix(item: Any, values: list[float]) -> None:
+    """Store a warp in a FrameMatrix item: the float32 vector the UI shows and the exact numbers."""
+    item.matrix = values
+    item.exact = json.dumps([float(v) for v in values])
+
+
+def matrix_values(item: Any) -> list[float]:
+    """A FrameMatrix item's warp at full precision, unless the float32 vector was edited since."""
+    shown = [float(v) for v in item.matrix]
+    try:
+        exact = [float(v) for v in json.loads(item.exact)]
+    except (ValueError, TypeError):
+        return shown
+    same = len(exact) == 9 and all(abs(a - b) <= 1e-6 * max(1.0, abs(a)) for a, b in zip(exact, shown, strict=True))
+    return exact if same else shown
 
 
 def default_work_dir() -> Path:

@@ -522,11 +522,13 @@ def solve_sequence(source_frames: FrameSource, reference_frames: FrameSource, fr
     `pairs` maps a Source frame to its Reference frame (default: the same number).
     mode='global': the shot shares one matrix, solved on up to `max_global_frames` frames spread
     over the run and combined by a per-point median (combine_solves).
-    mode='per_frame' (gate weave): the global solve, then a residual *translation* per frame on
-    top of it. Weave is followed, not smoothed away: `smoothing` is the window (frames) of a
-    robust check; a frame whose residual is an outlier against the window's median (beyond 3
-    MADs and 0.75 px) or whose solve failed is solved again from that median and keeps the
-    better-correlating result (a failed frame takes the median). smoothing <= 1 disables it.
+    mode='per_frame' (gate weave): the global solve, then each frame's own similarity (translation,
+    rotation, scale) on top of it (`solve_frame_on_shot`: a frame with too little structure for
+    a confident similarity keeps a translation). Weave is followed, not smoothed away: `smoothing`
+    is the window (frames) of a robust check; a frame whose residual warp is an outlier against
+    the window's median (a corner beyond 3 MADs and 0.75 px) or whose solve failed is solved again
+    from that median and keeps the better-correlating result (a failed frame takes the median).
+    smoothing <= 1 disables it.
     `progress(done, total, frame, solve)` is called after each frame solve.
     """
     frames = sorted(int(f) for f in frames)
@@ -537,29 +539,45 @@ def solve_sequence(source_frames: FrameSource, reference_frames: FrameSource, fr
     sample = spread_frames(frames, max_global_frames)
     total = len(sample) + (len(frames) if mode == "per_frame" else 0)
     done = 0
-    own: dict[int, Solve] = {}
     m_init = None if init is None else warp.as_matrix(init)
     source_shape = None
-    for f in sample:
-        src = get_src(f)
-        ref = get_ref(pairs.get(f, f))
-        source_shape = src.shape[:2]
-        if m_init is None:
-            m_init = warp.conform_matrix("fit", (ref.shape[1], ref.shape[0]), (src.shape[1], src.shape[0]))
-        own[f] = solve_alignment(src, ref, model, roi, m_init)
-        done += 1
-        if progress:
-            progress(done, total, f, own[f])
 
+    def shot_solves(shot_model: MotionModel) -> dict[int, Solve]:
+        nonlocal done, m_init, source_shape
+        solved = {}
+        for f in sample:
+            src = get_src(f)
+            ref = get_ref(pairs.get(f, f))
+            source_shape = src.shape[:2]
+            if m_init is None:
+                m_init = warp.conform_matrix("fit", (ref.shape[1], ref.shape[0]), (src.shape[1], src.shape[0]))
+            solved[f] = solve_alignment(src, ref, shot_model, roi, m_init)
+            done = min(done + 1, total)
+            if progress:
+                progress(done, total, f, solved[f])
+        return solved
+
+    own = shot_solves(model)
     good = [s for s in own.values() if s.status == "ok"] or [s for s in own.values() if s.usable]
     if not good:
         reasons = "; ".join(f"{f}: {s.message}" for f, s in own.items())
         return {f: Solve(m_init.copy(), 0.0, "failed", own[f].iterations if f in own else 0,
                          f"alignment failed on every solved frame ({reasons})") for f in frames}
     global_m = combine_solves(good, m_init, source_shape, model, roi)
+    summary = f"global solve from {len(good)} of {len(own)} frames"
+    stretch = _stretch_beyond_conform(global_m, m_init)
+    if model in ("affine", "perspective") and stretch > MAX_SHOT_STRETCH:
+        # A real transfer differs from its conform by a fraction of a percent per axis; more than
+        # this is the solve fitting noise (low-texture frames), not geometry.
+        similar = shot_solves("similarity")
+        fallback = [s for s in similar.values() if s.status == "ok"] or [s for s in similar.values() if s.usable]
+        if fallback:
+            own, good = similar, fallback
+            global_m = combine_solves(good, m_init, source_shape, "similarity", roi)
+            summary = (f"global similarity from {len(good)} of {len(own)} frames (the {model} solve stretched "
+                       f"the picture {stretch:.1%} beyond the conform: too little structure to trust)")
     status = "ok" if all(s.status == "ok" for s in good) else "low_confidence"
     median_conf = float(np.median([s.confidence for s in good]))
-    summary = f"global solve from {len(good)} of {len(own)} frames"
 
     if mode == "global":
         out = {}
@@ -570,29 +588,102 @@ def solve_sequence(source_frames: FrameSource, reference_frames: FrameSource, fr
                            s.iterations if s else 0, note)
         return out
 
+    frame_model = "translation" if model == "translation" else "similarity"
     residual: dict[int, Solve] = {}
     for f in frames:
-        residual[f] = solve_alignment(get_src(f), get_ref(pairs.get(f, f)), "translation", roi, global_m)
+        residual[f] = solve_frame_on_shot(get_src(f), get_ref(pairs.get(f, f)), global_m, roi, frame_model)
         done += 1
         if progress:
             progress(done, total, f, residual[f])
-    def resolve(f: int, start: np.ndarray) -> Solve:
-        return solve_alignment(get_src(f), get_ref(pairs.get(f, f)), "translation", roi, start,
-                               coarse_search=False)
 
-    return _filter_weave(residual, global_m, smoothing, resolve)
+    def resolve(f: int, start: np.ndarray) -> Solve:
+        return solve_frame_on_shot(get_src(f), get_ref(pairs.get(f, f)), start, roi, frame_model,
+                                   coarse_search=False)
+
+    return _filter_weave(residual, global_m, smoothing, resolve, _roi_corners(source_shape, roi))
+
+
+# The shot's affine matrix may differ from the conform by this much anisotropy and shear (ratio of
+# the singular values of its linear part, less one): a telecine's geometry differs per axis by a
+# fraction of a percent once the pixel aspect is conformed.
+MAX_SHOT_STRETCH = 0.03
+
+
+def _stretch_beyond_conform(m: np.ndarray, conform: np.ndarray) -> float:
+    """Anisotropy plus shear of `m` relative to the conform (0 for any similarity of it)."""
+    relative = warp.as_matrix(m) @ np.linalg.inv(warp.as_matrix(conform))
+    singular = np.linalg.svd(relative[:2, :2] / relative[2, 2], compute_uv=False)
+    return float(singular[0] / max(singular[1], 1e-12) - 1.0)
+
+
+# A frame's own similarity is kept only within these bounds of the shot's matrix: gate weave turns
+# a frame by tenths of a degree and breathes by tenths of a percent, not more.
+_FRAME_MAX_ANGLE_DEG = 2.0
+_FRAME_MAX_SCALE = 0.03
+
+
+def _residual_similarity(m: np.ndarray, shot: np.ndarray) -> tuple[float, float]:
+    """(angle in degrees, scale) of a frame's matrix relative to the shot's (Source -> Source)."""
+    r = warp.as_matrix(m) @ np.linalg.inv(warp.as_matrix(shot))
+    r = r / r[2, 2]
+    return math.degrees(math.atan2(r[1, 0] - r[0, 1], r[0, 0] + r[1, 1])), \
+        math.sqrt(abs(float(np.linalg.det(r[:2, :2]))))
+
+
+def solve_frame_on_shot(source_img: np.ndarray, reference_img: np.ndarray, shot: np.ndarray,
+                        roi: float = 0.6, model: Literal["translation", "similarity"] = "similarity",
+                        coarse_search: bool = True) -> Solve:
+    """One frame's warp on top of the shot's matrix `shot` (gate weave that shifts, turns and breathes).
+
+    With model='similarity' the frame's own similarity is solved from the shot's matrix and kept
+    only when it is confident: status ok, at least as well correlated as the translation-only
+    solve, and within _FRAME_MAX_ANGLE_DEG / _FRAME_MAX_SCALE of the shot. Otherwise (a frame with
+    little structure, a flash) the frame keeps a translation on top of the shot's matrix, as
+    before, and the message says why.
+    """
+    moved = solve_alignment(source_img, reference_img, "translation", roi, shot, coarse_search=coarse_search)
+    if model == "translation" or not moved.usable:
+        return moved
+    turned = solve_alignment(source_img, reference_img, "similarity", roi, moved.matrix, coarse_search=False)
+    iterations = moved.iterations + turned.iterations
+    why = ""
+    if turned.status != "ok":
+        why = turned.message
+    elif turned.confidence < moved.confidence - 1e-3:
+        why = f"correlation {turned.confidence:.2f} below the translation's {moved.confidence:.2f}"
+    else:
+        angle, scale = _residual_similarity(turned.matrix, shot)
+        if abs(angle) > _FRAME_MAX_ANGLE_DEG or abs(scale - 1.0) > _FRAME_MAX_SCALE:
+            why = f"implausible for one frame ({angle:+.2f} deg, scale {scale:.4f} on the shot)"
+    if why:
+        return Solve(moved.matrix, moved.confidence, moved.status, iterations,
+                     f"{moved.message}; translation only: the frame's own rotation/scale is not confident ({why})")
+    return Solve(turned.matrix, turned.confidence, turned.status, iterations, turned.message)
+
+
+def _roi_corners(source_shape: Sequence[int], roi: float) -> np.ndarray:
+    x0, y0, x1, y1 = _roi_box(source_shape, roi)
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64)
+
+
+def _corner_moves(m: np.ndarray, global_m: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """Where a frame's residual warp (on top of the shot's matrix) moves the ROI corners: (4, 2) px."""
+    r = warp.as_matrix(m) @ np.linalg.inv(global_m)
+    return np.stack(warp.apply_matrix(r, corners[:, 0], corners[:, 1]), 1) - corners
 
 
 def _filter_weave(residual: dict[int, Solve], global_m: np.ndarray, window: int,
-                  resolve: Callable[[int, np.ndarray], Solve]) -> dict[int, Solve]:
+                  resolve: Callable[[int, np.ndarray], Solve], corners: np.ndarray) -> dict[int, Solve]:
     """Second look at per-frame solves that failed or jump away from their neighbours.
 
-    Such a frame is solved again starting from its window's median weave; the start that ends
-    with the higher correlation wins (a genuine weave jump converges back to itself, a solve
-    stuck in a wrong optimum does not). A frame that fails both ways takes the median.
+    Each frame's residual warp is described by how it moves the ROI's corners (a pure translation
+    moves them all alike; rotation and scale move them apart). A frame whose corners sit far from
+    its window's median is solved again starting from that median warp; the start that ends with
+    the higher correlation wins (a genuine weave jump converges back to itself, a solve stuck in a
+    wrong optimum does not). A frame that fails both ways takes the median.
     """
     frames = sorted(residual)
-    shifts = np.array([(warp.as_matrix(residual[f].matrix) @ np.linalg.inv(global_m))[:2, 2] for f in frames])
+    moves = np.array([_corner_moves(residual[f].matrix, global_m, corners) for f in frames])
     usable = np.array([residual[f].usable for f in frames])
     out = dict(residual)
     if window <= 1:
@@ -601,17 +692,17 @@ def _filter_weave(residual: dict[int, Solve], global_m: np.ndarray, window: int,
     for i, f in enumerate(frames):
         s = residual[f]
         lo, hi = max(0, i - half), min(len(frames), i + half + 1)
-        neigh = np.delete(shifts[lo:hi], i - lo, axis=0)[np.delete(usable[lo:hi], i - lo)]
+        neigh = np.delete(moves[lo:hi], i - lo, axis=0)[np.delete(usable[lo:hi], i - lo)]
         if len(neigh) < 2:
             continue
         med = np.median(neigh, axis=0)
         mad = np.median(np.abs(neigh - med), axis=0) * 1.4826
-        if s.usable and not np.any(np.abs(shifts[i] - med) > np.maximum(3 * mad, 0.75)):
+        if s.usable and not np.any(np.abs(moves[i] - med) > np.maximum(3 * mad, 0.75)):
             continue
-        proposal = warp.translation(*med) @ global_m
+        proposal = fit_model(corners, corners + med, "similarity") @ global_m
         again = resolve(f, proposal)
-        again_shift = (warp.as_matrix(again.matrix) @ np.linalg.inv(global_m))[:2, 2]
-        if s.usable and np.hypot(*(again_shift - shifts[i])) < 0.1:
+        again_moves = _corner_moves(again.matrix, global_m, corners)
+        if s.usable and np.hypot(*(again_moves - moves[i]).T).max() < 0.1:
             continue  # converged back to its own solve: a genuine weave jump
         if again.usable and (not s.usable or again.confidence > s.confidence + 1e-3):
             out[f] = Solve(again.matrix, again.confidence, again.status, s.iterations + again.iterations,

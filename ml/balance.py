@@ -58,7 +58,10 @@ def estimate_balance(frames: Sequence[np.ndarray], low: float = 0.5, high: float
         gain, offset = np.polyfit(x, targets, 1)
         gains.append(float(gain))
         offsets.append(float(offset))
-    return Balance(enabled=True, gain=gains, offset=offsets)
+    # Rounded to float32, the precision Blender's properties hold: the add-on and the command line
+    # then balance with the very same numbers, and build the very same dataset.
+    return Balance(enabled=True, gain=[float(np.float32(g)) for g in gains],
+                   offset=[float(np.float32(o)) for o in offsets])
 
 
 def apply_balance(image: np.ndarray, balance: Balance) -> np.ndarray:

@@ -8,6 +8,7 @@ flip. Borders are (top, bottom, left, right) pixel counts.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,15 +24,23 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return 0.2126 * img[..., 0] + 0.7152 * img[..., 1] + 0.0722 * img[..., 2]
 
 
+# A bar is unexposed film or digital black: near the darkest level of the frames and well below
+# mid-grey in absolute (display-referred) terms. Faded prints lift their blacks to ~0.15; a flat,
+# out-of-focus background at mid-grey (~0.35) is picture, however flat it is.
+BAR_MAX_LEVEL = 0.25
+# How far above the darkest level a bar may sit (a telecine's lifted black over crushed picture blacks).
+BAR_NEAR_DARKEST = 0.05
+
+
 def _bar_depth(row_mean: np.ndarray, row_std: np.ndarray, level_tol: float, std_tol: float,
-               max_level: float) -> int:
-    """How many lines from the start of the profile belong to a flat dark bar."""
+               max_level: float) -> tuple[int, float]:
+    """How many lines from the start of the profile belong to a flat dark bar, and the bar's level."""
     edge = float(np.median(row_mean[:2]))
     if edge > max_level or row_std[0] > std_tol:
-        return 0
+        return 0, edge
     bar = (np.abs(row_mean - edge) <= level_tol) & (row_std <= std_tol)
     n = int(np.argmin(bar)) if not bar.all() else len(bar)
-    return n
+    return n, edge
 
 
 def _line_profiles(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +52,24 @@ def _line_profiles(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return runs.mean(axis=1), runs.std(axis=1)
 
 
-def _frame_borders(img: np.ndarray, mask: np.ndarray | None) -> Borders:
+def _darkest_level(lum: np.ndarray) -> float:
+    """The frame's black level with grain averaged out: a low percentile of 4x4 block means."""
+    h, w = lum.shape[0] - lum.shape[0] % 4, lum.shape[1] - lum.shape[1] % 4
+    if h == 0 or w == 0:
+        return float(lum.min())
+    blocks = lum[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
+    return float(np.percentile(blocks, 0.5))
+
+
+@dataclass
+class _FrameBars:
+    depths: tuple[int, int, int, int]  # candidate bar depth per side (top, bottom, left, right)
+    levels: tuple[float, float, float, float]  # each side's edge level
+    darkest: float
+    level_tol: float
+
+
+def _frame_bars(img: np.ndarray, mask: np.ndarray | None) -> _FrameBars:
     lum = _luma(img)
     if mask is not None:
         lum = np.where(mask, lum, 0.0)  # pixels without real data read as black bars
@@ -52,13 +78,15 @@ def _frame_borders(img: np.ndarray, mask: np.ndarray | None) -> Borders:
     spread = float(hi - lo) + 1e-6
     level_tol = max(0.02, 0.06 * spread)
     std_tol = max(0.015, 0.05 * spread)
-    max_level = float(lo) + 0.25 * spread
+    max_level = min(float(lo) + 0.25 * spread, BAR_MAX_LEVEL)
     rows_mean, rows_std = _line_profiles(lum)
     cols_mean, cols_std = _line_profiles(lum.T)
-    return (_bar_depth(rows_mean, rows_std, level_tol, std_tol, max_level),
-            _bar_depth(rows_mean[::-1], rows_std[::-1], level_tol, std_tol, max_level),
-            _bar_depth(cols_mean, cols_std, level_tol, std_tol, max_level),
-            _bar_depth(cols_mean[::-1], cols_std[::-1], level_tol, std_tol, max_level))
+    sides = (_bar_depth(rows_mean, rows_std, level_tol, std_tol, max_level),
+             _bar_depth(rows_mean[::-1], rows_std[::-1], level_tol, std_tol, max_level),
+             _bar_depth(cols_mean, cols_std, level_tol, std_tol, max_level),
+             _bar_depth(cols_mean[::-1], cols_std[::-1], level_tol, std_tol, max_level))
+    return _FrameBars(tuple(d for d, _ in sides), tuple(level for _, level in sides),  # type: ignore[arg-type]
+                      _darkest_level(lum), level_tol)
 
 
 def detect_borders(frames: np.ndarray | Sequence[np.ndarray],
@@ -66,15 +94,26 @@ def detect_borders(frames: np.ndarray | Sequence[np.ndarray],
     """Black borders (letterbox / pillarbox) as (top, bottom, left, right) pixels.
 
     A bar is a run of lines from the frame edge that are flat (low variance along the line after
-    averaging out grain) and at the edge's dark level. Pass several frames: each side's border is
-    the smallest found over them, so a dark scene in one frame is not mistaken for a bar.
+    averaging out grain), at the edge's level, and NEAR BLACK: at most BAR_MAX_LEVEL, and within
+    the frames' tolerance of the darkest level seen in any of them (lifted blacks of a faded scan
+    count; a flat mid-grey or dim-wall edge is picture). Pass several frames: a bar must be found
+    on that side in every frame at the same level, and each side's border is the smallest found,
+    so a dark scene in one frame is not mistaken for a bar.
     `masks` (optional, per frame) mark pixels holding real picture; others count as bar.
     Lines of a soft (anti-aliased) bar edge count as picture: keep a crop margin.
     """
     if isinstance(frames, np.ndarray) and frames.ndim in (2, 3) and (frames.ndim == 2 or frames.shape[2] <= 4):
         frames = [frames]
-    found = [_frame_borders(f, None if masks is None else masks[i]) for i, f in enumerate(frames)]
-    return tuple(int(min(b[i] for b in found)) for i in range(4))  # type: ignore[return-value]
+    found = [_frame_bars(f, None if masks is None else masks[i]) for i, f in enumerate(frames)]
+    darkest = min(f.darkest for f in found)
+    borders = []
+    for side in range(4):
+        levels = [f.levels[side] for f in found]
+        near_black = all(f.levels[side] <= darkest + max(BAR_NEAR_DARKEST, f.level_tol) for f in found)
+        consistent = max(levels) - min(levels) <= min(f.level_tol for f in found)
+        depth = min(f.depths[side] for f in found)
+        borders.append(depth if depth > 0 and near_black and consistent else 0)
+    return tuple(borders)  # type: ignore[return-value]
 
 
 def largest_rectangle_inside(mask: np.ndarray) -> tuple[int, int, int, int]:

@@ -6,6 +6,7 @@ import bpy
 
 from ..addon import alignment, jobs, recipe
 from ..ml import warp
+from ..ml.alignment_apply import apply_alignment_result
 from ..ml.ingest import plate_size
 from . import compositor
 from .polls import NeedsPlates
@@ -14,6 +15,19 @@ from .polls import NeedsPlates
 def _sizes(job) -> tuple[tuple[int, int], tuple[int, int]]:
     """(Reference size, Source size) as (width, height)."""
     return plate_size(job.reference), plate_size(job.source)
+
+
+def _store_alignment(fr, job) -> None:
+    """Copy what apply_alignment_result changes (solves, pair scores and compromises, crop) into the scene."""
+    fr.alignment.solves.clear()
+    for key, matrix in job.alignment.solves.items():
+        item = fr.alignment.solves.add()
+        item.key = key
+        recipe.set_matrix(item, matrix)
+    for item, pair in zip(fr.pairs, job.pairs, strict=True):  # recipe_to_job keeps the pairs' order
+        item.align_score, item.compromises = pair.align_score, pair.compromises
+    for name in ("x", "y", "width", "height", "enabled"):
+        setattr(fr.crop, name, getattr(job.crop, name))
 
 
 def _refresh_views(context) -> None:
@@ -35,22 +49,9 @@ class FILMREC_OT_solve_alignment(NeedsPlates, jobs.EngineJobOperator, bpy.types.
 
     def on_result(self, context, result):
         fr = context.scene.film_recovery
-        fr.alignment.solves.clear()
-        for key, matrix in result.get("solves", {}).items():
-            item = fr.alignment.solves.add()
-            item.key, item.matrix = key, matrix
-        scores = {p["source_frame"]: p for p in result.get("pairs", [])}
-        for pair in fr.pairs:
-            scored = scores.get(pair.source_frame)
-            if scored is not None:
-                pair.align_score = -1.0 if scored["align_score"] is None else scored["align_score"]
-                if scored["misaligned"] and "misaligned" not in pair.compromises:
-                    pair.compromises = ", ".join(filter(None, [pair.compromises, "misaligned"]))
-        proposal = result.get("crop", {})
-        if not fr.crop.enabled and proposal.get("width", 0) > 0:
-            for name in ("x", "y", "width", "height"):
-                setattr(fr.crop, name, proposal[name])
-            fr.crop.enabled = True
+        # The engine decides what lands in the recipe (the same rules as `ml align --apply`);
+        # only the fields it changes are copied back, so the scene's own paths stay as they are.
+        _store_alignment(fr, apply_alignment_result(recipe.recipe_to_job(fr), result))
         fr.align_warnings = "\n".join(result.get("edge_warnings", []))
         failed = [f for f, info in result.get("frames", {}).items() if info.get("status") == "failed"]
         misaligned = [p["source_frame"] for p in result.get("pairs", []) if p["misaligned"]]
@@ -80,7 +81,8 @@ class FILMREC_OT_key_manual(NeedsPlates, bpy.types.Operator):
                                   fr.manual_angle, fr.manual_scale)
         existing = {item.key: item for item in fr.alignment.manual}
         item = existing.get(str(frame)) or fr.alignment.manual.add()
-        item.key, item.matrix = str(frame), warp.matrix_to_list(matrix)
+        item.key = str(frame)
+        recipe.set_matrix(item, warp.matrix_to_list(matrix))
         if frame not in {ref.frame for ref in fr.alignment.use_manual}:
             fr.alignment.use_manual.add().frame = frame
         _refresh_views(context)

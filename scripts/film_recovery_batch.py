@@ -49,6 +49,20 @@ SAMPLE_SETTINGS = [
     "training.validate_every=500", "training.preview_every=1000", "training.checkpoint_every=1000",
 ]
 
+# The spatial sample (`--sample --branch spatial`): a soft, grainy Source and a sharper Reference.
+# Its training is the spatial branch's measured defaults (ml/job.py SPATIAL_TRAINING_DEFAULTS: a small
+# UNet with a gradient term, augmentation, no position input), validated eight times a schedule.
+def spatial_sample_settings() -> list[str]:
+    sys.path.insert(0, str(ROOT))  # ml/job.py is plain Python: the checkout's own defaults
+    from ml.job import spatial_training_defaults
+
+    defaults = spatial_training_defaults()
+    every = max(defaults["steps"] // 8, 1)
+    return (["branch=spatial", "alignment.mode=per_frame", "training.holdout_every=4"]
+            + [f"training.{name}={value}" for name, value in defaults.items()]
+            + [f"training.validate_every={every}", f"training.preview_every={every * 4}",
+               f"training.checkpoint_every={every * 4}"])
+
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="film_recovery_batch", description=__doc__.splitlines()[0])
@@ -56,6 +70,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sample", action="store_true", help="start from the built-in sample shot")
     parser.add_argument("--sample-size", default="640x360", help="sample Source size WxH (default 640x360)")
     parser.add_argument("--sample-frames", type=int, default=24)
+    parser.add_argument("--branch", choices=("chroma", "spatial"),
+                        help="the recovery to run; with --sample also which sample shot: chroma (default, a faded "
+                             "Source) or spatial (a soft, grainy Source and a sharper Reference)")
+    parser.add_argument("--shot", help="start from a field-corpus shot folder (bench/field_corpus.py): its "
+                                       "plates, frame ranges, fps, pixel aspects, truth and settings")
     parser.add_argument("--work-dir", help="work directory (default: the recipe's, or beside the .blend)")
     parser.add_argument("--stages", default="all",
                         help=f"comma-separated stages, or 'all': {', '.join(STAGES)}")
@@ -124,6 +143,21 @@ def set_field(recipe, assignment: str) -> None:
         raise RuntimeError(f"--set {assignment!r}: {exc}") from None
 
 
+def shot_assignments(shot_dir: str) -> list[str]:
+    """The recipe fields a field-corpus shot.json describes, as --set assignments."""
+    import json
+
+    folder = Path(shot_dir).resolve()
+    shot = json.loads((folder / "shot.json").read_text())
+    assignments = [f"name={shot['kind']}", f"truth_dir={folder / shot['truth_dir']}"]
+    for plate in ("source", "reference"):
+        info = shot[plate]
+        assignments += [f"{plate}.path={folder / info['pattern']}", f"{plate}.ingest=display",
+                        f"{plate}.first_frame={info['first_frame']}", f"{plate}.last_frame={info['last_frame']}",
+                        f"{plate}.fps={info['fps']}", f"{plate}.pixel_aspect={info['pixel_aspect']}"]
+    return assignments + [f"{name}={value}" for name, value in shot.get("settings", {}).items()]
+
+
 def print_summary(recipe) -> None:
     """The metrics table and where everything is."""
     import json
@@ -178,14 +212,18 @@ def main(argv: list[str]) -> int:
         print(f"error: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
     try:
-        for assignment in (SAMPLE_SETTINGS if args.sample else []) + args.set:
+        shot = shot_assignments(args.shot) if args.shot else []
+        sample_settings = ((spatial_sample_settings() if args.branch == "spatial" else SAMPLE_SETTINGS)
+                           if args.sample else [])
+        branch = [f"branch={args.branch}"] if args.branch else []
+        for assignment in sample_settings + shot + branch + args.set:
             set_field(fr, assignment)
         if args.sample:
             width, _, height = args.sample_size.partition("x")
             print("== sample ==", flush=True)
             result = bpy.ops.film_recovery.generate_sample(
                 out_dir=str(Path(fr.work_dir or args.work_dir or ROOT / "work") / "sample"),
-                frames=args.sample_frames, width=int(width), height=int(height))
+                frames=args.sample_frames, width=int(width), height=int(height), branch=args.branch or "chroma")
             if result != {"FINISHED"}:
                 raise RuntimeError(fr.job_state.last_error or "sample generation failed")
         for stage in stages:

@@ -100,3 +100,87 @@ def test_animated_crop_holds_keys():
     assert crop.crop_at_frame(c, 1200).height == 152  # held after the last key
     static = Crop(enabled=True, x=3, y=4, width=5, height=6)
     assert crop.crop_at_frame(static, 1).x == 3
+
+
+# ----------------------------------------------------------------------------- bars are near black
+
+def _flat_edge(img: np.ndarray, side: str, width: int, level: float) -> np.ndarray:
+    out = img.copy()
+    if side == "right":
+        out[:, W - width:] = level
+    else:
+        out[:, :width] = level
+    return out
+
+
+def test_a_flat_mid_grey_edge_is_picture():
+    # A misty, low-contrast frame whose right edge is a flat, out-of-focus mid-grey background:
+    # flat and at the picture's darkest tones, but far from black (the field case: mean 0.35).
+    misty = _picture() * 0.4 + 0.3
+    frames = [_grain(_flat_edge(misty, "right", 12, 0.35), seed, 0.01) for seed in range(3)]
+    assert crop.detect_borders(frames[0]) == (0, 0, 0, 0)
+    assert crop.detect_borders(frames) == (0, 0, 0, 0)
+
+
+def test_a_near_black_letterbox_with_grain_is_a_border():
+    # Lifted digital black with heavy grain, over a bright, a normal and a low-key frame.
+    pictures = [_picture(), _picture() * 0.5 + 0.2, _picture() * 0.35]
+    frames = [_grain(_bars(p, 18, 18, 0, 0, level=0.04), seed, 0.03) for seed, p in enumerate(pictures)]
+    assert crop.detect_borders(frames) == (18, 18, 0, 0)
+    assert crop.detect_borders(frames[2]) == (18, 18, 0, 0)  # alone too
+
+
+def test_a_dark_edge_in_one_frame_of_a_low_key_shot_is_not_a_bar():
+    low_key = _picture() * 0.35
+    dark = _grain(_flat_edge(low_key, "left", 14, 0.005), 1, 0.01)  # the edge falls into shadow here
+    assert crop.detect_borders(dark)[2] >= 14  # one frame alone cannot tell
+    # In the other frames the edge shows picture: no bar.
+    others = [_grain(low_key, seed, 0.01) for seed in (2, 3)]
+    assert crop.detect_borders([dark, *others])[2] == 0
+    # In the other frames the edge is flat and dark too, but lighter: a bar is the same black in
+    # every frame, so flat dark edges whose level moves from frame to frame are picture.
+    dim = [_grain(_flat_edge(low_key, "left", 14, 0.05), seed, 0.01) for seed in (4, 5)]
+    assert all(crop.detect_borders(frame)[2] >= 14 for frame in dim)  # each alone looks like a bar
+    assert crop.detect_borders([dark, *dim])[2] == 0
+
+
+def test_the_dataset_keeps_a_pair_whose_edge_is_flat_mid_grey():
+    # The field case: `dataset` refused "black border inside the crop on the Source (... right 4 px)"
+    # where the frame's right edge was a flat, out-of-focus background of mid-grey.
+    from ml.dataset import PairImages, bar_problems, validate_pair
+
+    source = _grain(_flat_edge(_picture() * 0.4 + 0.3, "right", 4, 0.35), 7, 0.005)
+    reference = _grain(_picture(), 8, 0.005)
+    images = PairImages(input=source, target=source, clamped=np.zeros((H, W), bool), aligned_reference=reference,
+                        valid=np.ones((H, W), bool), matrix=np.eye(3), matrix_source="auto",
+                        crop_box=(0, 0, W, H), source_size=(W, H), source_borders=crop.detect_borders(source),
+                        reference_borders=crop.detect_borders(reference), reference_shape=(H, W))
+    assert validate_pair("pair_001024", images) == [] and bar_problems([1024], [images]) == []
+    # A real bar in the same place is still refused.
+    barred = _grain(_bars(_picture() * 0.4 + 0.3, 0, 0, 0, 4, level=0.02), 7, 0.005)
+    images.source_borders = crop.detect_borders(barred)
+    problems = bar_problems([1024], [images])
+    assert len(problems) == 1 and "black border inside the crop on the Source" in problems[0].problem
+    assert "right 4 px" in problems[0].problem and problems[0].where == "pair 1024"
+
+
+def test_a_dark_edge_in_some_frames_only_is_picture_but_reference_bars_in_every_frame_are_not():
+    # The field case `night`: one pair's Reference had a dark left edge (a night sky), the others not.
+    from ml.dataset import PairImages, bar_problems
+
+    def pair(reference):
+        return PairImages(input=reference, target=reference, clamped=np.zeros((H, W), bool),
+                          aligned_reference=reference, valid=np.ones((H, W), bool), matrix=np.eye(3),
+                          matrix_source="auto", crop_box=(0, 0, W, H), source_size=(W, H),
+                          source_borders=(0, 0, 0, 0), reference_borders=crop.detect_borders(reference),
+                          reference_shape=(H, W))
+
+    night = _picture() * 0.3
+    dark_edge = _grain(_flat_edge(night, "left", 6, 0.01), 1, 0.004)
+    assert crop.detect_borders(dark_edge)[2] >= 6  # alone, it looks like a bar
+    others = [_grain(night, seed, 0.004) for seed in (2, 3)]
+    assert bar_problems([1, 2, 3], [pair(dark_edge), *(pair(o) for o in others)]) == []
+    # A pillarbox the same in every frame is a bar: the crop over it is refused.
+    boxed = [pair(_grain(_bars(night, 0, 0, 6, 0, level=0.01), seed, 0.004)) for seed in (4, 5, 6)]
+    problems = bar_problems([1, 2, 3], boxed)
+    assert problems and "the Reference's black bars cover" in problems[0].problem

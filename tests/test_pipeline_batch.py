@@ -17,7 +17,7 @@ def _batch(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def test_every_stage_on_a_small_shot_and_the_model_beats_the_baseline(tmp_path):
+def test_every_stage_on_a_small_shot_and_the_report_measures_the_model_against_the_baseline(tmp_path):
     done = _batch("--sample", "--sample-size", "320x180", "--sample-frames", "16", "--work-dir", str(tmp_path),
                   "--stages", "all", "--set", "training.steps=1500", "--set", "training.crop_size=96",
                   "--save", str(tmp_path / "shot.blend"))
@@ -34,8 +34,15 @@ def test_every_stage_on_a_small_shot_and_the_model_beats_the_baseline(tmp_path):
     reports = list((tmp_path / "report").glob("*/report.json"))
     assert len(reports) == 1 and (reports[0].parent / "index.html").exists()
     report = json.loads(reports[0].read_text())
-    assert report["beat_baseline"] is True, report["verdict"]
-    assert "The model beats the baseline" in done.stdout
+    tables = {entry["key"]: entry["table"] for entry in report["sets"]}
+    # Since #14 the baseline is the strongest global grade the project can fit (a 3D LUT 1 dB above the
+    # earlier one on this shot): the 1500-step model beats it on the held-out pairs, and on the truth
+    # frames it is within half a dB of it (the verdict says which way), far above the faded Source.
+    holdout, truth = tables["holdout"], tables["truth"]
+    assert holdout["model"]["psnr"] > holdout["baseline"]["psnr"], holdout
+    assert abs(truth["model"]["psnr"] - truth["baseline"]["psnr"]) < 0.5, truth
+    assert truth["model"]["psnr"] > truth["source"]["psnr"] + 10, truth
+    assert report["verdict"] in done.stdout and report["beat_baseline"] == ("NOT" not in report["verdict"])
 
 
 def test_unknown_stage_and_bad_setting_fail_with_the_reason(tmp_path):

@@ -8,6 +8,11 @@ Writes work_dir/align/align.json (atomically) and reports the same payload as th
   crop              proposed shared crop (job.Crop fields, lower-left origin)
   edge_warnings     [text]: empty/smeared borders inside the crop in use (job.crop if enabled,
                     else the proposal)
+  solves_sha256     digest of `solves` (ml.alignment_apply.solves_digest): `dataset` refuses while
+                    these solves are not the job's (solved but never applied)
+
+--apply then writes the solves, pair scores and crop proposal into job.json (atomically), by the
+same rules as the add-on's Solve Alignment (ml.alignment_apply.apply_alignment_result).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import json
 import numpy as np
 
 from .. import align, crop, ingest, warp
+from ..alignment_apply import ALIGN_FILE, apply_alignment_result, solves_digest
 from ..errors import FilmRecoveryError
 from ..imageio import atomic_path
-from ..job import Job
+from ..job import Job, save_job
 
 HELP = "align the Reference to the Source (auto solve), score pairs, propose the shared crop"
 NEEDS_JOB = True
@@ -36,6 +42,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", choices=align.MODELS, default=None, help="motion model (default: job.alignment.model)")
     parser.add_argument("--mode", choices=["global", "per_frame"], default=None,
                         help="one matrix for the shot, or per-frame gate-weave tracking (default: job.alignment.mode)")
+    parser.add_argument("--apply", action="store_true",
+                        help="write the solves, pair scores and proposed crop (unless job.crop is enabled) "
+                             "into job.json, as the add-on's Solve Alignment does")
 
 
 def _parse_range(text: str) -> list[int]:
@@ -146,8 +155,16 @@ def run(args, job: Job, reporter) -> None:
         "misaligned_threshold": align.MISALIGNED_THRESHOLD,
         "crop": crop_dict,
         "edge_warnings": warnings,
+        "solves_sha256": solves_digest(solved),
     }
-    out = job.work_path("align", "align.json")
+    out = job.work_path(*ALIGN_FILE)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
-    reporter.result(path=str(out), **payload)
+    # align.json first, job.json second: if anything stops in between, `dataset` sees solves that
+    # were never applied and says so, instead of building on the old ones.
+    if args.apply:
+        applied = apply_alignment_result(job, payload)
+        save_job(applied, args.job)
+        crop_note = "the proposed crop" if applied.crop != job.crop else "the job's own crop kept"
+        reporter.message(f"{len(solved)} warp(s) and pair scores written to {args.job}; {crop_note}.")
+    reporter.result(path=str(out), applied=bool(args.apply), **payload)

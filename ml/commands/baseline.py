@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..baseline import DEFAULT_SMOOTHNESS
+
 HELP = ("fit a global colour baseline (3D LUT, affine or root-polynomial) on the training pairs, "
         "export a .cube and render it over the Source into work_dir/baseline/")
 NEEDS_JOB = True
@@ -19,7 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--domain", choices=["display", "log"], default="display",
                         help="fit in display-referred values (default) or in a log2 encoding of linear light")
     parser.add_argument("--lut-size", type=int, choices=[17, 33], default=17, help="LUT nodes per axis")
-    parser.add_argument("--smoothness", type=float, default=1e-4,
+    parser.add_argument("--smoothness", type=float, default=DEFAULT_SMOOTHNESS,
                         help="weight of the LUT's curvature penalty (higher = smoother)")
     parser.add_argument("--cube-size", type=int, default=33, help="nodes per axis of the exported .cube")
     parser.add_argument("--max-samples", type=int, default=2_000_000, help="pixels sampled from the pairs")

@@ -1,0 +1,193 @@
+"""The field corpus (bench/field_corpus.py) and the field harness (bench/field.py) on a fast subset.
+
+Four kinds at the small size run unattended through the engine CLI sequence, one of them also
+through scripts/film_recovery_batch.py. Each run must either complete and report the scores, or
+stop at a named stage with a message that names the frame or the fix. Scores themselves are
+benchmarks (docs/benchmarks.md), not pass/fail.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import field  # noqa: E402
+import field_corpus  # noqa: E402
+
+from ml import sample  # noqa: E402
+from ml.imageio import frame_path, read_image  # noqa: E402
+from ml.warp import as_matrix, valid_mask, warp_to_source  # noqa: E402
+
+# Flat grey edges, 3:2 pulldown NTSC, a Reference covering part of the Source, the spatial branch.
+FAST_KINDS = ("grey_edge", "ntsc_pulldown", "pan_scan", "spatial_soft")
+BATCH_KIND = "grey_edge"
+FRAMES = 12
+# Tiny schedule: the harness's wiring and reports are under test here, not the model's quality.
+HARNESS = field.HarnessSettings(steps=5, batch=4, crop_size=32, eval_frames=2, lean_outputs=True)
+PIPELINE_STAGES = set(field.CLI_STAGES) | set(field.BATCH_STAGES) | {"start"}
+
+
+@pytest.fixture(scope="module")
+def field_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("field")
+    cli = field.run_field(out, "small", list(FAST_KINDS), ("cli",), HARNESS, frames=FRAMES, log=lambda _: None)
+    batch = field.run_field(out / "batch", "small", [BATCH_KIND], ("batch",), HARNESS, frames=FRAMES,
+                            log=lambda _: None)
+    return out, cli, batch
+
+
+def test_corpus_kinds_cover_the_brief():
+    kinds = field_corpus.KINDS
+    assert len(kinds) >= 10
+    assert {k.branch for k in kinds.values()} == {"chroma", "spatial"}
+    used = {name for k in kinds.values() for name in field_corpus.PHOTO_SOURCES[k.photo]}
+    assert not used & set(sample.PHOTOS)
+    framings = {k.reference.framing for k in kinds.values()}
+    assert {"letterbox", "pillarbox", "overscan", "pan_scan"} <= framings
+    assert {k.reference.cadence for k in kinds.values()} == {"film", "pal_speedup", "pulldown"}
+    assert any(k.reference.subtitles for k in kinds.values())
+    assert max(k.reference.turn_max_deg for k in kinds.values()) == pytest.approx(0.26)
+
+
+def test_pulldown_cadence():
+    fields = field_corpus.pulldown_fields(10)
+    assert [(a, b) for a, b, _ in fields[:5]] == [(0, 0), (1, 1), (1, 2), (2, 3), (3, 3)]
+    assert [how for *_, how in fields[:5]] == ["clean", "clean", "combed", "blended", "clean"]
+    assert fields[5][:2] == (4, 4)
+
+
+def _shot(out: Path, kind: str) -> Path:
+    return out / "shots" / kind
+
+
+def test_shots_are_written_with_truth_the_engine_reads(field_run):
+    out, _, _ = field_run
+    for kind in FAST_KINDS:
+        shot = field_corpus.load_shot(_shot(out, kind))
+        truth = sample.load_truth(_shot(out, kind))  # the sample's reader takes the corpus's truth
+        assert shot["branch"] == field_corpus.KINDS[kind].branch
+        assert (shot["source"]["width"], shot["source"]["height"]) == (320, 180)
+        first, last = shot["source"]["first_frame"], shot["source"]["last_frame"]
+        assert last - first + 1 == FRAMES
+        assert len(truth["reference_frames"]) == shot["reference"]["last_frame"] - first + 1
+        image = read_image(frame_path(shot["reference"]["path"], first))
+        assert image.shape == (shot["reference"]["height"], shot["reference"]["width"], 3)
+        assert np.isfinite(image).all() and 0.0 <= image.min() and image.max() <= 1.0
+    pulldown = sample.load_truth(_shot(out, "ntsc_pulldown"))
+    assert pulldown["reference"]["last_frame"] - pulldown["reference"]["first_frame"] + 1 == 15  # 12 x 5/4
+    assert [p["reference_frame"] for p in pulldown["pairs"]][:4] == [1001, 1002, None, 1005]
+
+
+def _structure(image):
+    from skimage.filters import gaussian
+
+    luma = image @ np.array([0.2126, 0.7152, 0.0722])
+    return gaussian(luma, 1.0) - gaussian(luma, 4.0)
+
+
+def test_truth_warps_are_exact(field_run):
+    """The true warp matches the clean frame better than the same warp nudged by a quarter pixel."""
+    out, _, _ = field_run
+    shot = _shot(out, "pan_scan")
+    truth = sample.load_truth(shot)
+    for entry in truth["reference_frames"][::5]:
+        reference = read_image(frame_path(str(shot / sample.REFERENCE_PATTERN), entry["frame"]))
+        clean = read_image(frame_path(str(shot / sample.CLEAN_PATTERN), entry["source_frame"]))
+        scores = {}
+        for dx, dy in ((0, 0), (0.25, 0), (-0.25, 0), (0, 0.25), (0, -0.25)):
+            matrix = np.array([[1, 0, dx], [0, 1, dy], [0, 0, 1.0]]) @ as_matrix(entry["M"])
+            mask = valid_mask(matrix, reference.shape, clean.shape)
+            mask[:6], mask[-6:], mask[:, :6], mask[:, -6:] = False, False, False, False
+            a = _structure(warp_to_source(reference, matrix, clean.shape))[mask]
+            b = _structure(clean)[mask]
+            a, b = a - a.mean(), b - b.mean()
+            scores[dx, dy] = float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+        assert max(scores, key=scores.get) == (0, 0), scores
+        assert scores[0, 0] > 0.9
+
+
+def test_generation_is_deterministic(field_run, tmp_path):
+    out, _, _ = field_run
+    again = field_corpus.generate_kind("pan_scan", tmp_path / "again", "small", frames=FRAMES)
+    for pattern in (sample.SOURCE_PATTERN, sample.REFERENCE_PATTERN, sample.CLEAN_PATTERN):
+        for frame in (1001, 1000 + FRAMES):
+            assert np.array_equal(read_image(frame_path(str(Path(again.out_dir) / pattern), frame)),
+                                  read_image(frame_path(str(_shot(out, "pan_scan") / pattern), frame)))
+
+
+NAMES_FRAME_OR_FIX = re.compile(r"\b\d{4}\b|fix|frame|pair|crop|--", re.IGNORECASE)
+
+
+def _check_door(kind: str, run: dict) -> None:
+    if not run["completed"]:
+        assert run["stopped_at"] in PIPELINE_STAGES, (kind, run)
+        assert run["message"] and NAMES_FRAME_OR_FIX.search(run["message"]), (kind, run["message"])
+        return
+    quality = run["quality"]
+    assert quality and quality["frames"], (kind, run)
+    methods = quality["methods"]
+    assert {"source", "baseline", "model"} <= set(methods), (kind, methods)
+    for method, scores in methods.items():
+        assert math.isfinite(scores["psnr"]), (kind, method, scores)
+        assert math.isfinite(scores["delta_e_mean"] if quality["branch"] == "chroma" else scores["ssim"])
+    assert run["alignment"] and math.isfinite(run["alignment"]["mean_px"]), (kind, run)
+    assert run["stage_seconds"]
+
+
+def test_fast_subset_runs_through_the_cli_door(field_run):
+    out, cli, _ = field_run
+    assert [s["kind"] for s in cli["shots"]] == list(FAST_KINDS)
+    for shot in cli["shots"]:
+        _check_door(shot["kind"], shot["doors"]["cli"])
+    saved = json.loads((out / "field.json").read_text())
+    assert saved["shots"][0]["doors"]["cli"].keys() == cli["shots"][0]["doors"]["cli"].keys()
+    table = (out / "field.md").read_text()
+    for kind in FAST_KINDS:
+        assert f"| {kind} |" in table
+
+
+def test_batch_door_runs_the_addon_on_a_shot(field_run):
+    out, cli, batch = field_run
+    run = batch["shots"][0]["doors"]["batch"]
+    _check_door(BATCH_KIND, run)
+    assert (out / "batch" / "work" / BATCH_KIND / "batch" / "shot.blend").exists() or not run["completed"]
+    cli_run = cli["shots"][0]["doors"]["cli"]
+    assert run["completed"] and cli_run["completed"], (run["message"], cli_run["message"])
+    # One recipe, two doors: the same warps, the same dataset and the same metrics. Blender holds the
+    # recipe's scalar numbers (ROI, pixel aspect, ...) in 32 bits, so the solves agree to ~1e-4 px, not
+    # bit for bit; the Source inputs are identical, and the metrics agree.
+    assert run["alignment"]["mean_px"] == pytest.approx(cli_run["alignment"]["mean_px"], abs=1e-3)
+
+    def dataset_pairs(work):
+        manifest = json.loads((work / "dataset" / "manifest.json").read_text())
+        return {p["source_frame"]: p for p in manifest["pairs"]}
+
+    batch_pairs = dataset_pairs(out / "batch" / "work" / BATCH_KIND / "batch")
+    cli_pairs = dataset_pairs(out / "work" / BATCH_KIND / "cli")
+    assert batch_pairs.keys() == cli_pairs.keys()
+    for frame, pair in batch_pairs.items():
+        assert pair["reference_frame"] == cli_pairs[frame]["reference_frame"]
+        assert pair["checksums"]["input"] == cli_pairs[frame]["checksums"]["input"], frame
+        assert np.allclose(pair["matrix"], cli_pairs[frame]["matrix"], atol=1e-3), frame
+    for method, tolerance in (("source", 1e-3), ("baseline", 0.02), ("model", 0.3)):
+        assert run["quality"]["methods"][method]["psnr"] == pytest.approx(
+            cli_run["quality"]["methods"][method]["psnr"], abs=tolerance), method
+
+
+def test_docs_section_is_replaced_not_duplicated():
+    document = "# Benchmarks\n\n## A\n\na\n\n## Field corpus\n\nold\n\n## Measured on a lent GPU\n\ng\n"
+    once = field.replace_section(document, "## Field corpus\n\nnew")
+    assert once.count("## Field corpus") == 1 and "new" in once and "old" not in once
+    assert once.index("## A") < once.index("## Field corpus") < once.index("## Measured on a lent GPU")
+    fresh = field.replace_section("# Benchmarks\n\n## A\n\n## Measured on a lent GPU\n", "## Field corpus\n\nx")
+    assert fresh.index("## Field corpus") < fresh.index("## Measured on a lent GPU")
+    assert field.replace_section(once, "## Field corpus\n\nnew") == once
