@@ -9,7 +9,8 @@ comparison from the same run: OpenCV's ECC for alignment, a one-worker export an
 for the dataset, the 3D-LUT baseline for quality. The sample-shot quality table comes from the
 real pipeline (`scripts/film_recovery_batch.py --sample --stages all`, which needs bpy). The
 GPU numbers are not measured here: see bench/gpu_suite.sh; earlier H200 measurements are kept
-verbatim in their own section.
+verbatim in their own section, and so are the field corpus table (bench/field.py --write-docs) and
+the film-scale section (bench/bench_farm.py --write-docs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_dataset import cpu_name  # noqa: E402
+
+# Sections measured by long runs of their own, each written by its script's --write-docs and carried
+# over here rather than dropped: the field corpus (bench/field.py), film scale (bench/bench_farm.py)
+# and the baseline variants (bench/bench_baseline_fit.py).
+CARRIED_SECTIONS = [ROOT / "bench" / "results" / name
+                    for name in ("field_corpus.md", "film_scale.md", "baseline_fit.md")]
 
 # (title, script arguments for the full run, for --quick, what is compared, the size run here)
 BENCHMARKS = [
@@ -52,6 +59,15 @@ BENCHMARKS = [
      ["bench/bench_time_to_beat.py", "--size", "320x180", "--frames", "12", "--max-seconds", "10", "--steps", "200",
       "--crop", "64", "--batch", "4"],
      "the 3D-LUT baseline's held-out PSNR", "scaled down: 640x360 sample, batch 8 x 128^2, 120 s limit"),
+    ("Spatial recovery (CPU)", ["bench/bench_spatial.py", "--grid", "--guided"],
+     ["bench/bench_spatial.py", "--size", "128x72", "--steps", "16"],
+     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth; the variants "
+     "the spatial defaults were chosen from; a reference-guided model",
+     "scaled down: 256x144 spatial sample, the default schedule (400 steps of batch 8 x 64^2)"),
+    ("Spatial recovery at the demo size (CPU)", ["bench/bench_spatial.py", "--size", "640x360"],
+     ["bench/bench_spatial.py", "--size", "160x90", "--steps", "16"],
+     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth",
+     "640x360 spatial sample (the demo's size), the default schedule"),
 ]
 
 H200_SECTION = """\
@@ -258,7 +274,7 @@ def main() -> None:
         command = quick if args.quick else full
         if args.scratch and "bench_infer" in command[0]:
             command = [*command, "--out", args.scratch]
-        elif args.scratch and command[0].endswith(("bench_dataset.py", "bench_time_to_beat.py")):
+        elif args.scratch and command[0].endswith(("bench_dataset.py", "bench_time_to_beat.py", "bench_spatial.py")):
             command = [*command, "--scratch", args.scratch]
         print(f"== {title}: {' '.join(command)}", file=sys.stderr, flush=True)
         out, seconds, problem = run_script(command, args.timeout)
@@ -279,6 +295,7 @@ def main() -> None:
         summary.append(f"| Sample shot quality (whole pipeline) | the 3D-LUT baseline against the truth | "
                        f"640x360, 24 frames (the sample's own size) | "
                        f"{f'{seconds:.0f}' if args.pipeline == 'run' else 'earlier run'} | {_load():.1f} |")
+    sections += [path.read_text().rstrip() for path in CARRIED_SECTIONS if path.exists()]
     # GPU runs of bench/gpu_suite.sh, newest first, kept as they came back from the device.
     gpu_runs = sorted((Path(__file__).parent / "results").glob("gpu_*.md"), reverse=True)
     sections += [p.read_text().rstrip() for p in gpu_runs] + [H200_SECTION, GPU_HOWTO]

@@ -230,6 +230,26 @@ class Comparison:
     scores: dict[str, ImageScores]
     images: dict[str, np.ndarray]   # downscaled: source, baseline, model (if any), reference
     errors: dict[str, np.ndarray]   # downscaled branch error maps of baseline and model vs reference
+    crops: dict[str, np.ndarray] = field(default_factory=dict)  # 1:1 detail crops, same keys as images
+    crop_origin: tuple[int, int] = (0, 0)  # (row, column) of the crops in the evaluated image
+
+
+DETAIL_CROP = 160  # px: the 1:1 crops the report and the Review panel show
+
+
+def detail_window(reference: np.ndarray, size: int = DETAIL_CROP) -> tuple[slice, slice]:
+    """The size x size window (clipped to the image) where the reference's luma has the most
+    edge and texture energy: where sharpening, or its absence, shows at 1:1."""
+    height, width = reference.shape[:2]
+    h, w = min(size, height), min(size, width)
+    y = luma(reference).astype(np.float64)
+    energy = np.zeros_like(y)
+    energy[:, 1:] += np.abs(np.diff(y, axis=1))
+    energy[1:, :] += np.abs(np.diff(y, axis=0))
+    table = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
+    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return slice(int(top), int(top) + h), slice(int(left), int(left) + w)
 
 
 def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, model: np.ndarray | None,
@@ -244,7 +264,9 @@ def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, mod
     images["reference"] = downscale(reference, thumbnail_width)
     errors = {method: downscale(branch_error_map(outputs[method], reference, branch)[..., None], thumbnail_width)[..., 0]
               for method in ("baseline", "model") if method in outputs}
-    return Comparison(name, frame, scores, images, errors)
+    window = detail_window(reference)
+    crops = {method: np.ascontiguousarray(image[window]) for method, image in {**outputs, "reference": reference}.items()}
+    return Comparison(name, frame, scores, images, errors, crops, (window[0].start, window[1].start))
 
 
 def summarise(comparisons: list[Comparison]) -> dict[str, dict[str, float]]:

@@ -4,6 +4,8 @@ Both work in engine YCbCr (BT.709 full range, Cb/Cr centred on 0). The network s
 Source's three YCbCr channels and predicts a residual only for the channels its branch changes
 (Cb, Cr for chroma; Y for spatial); the other channels are copied from the Source untouched, so
 grain and detail the branch must keep survive by construction.
+The spatial branch's luma residual sits on a per-shot tone curve of the Source luma (`LumaCurve`),
+fitted to the training pairs before training.
 
 `RecoveryModel` wraps a core network with that channel bookkeeping and with padding to the
 network's size multiple (reflect, then cropped back), so any frame size works.
@@ -53,6 +55,7 @@ class ModelConfig:
     downsample: int = 1  # bilateral only: full-res -> low-res factor
     grid_depth: int = 8  # bilateral only: luma/guide bins of the grid
     position: bool = False  # also sees each pixel's place in the frame (uneven fades, vignettes)
+    tone_curve: bool = False  # spatial: a per-shot luma tone curve (fitted before training) under the residual
 
     @property
     def input_channels(self) -> int:
@@ -77,15 +80,18 @@ _UNET_SIZES = {"tiny": (8, 2), "small": (16, 3), "medium": (32, 4), "large": (64
 _BILATERAL_SIZES = {"tiny": (8, 2, 2), "small": (16, 2, 4), "medium": (32, 3, 4), "large": (48, 3, 4)}
 
 
-def model_config(kind: str, size: str, branch: str, position: bool = False) -> ModelConfig:
+def model_config(kind: str, size: str, branch: str, position: bool = False,
+                 tone_curve: bool | None = None) -> ModelConfig:
+    """`tone_curve` defaults to on for the spatial branch (see `LumaCurve`)."""
     if branch not in BRANCH_CHANNELS:
         raise ValueError(f"unknown branch {branch!r}")
+    tone_curve = branch == "spatial" if tone_curve is None else tone_curve
     if kind == "unet":
         width, levels = _UNET_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels, position=position)
+        return ModelConfig(kind, size, branch, width, levels, position=position, tone_curve=tone_curve)
     if kind == "bilateral":
         width, levels, downsample = _BILATERAL_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels, downsample, position=position)
+        return ModelConfig(kind, size, branch, width, levels, downsample, position=position, tone_curve=tone_curve)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -188,6 +194,53 @@ class BilateralColourNet(nn.Module):
         return (affine[:, :, :3] * x.float().unsqueeze(1)).sum(dim=2) + affine[:, :, 3]
 
 
+class LumaCurve(nn.Module):
+    """A per-shot tone curve on the Source luma, piecewise linear over evenly spaced knots in 0..1
+    (slope 1 beyond them), the identity until fitted.
+
+    A soft later generation differs from its Reference in tone too (lifted blacks, a fade, the
+    Reference's grade). A global 3D LUT gets that for free; a network started at the identity
+    spends most of a short schedule learning it. Fitted to the training pairs by least squares
+    before the first step (`fit`, then trained with the rest), the curve leaves the network the
+    detail, which is what the spatial branch is for."""
+
+    def __init__(self, knots: int = 33):
+        super().__init__()
+        self.values = nn.Parameter(torch.linspace(0.0, 1.0, knots))
+
+    def _basis(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last = self.values.numel() - 1
+        position = y.clamp(0.0, 1.0) * last
+        index = position.floor().clamp(max=last - 1)
+        return index.long(), position - index
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        index, frac = self._basis(y)
+        values = self.values.to(y.dtype)
+        return values[index] * (1.0 - frac) + values[index + 1] * frac + (y - y.clamp(0.0, 1.0))
+
+    @torch.no_grad()
+    def fit(self, source_y: torch.Tensor, target_y: torch.Tensor, ridge: float = 1e-5) -> None:
+        """Least squares of target on the curve of source (hat-function basis; the normal matrix
+        is tridiagonal, summed per knot), pulled gently towards the identity where the pairs have
+        few pixels."""
+        knots = self.values.numel()
+        index, frac = self._basis(source_y.flatten().float())
+        index, frac, target = index.cpu(), frac.double().cpu(), target_y.flatten().double().cpu()
+        low, high = 1.0 - frac, frac
+
+        def per_knot(at: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            return torch.bincount(at, weights=weights, minlength=knots)[:knots]
+
+        weight = ridge * target.numel()
+        diagonal = per_knot(index, low * low) + per_knot(index + 1, high * high) + weight
+        off = per_knot(index, low * high)[:-1]  # between knot i and i + 1
+        normal = torch.diag(diagonal) + torch.diag(off, 1) + torch.diag(off, -1)
+        identity = torch.linspace(0.0, 1.0, knots, dtype=torch.float64)
+        rhs = per_knot(index, low * target) + per_knot(index + 1, high * target) + weight * identity
+        self.values.copy_(torch.linalg.solve(normal, rhs).float())
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad right/bottom to a multiple: reflect where the frame is big enough, else replicate."""
     h, w = x.shape[-2:]
@@ -211,6 +264,7 @@ class RecoveryModel(nn.Module):
         else:
             self.core = BilateralColourNet(out_channels, config.width, config.levels,
                                            config.downsample, config.grid_depth, config.input_channels)
+        self.tone = LumaCurve() if (config.tone_curve and 0 in config.predicted_channels) else None
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
                 coords: torch.Tensor | None = None) -> torch.Tensor:
@@ -232,7 +286,10 @@ class RecoveryModel(nn.Module):
         channels, k = [], 0
         for c in range(3):
             if c in predicted:
-                channels.append(source_ycbcr[:, c:c + 1] + residual[:, k:k + 1])
+                base = source_ycbcr[:, c:c + 1]
+                if c == 0 and self.tone is not None:  # the residual sits on the shot's tone curve
+                    base = self.tone(base.float())
+                channels.append(base + residual[:, k:k + 1])
                 k += 1
             else:
                 channels.append(source_ycbcr[:, c:c + 1])

@@ -114,12 +114,50 @@ def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.d
     return out
 
 
+GRAIN_SIGMA = 1.5  # px: the Source's luma above this Gaussian is taken for its grain
+GRAIN_CHOICES = ("clean", "keep_source")
+
+
+def source_grain(luma: torch.Tensor, sigma: float = GRAIN_SIGMA) -> torch.Tensor:
+    """(N, 1, H, W) luma -> its grain: the luma minus a Gaussian blur of `sigma` px (reflected edges).
+
+    Film grain sits at 1-2 px; on a soft Source nothing else lives that high, so the high-pass is
+    the grain (on a sharp Source it also holds the finest edges, which the restored luma has too)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=luma.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(luma.dtype)
+    mode = "reflect" if min(luma.shape[-2:]) > radius else "replicate"
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(luma, (radius, radius, 0, 0), mode=mode),
+                                         kernel.view(1, 1, 1, -1))
+    blurred = torch.nn.functional.conv2d(torch.nn.functional.pad(blurred, (0, 0, radius, radius), mode=mode),
+                                         kernel.view(1, 1, -1, 1))
+    return luma - blurred
+
+
+def apply_grain_choice(recovered: torch.Tensor, source: torch.Tensor, grain: str,
+                       predicted_channels: tuple[int, ...]) -> torch.Tensor:
+    """The recipe's grain choice (job.output.grain) on a recovered YCbCr batch: `keep_source` adds
+    the Source's grain (`source_grain` of `source`'s luma) over a predicted luma; `clean` and the
+    chroma branch (its luma is the Source's own, grain included) leave it as it is."""
+    if grain not in GRAIN_CHOICES:
+        raise FilmRecoveryError(f"unknown grain choice {grain!r}.", where="job.output.grain",
+                                fix="Use clean or keep_source.")
+    if grain == "clean" or 0 not in predicted_channels:
+        return recovered
+    out = recovered.clone()
+    out[:, :1] = recovered[:, :1] + source_grain(source[:, :1].float())
+    return out
+
+
 def predict_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: torch.device | str,
-                  dtype: torch.dtype | str | None = None, tile: int | None = None, overlap: int = 32) -> np.ndarray:
+                  dtype: torch.dtype | str | None = None, tile: int | None = None, overlap: int = 32,
+                  grain: str = "clean") -> np.ndarray:
     """Recover one (H, W, 3) float32 RGB frame; returns float32 RGB of the same size."""
     check_metadata(metadata)
     device = torch.device(device)
     source = rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
                           .permute(2, 0, 1).unsqueeze(0).to(device))
     out = predict_ycbcr(model, source, amp_dtype_for(device, dtype), tile, overlap)
+    out = apply_grain_choice(out, source, grain, model.config.predicted_channels)
     return ycbcr_to_rgb(out)[0].permute(1, 2, 0).float().cpu().numpy()

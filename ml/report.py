@@ -23,10 +23,12 @@ from .imageio import atomic_path, write_png
 from .metrics import METHODS, EvaluationSet
 
 REPORT_SCHEMA = "film_recovery.report"
-SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Difference heat maps", "Temporal stability",
+SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Detail at 1:1", "Difference heat maps", "Temporal stability",
             "Training loss", "Settings")
 COLUMN_LABELS = {"source": "Source", "baseline": "Baseline", "model": "Model", "reference": "Reference (ground truth)"}
 HEAT_SCALE = {"chroma": 0.05, "spatial": 0.1}  # error (YCbCr units) drawn at the top of the colour map
+LUMA_DIFFERENCE_SCALE = 0.1  # |ΔY| drawn at the top of the colour map in the 1:1 luma difference
+WIPE_ITEMS = 3  # A/B wipes in the page (each carries its 1:1 crops inline, so the page stays self-contained)
 
 # A perceptually ordered dark-to-bright map (inferno-like control points).
 _HEAT_STOPS = np.array([[0.0, 0.0, 0.015], [0.34, 0.06, 0.43], [0.73, 0.21, 0.33], [0.98, 0.55, 0.04],
@@ -155,6 +157,38 @@ th{background:#1d1d22}td:first-child,th:first-child{text-align:left}
 .lose{background:#7a1010;color:#fff}.win{background:#135c24;color:#fff}
 .best{color:#7f7}.note{color:#aaa}figure{margin:10px 0}img{max-width:100%;image-rendering:auto}
 svg text{font:11px system-ui,sans-serif;fill:#bbb}pre{background:#1a1a1a;padding:10px;overflow:auto}
+img.px{max-width:none;image-rendering:pixelated}
+.wipe{margin:12px 0}.wipe-stage{position:relative;display:inline-block;cursor:ew-resize;line-height:0}
+.wipe-stage img{max-width:none;image-rendering:pixelated;display:block}
+.wipe-stage img.wipe-b{position:absolute;left:0;top:0}
+.wipe-line{position:absolute;top:0;bottom:0;width:1px;background:#fff;pointer-events:none}
+.wipe-controls{margin:4px 0}.wipe-controls input[type=range]{width:320px;vertical-align:middle}
+"""
+
+# The A/B wipe: B drawn over A and clipped to the right of the slider; drag on the picture or move
+# the slider. `#wipe=N` in the address puts the first wipe at the top of the page, at N %.
+_WIPE_SCRIPT = """
+(function(){
+  function setup(root){
+    var a=root.querySelector('select.wipe-a'), b=root.querySelector('select.wipe-b'),
+        imgA=root.querySelector('img.wipe-a'), imgB=root.querySelector('img.wipe-b'),
+        pos=root.querySelector('.wipe-pos'), line=root.querySelector('.wipe-line'),
+        stage=root.querySelector('.wipe-stage');
+    function pick(){ imgA.src=a.options[a.selectedIndex].getAttribute('data-src');
+                     imgB.src=b.options[b.selectedIndex].getAttribute('data-src'); }
+    function move(){ var v=Number(pos.value); imgB.style.clipPath='inset(0 0 0 '+v+'%)'; line.style.left=v+'%'; }
+    a.addEventListener('change',pick); b.addEventListener('change',pick); pos.addEventListener('input',move);
+    function drag(e){ if(e.buttons!==1&&e.type!=='pointerdown')return; var r=stage.getBoundingClientRect();
+      pos.value=Math.max(0,Math.min(100,100*(e.clientX-r.left)/r.width)); move(); }
+    stage.addEventListener('pointerdown',drag); stage.addEventListener('pointermove',drag);
+    return {pos:pos,move:move,root:root};
+  }
+  var wipes=[].map.call(document.querySelectorAll('div.wipe'),setup);
+  var m=/wipe=([0-9.]+)/.exec(location.hash);
+  // A link to the wipe: it moves to the top of the page (a screenshot or a bookmark shows it first).
+  if(m&&wipes.length){ wipes[0].pos.value=m[1]; wipes[0].move();
+    document.body.insertBefore(wipes[0].root, document.body.firstChild); }
+})();
 """
 
 
@@ -207,8 +241,90 @@ def _write_images(out_dir: Path, sets: list[EvaluationSet], branch: str) -> dict
             write_png(out_dir / f"{stem}_sheet.png", contact_sheet([columns]))
             heat = [heat_colours(item.errors[m], HEAT_SCALE[branch]) for m in ("baseline", "model") if m in item.errors]
             write_png(out_dir / f"{stem}_heat.png", contact_sheet([heat]))
-            links[(evaluation.key, index)] = {"contact_sheet": f"{stem}_sheet.png", "heat_map": f"{stem}_heat.png"}
+            links[(evaluation.key, index)] = {"contact_sheet": f"{stem}_sheet.png", "heat_map": f"{stem}_heat.png",
+                                              **_write_detail(out_dir, stem, item)}
     return links
+
+
+def luma_difference(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|Y(image) - Y(reference)| per pixel (BT.709 luma), the detail a method gets wrong."""
+    from .colour import luma
+
+    return np.abs(luma(image) - luma(reference))
+
+
+def _write_detail(out_dir: Path, stem: str, item) -> dict:
+    """The 1:1 crops side by side, one PNG per crop (the A/B wipe), and the 1:1 luma difference
+    against the Reference (baseline | model) of one comparison."""
+    from .plots import contact_sheet
+
+    if not item.crops:
+        return {}
+    order = [c for c in ("source", "baseline", "model", "reference") if c in item.crops]
+    write_png(out_dir / f"{stem}_detail.png", contact_sheet([[item.crops[c] for c in order]]))
+    links: dict = {"detail": f"{stem}_detail.png", "crops": {}}
+    for name in order:
+        links["crops"][name] = f"{stem}_crop_{name}.png"
+        write_png(out_dir / links["crops"][name], item.crops[name])
+    differences = [heat_colours(luma_difference(item.crops[m], item.crops["reference"]), LUMA_DIFFERENCE_SCALE)
+                   for m in ("baseline", "model") if m in item.crops]
+    write_png(out_dir / f"{stem}_luma_difference.png", contact_sheet([differences]))
+    links["luma_difference"] = f"{stem}_luma_difference.png"
+    return links
+
+
+def _data_uri(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _wipe(out_dir: Path, crops: dict[str, str], caption: str) -> str:
+    """A self-contained A/B wipe over an item's 1:1 crops (images inline: no network, no other file)."""
+    order = [c for c in ("source", "baseline", "model", "reference") if c in crops]
+    uris = {name: _data_uri(out_dir / crops[name]) for name in order}
+    first, second = order[0], ("model" if "model" in order else order[-1])
+
+    def options(selected: str) -> str:
+        return "".join(f'<option value="{n}" data-src="{uris[n]}"{" selected" if n == selected else ""}>'
+                       f"{html.escape(COLUMN_LABELS[n])}</option>" for n in order)
+
+    return (f'<div class="wipe"><div class="wipe-controls">A <select class="wipe-a" aria-label="left image">'
+            f'{options(first)}</select> B <select class="wipe-b" aria-label="right image">{options(second)}</select> '
+            '<input type="range" class="wipe-pos" min="0" max="100" step="0.5" value="50" aria-label="wipe position">'
+            f'</div><div class="wipe-stage"><img class="wipe-a" src="{uris[first]}" alt="A">'
+            f'<img class="wipe-b" src="{uris[second]}" alt="B" style="clip-path:inset(0 0 0 50%)">'
+            f'<div class="wipe-line" style="left:50%"></div></div>'
+            f"<figcaption>{html.escape(caption)}: A left of the line, B right of it, at 1:1.</figcaption></div>")
+
+
+def _detail_section(out_dir: Path, sets: list[EvaluationSet], links: dict, job) -> str:
+    grain = getattr(getattr(job, "output", None), "grain", "clean")
+    parts = [f"<p class='note'>Crops at 1:1 (one image pixel per screen pixel) where the Reference has the most "
+             f"edge and texture detail: Source | Baseline | Model | Reference, then |ΔY| against the Reference "
+             f"(baseline | model; black = 0, pale yellow ≥ {LUMA_DIFFERENCE_SCALE}). Grain choice: "
+             f"<b>{html.escape(grain)}</b>"
+             + (" (the Source's grain is added back over the model's luma)" if grain == "keep_source" else "")
+             + ".</p>"]
+    wipes = 0
+    # The truth set (when there is one) first: it is the better judge.
+    for s in sorted(sets, key=lambda e: e.key != "truth"):
+        for i, item in enumerate(s.comparisons):
+            link = links[(s.key, i)]
+            if "detail" not in link:
+                continue
+            caption = (f"{s.label}: {item.name} (Source frame {item.frame}), crop at row {item.crop_origin[0]}, "
+                       f"column {item.crop_origin[1]}")
+            shown = " | ".join(COLUMN_LABELS[c] for c in ("source", "baseline", "model", "reference") if c in item.crops)
+            parts.append(f'<figure><img class="px" src="{link["detail"]}" alt="{html.escape(caption)} at 1:1">'
+                         f"<figcaption>{html.escape(caption)}: {shown}</figcaption></figure>"
+                         f'<figure><img class="px" src="{link["luma_difference"]}" alt="{html.escape(caption)} '
+                         f'luma difference"><figcaption>|ΔY| against the Reference: baseline | model</figcaption>'
+                         "</figure>")
+            if wipes < WIPE_ITEMS:
+                parts.append(_wipe(out_dir, link["crops"], caption))
+                wipes += 1
+    return "".join(parts) if len(parts) > 1 else "<p class='note'>No 1:1 crops in this run.</p>"
 
 
 def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], beat_baseline: bool, verdict: str,
@@ -221,7 +337,7 @@ def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], 
     links = _write_images(out_dir, sets, job.branch)
     job_data = job_to_dict(job)
     settings = {key: job_data[key] for key in ("name", "branch", "source", "reference", "balance", "cleanup",
-                                               "crop", "training", "dataset_dir", "model_path")}
+                                               "crop", "training", "output", "dataset_dir", "model_path")}
     settings["alignment"] = {k: job_data["alignment"][k] for k in ("model", "mode", "roi", "smoothing")}
     losses = [e["loss"] for e in training_log if isinstance(e.get("loss"), (int, float))]
     psnrs = [e["val_psnr"] for e in training_log if isinstance(e.get("val_psnr"), (int, float))]
@@ -264,6 +380,7 @@ def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], 
         + f'<p class="note">Baseline: {html.escape(str(baseline.get("kind")))} in the '
           f'{html.escape(str(baseline.get("domain")))} domain, fit RMSE {_format(baseline.get("fit_rmse"), 4)}.</p>',
         "<h2>Contact sheets</h2>" + "".join(sheets),
+        "<h2>Detail at 1:1</h2>" + _detail_section(out_dir, sets, links, job),
         f"<h2>Difference heat maps</h2><p class='note'>Error in the branch's channels, {channel}: black = 0, "
         f"pale yellow ≥ {HEAT_SCALE[job.branch]}.</p>" + "".join(heats),
         "<h2>Temporal stability</h2>" + _temporal_section(temporal),
@@ -273,7 +390,7 @@ def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], 
         + "</pre>",
     ]
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}<script>{_WIPE_SCRIPT}</script></body></html>")
     with atomic_path(out_dir / "index.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
     return report

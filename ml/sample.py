@@ -68,6 +68,37 @@ DAMAGE = {
     "grain": {"luma_sigma": 0.025, "chroma_ratio": 0.3, "shadow_floor": 0.35},
 }
 
+# The spatial sample (`branch="spatial"`): detail, not colour, is what its Source lost. The Source is
+# a later generation (a dupe or reduction print): optically soft, grainier, lifted blacks and a mild,
+# even fade whose colour a 3D LUT can undo; the Reference a sharper transfer of a better element at
+# the Source's raster, in its own grade, with light grain of its own, gate weave and its own framing
+# (a slight offset, rotation and thin letterbox bars).
+SPATIAL_SOURCE_BLUR_SIGMA = 1.2      # Source px, Gaussian: the softness the model must undo
+SPATIAL_DAMAGE = {
+    "saturation": 0.85,
+    "dye_loss": [0.12, 0.02, 0.08],
+    "black_lift": [0.06, 0.055, 0.06],
+    "white_point": 0.96,
+    "fade_map": {"left": 1.0, "right": 0.8, "blotches": 0, "blotch_amplitude": 0.0,
+                 "blotch_sigma_fraction": 0.22, "min": 0.3, "max": 1.0},
+    "breathing": DAMAGE["breathing"],
+    "grain": {"luma_sigma": 0.03, "chroma_ratio": 0.3, "shadow_floor": 0.4},
+}
+SPATIAL_REFERENCE_GRADE = {"s_curve": 0.2, "gains": [0.97, 1.0, 1.04], "saturation": 1.1}
+SPATIAL_REFERENCE_GRAIN_SIGMA = 0.006  # luma, Reference px: the better element's own fine grain
+
+# What differs between the two samples (the shared building blocks take these as arguments).
+SAMPLE_PROFILES: dict[str, dict[str, Any]] = {
+    "chroma": {"reference_scale": REFERENCE_SCALE, "reference_softness_sigma": REFERENCE_SOFTNESS_SIGMA,
+               "letterbox_fraction": LETTERBOX_FRACTION, "reference_grade": REFERENCE_GRADE,
+               "reference_grain_sigma": 0.0, "damage": DAMAGE, "source_blur_sigma": 0.0, "first_photo": 0},
+    "spatial": {"reference_scale": 1.0, "reference_softness_sigma": 0.0,
+                "letterbox_fraction": 10 / 270, "reference_grade": SPATIAL_REFERENCE_GRADE,
+                "reference_grain_sigma": SPATIAL_REFERENCE_GRAIN_SIGMA, "damage": SPATIAL_DAMAGE,
+                "source_blur_sigma": SPATIAL_SOURCE_BLUR_SIGMA,
+                "first_photo": 2},  # fur and fabric (chelsea, astronaut): fine texture to recover
+}
+
 
 @dataclass
 class SampleInfo:
@@ -88,6 +119,7 @@ class SampleInfo:
     letterbox_rows: int                 # black rows at the top and at the bottom of the Reference
     seed: int
     shot_offsets: dict[str, int] = field(default_factory=dict)
+    branch: str = "chroma"              # the recovery the shot is made for (SAMPLE_PROFILES)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,9 +202,11 @@ def apply_reference_grade(image: np.ndarray, grade: dict[str, Any] | None = None
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def _fade_map(width: int, height: int, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
-    """Fade strength 0..1 per Source pixel: a left-to-right ramp plus a few soft blotches."""
-    params = DAMAGE["fade_map"]
+def _fade_map(width: int, height: int, rng: np.random.Generator,
+              params: dict[str, Any] | None = None) -> tuple[np.ndarray, list[dict]]:
+    """Fade strength 0..1 per Source pixel: a left-to-right ramp plus a few soft blotches
+    (`params` like DAMAGE["fade_map"], its default; the field corpus passes its own)."""
+    params = params or DAMAGE["fade_map"]
     xs = np.arange(width, dtype=np.float32) / max(width - 1, 1)
     ys = np.arange(height, dtype=np.float32)[:, None]
     strength = np.broadcast_to(params["left"] + (params["right"] - params["left"]) * xs,
@@ -187,24 +221,26 @@ def _fade_map(width: int, height: int, rng: np.random.Generator) -> tuple[np.nda
     return np.clip(strength, params["min"], params["max"]).astype(np.float32), blotches
 
 
-def _breathing(frame: int, phases: np.ndarray) -> np.ndarray:
-    params = DAMAGE["breathing"]
+def _breathing(frame: int, phases: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
+    params = params or DAMAGE["breathing"]
     angle = 2.0 * np.pi * frame / params["period_frames"] + phases
     return (1.0 + params["amplitude"] * np.sin(angle)).astype(np.float32)
 
 
 def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarray,
-                  grain_rng: np.random.Generator | None) -> np.ndarray:
-    """Clean frame -> faded, grainy Source frame (values stay in 0..1). No grain without a rng."""
+                  grain_rng: np.random.Generator | None, damage: dict[str, Any] | None = None) -> np.ndarray:
+    """Clean frame -> faded, grainy Source frame (values stay in 0..1). No grain without a rng.
+    `damage` has DAMAGE's keys (the default); the field corpus passes its own."""
+    damage = damage or DAMAGE
     luma = _luma(clean)[..., None]
-    image = luma + DAMAGE["saturation"] * (clean - luma)
-    exponent = 1.0 - np.asarray(DAMAGE["dye_loss"], dtype=np.float32) * fade_strength[..., None]
+    image = luma + damage["saturation"] * (clean - luma)
+    exponent = 1.0 - np.asarray(damage["dye_loss"], dtype=np.float32) * fade_strength[..., None]
     image = np.clip(image, 1e-6, 1.0) ** exponent
-    lift = np.asarray(DAMAGE["black_lift"], dtype=np.float32)
-    image = lift + (DAMAGE["white_point"] - lift) * image
+    lift = np.asarray(damage["black_lift"], dtype=np.float32)
+    image = lift + (damage["white_point"] - lift) * image
     image = image * gains
     if grain_rng is not None:
-        grain = DAMAGE["grain"]
+        grain = damage["grain"]
         noise = grain_rng.standard_normal((*clean.shape[:2], 4), dtype=np.float32)
         noise = _blur121(noise) / 0.375  # keep unit variance after the blur (grain ~1.5 px)
         value = _luma(image)[..., None]
@@ -216,12 +252,14 @@ def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarra
 
 def _load_shot(name: str, photo_name: str, first: int, last: int, content_first: int,
                content_last: int, offset: int, width: int, height: int,
-               rng: np.random.Generator) -> _Shot:
-    """Place a camera window that stays inside the photo for every content time of the shot."""
+               rng: np.random.Generator, photo: np.ndarray | None = None) -> _Shot:
+    """Place a camera window that stays inside the photo for every content time of the shot.
+    `photo` (float32 0..1 RGB) replaces skimage.data.<photo_name> (the field corpus's composites)."""
     import skimage.data
     from skimage.transform import resize
 
-    original = np.asarray(getattr(skimage.data, photo_name)(), dtype=np.float32)[..., :3] / 255.0
+    original = (np.asarray(photo, dtype=np.float32) if photo is not None else
+                np.asarray(getattr(skimage.data, photo_name)(), dtype=np.float32)[..., :3] / 255.0)
     ph, pw = original.shape[:2]
     angle = rng.uniform(0, 2 * np.pi)
     direction = np.array([math.cos(angle), math.sin(angle)])
@@ -287,14 +325,51 @@ def _write_json(path: Path, payload: dict) -> None:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
 
 
+def add_film_grain(image: np.ndarray, rng: np.random.Generator, luma_sigma: float,
+                   chroma_ratio: float = 0.3) -> np.ndarray:
+    """Grain of a constant strength (~1.5 px, luma-dominant) over an image (values stay in 0..1)."""
+    noise = _blur121(rng.standard_normal((*image.shape[:2], 4), dtype=np.float32)) / 0.375
+    return np.clip(image + luma_sigma * (noise[..., :1] + chroma_ratio * noise[..., 1:]), 0.0, 1.0
+                   ).astype(np.float32)
+
+
+def soften(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Optical softness of a later generation: a Gaussian blur of `sigma` pixels (0: unchanged)."""
+    return image if sigma <= 0 else _gaussian_blur(image, sigma).astype(np.float32)
+
+
+def spatial_reference_damage(image: np.ndarray, rng: np.random.Generator | None = None,
+                             grain_sigma: float = 0.0, soft_edges_sigma: float = 0.0) -> np.ndarray:
+    """What can make a sharper Reference imperfect, for the field corpus's spatial kinds: its own
+    grain or noise (`grain_sigma`, luma; needs `rng`) and a lens that is sharp only in the centre
+    (`soft_edges_sigma`: the blur reached at the corners, growing with the squared radius)."""
+    if soft_edges_sigma > 0:
+        h, w = image.shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        radius2 = ((xs - (w - 1) / 2) / (w / 2)) ** 2 + ((ys - (h - 1) / 2) / (h / 2)) ** 2
+        weight = np.clip(radius2 / 2.0, 0.0, 1.0)[..., None]  # 0 at the centre, 1 in the corners
+        image = (1 - weight) * image + weight * soften(image, soft_edges_sigma)
+    if grain_sigma > 0 and rng is not None:
+        image = add_film_grain(image, rng, grain_sigma)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
 def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width: int = 640,
                     height: int = 360, reporter: Reporter | None = None,
                     reference_width: int | None = None,
-                    reference_height: int | None = None) -> SampleInfo:
-    """Write the sample shot (Source, Reference, truth) into `out_dir` and describe it."""
+                    reference_height: int | None = None, branch: str = "chroma") -> SampleInfo:
+    """Write the sample shot (Source, Reference, truth) into `out_dir` and describe it.
+
+    `branch` picks the damage: "chroma" (faded Source, softer graded Reference) or "spatial"
+    (soft, grainy Source with usable colour; sharper Reference in its own grade)."""
+    if branch not in SAMPLE_PROFILES:
+        raise FilmRecoveryError(f"unknown sample branch {branch!r}.", where="branch",
+                                fix=f"Choose one of {', '.join(SAMPLE_PROFILES)}.")
+    profile = SAMPLE_PROFILES[branch]
+    damage = profile["damage"]
     out_dir = Path(out_dir)
-    reference_width = reference_width or max(24, round(width * REFERENCE_SCALE))
-    reference_height = reference_height or max(24, round(height * REFERENCE_SCALE))
+    reference_width = reference_width or max(24, round(width * profile["reference_scale"]))
+    reference_height = reference_height or max(24, round(height * profile["reference_scale"]))
     _check_arguments(out_dir, frames, width, height, reference_width, reference_height)
     rng = np.random.default_rng([seed, 0x5A3])
     first, last = FIRST_FRAME, FIRST_FRAME + frames - 1
@@ -303,8 +378,8 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
 
     # The Reference edit holds shot A `offset` frames longer: its frames cut..cut+offset-1 show
     # shot A content the Source never had, and its shot B starts at cut + offset.
-    photo_a = PHOTOS[seed % len(PHOTOS)]
-    photo_b = PHOTOS[(seed + 1) % len(PHOTOS)]
+    photo_a = PHOTOS[(seed + profile["first_photo"]) % len(PHOTOS)]
+    photo_b = PHOTOS[(seed + profile["first_photo"] + 1) % len(PHOTOS)]
     shots = [_load_shot("A", photo_a, first, cut - 1, first, cut - 1 + offset, 0, width, height, rng),
              _load_shot("B", photo_b, cut, last, cut, last - offset, offset, width, height, rng)]
 
@@ -334,9 +409,9 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
     # box average of SUPERSAMPLE^2 samples is centred on its Reference pixel exactly.
     supersample = np.array([[1 / SUPERSAMPLE, 0, 0.5 / SUPERSAMPLE - 0.5],
                             [0, 1 / SUPERSAMPLE, 0.5 / SUPERSAMPLE - 0.5], [0, 0, 1.0]])
-    letterbox = max(1, round(LETTERBOX_FRACTION * reference_height))
+    letterbox = max(1, round(profile["letterbox_fraction"] * reference_height))
 
-    fade_strength, blotches = _fade_map(width, height, rng)
+    fade_strength, blotches = _fade_map(width, height, rng, damage["fade_map"])
     breathing_phases = rng.uniform(0, 2 * np.pi, 3).astype(np.float32)
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -347,8 +422,9 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
         """Write one frame's Source, clean and Reference; return its truth entries."""
         shot = shots[0] if frame < cut else shots[1]
         clean = _warp(shot.photo, shot.camera(frame, width, height), (height, width))
-        gains = _breathing(frame, breathing_phases)
-        source = damage_source(clean, fade_strength, gains, np.random.default_rng([seed, frame, 1]))
+        gains = _breathing(frame, breathing_phases, damage["breathing"])
+        source = damage_source(soften(clean, profile["source_blur_sigma"]), fade_strength, gains,
+                               np.random.default_rng([seed, frame, 1]), damage)
         write_exr(frame_path(str(out_dir / SOURCE_PATTERN), frame), source, attributes=attributes)
         write_exr(frame_path(str(out_dir / CLEAN_PATTERN), frame), clean, attributes=attributes)
 
@@ -359,8 +435,11 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
                     content_shot.camera(content_time, width, height) @ warp_matrix @ supersample,
                     (reference_height * SUPERSAMPLE, reference_width * SUPERSAMPLE))
         reference = big.reshape(reference_height, SUPERSAMPLE, reference_width, SUPERSAMPLE, 3)
-        reference = _gaussian_blur(reference.mean(axis=(1, 3)), REFERENCE_SOFTNESS_SIGMA)
-        reference = apply_reference_grade(reference)
+        reference = soften(reference.mean(axis=(1, 3)), profile["reference_softness_sigma"])
+        reference = apply_reference_grade(reference, profile["reference_grade"])
+        if profile["reference_grain_sigma"] > 0:
+            reference = add_film_grain(reference, np.random.default_rng([seed, frame, 2]),
+                                       profile["reference_grain_sigma"])
         reference[:letterbox] = 0.0
         reference[reference_height - letterbox:] = 0.0
         write_exr(frame_path(str(out_dir / REFERENCE_PATTERN), frame), reference, attributes=attributes)
@@ -396,9 +475,9 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
         truth_path=str((out_dir / TRUTH_FILE).resolve()), first_frame=first, last_frame=last,
         cut_frame=cut, reference_offset=offset, source_size=(width, height),
         reference_size=(reference_width, reference_height), letterbox_rows=letterbox, seed=seed,
-        shot_offsets={shot.name: shot.reference_offset for shot in shots})
+        shot_offsets={shot.name: shot.reference_offset for shot in shots}, branch=branch)
     truth = {
-        "schema": TRUTH_SCHEMA, "version": TRUTH_VERSION, "seed": seed,
+        "schema": TRUTH_SCHEMA, "version": TRUTH_VERSION, "seed": seed, "branch": branch,
         "first_frame": first, "last_frame": last, "cut_frame": cut,
         "reference_cut_frame": cut + offset,
         "source": {"pattern": SOURCE_PATTERN, "width": width, "height": height,
@@ -416,20 +495,25 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
                           "M = translate(weave) @ similarity @ conform",
             "conform": conform.reshape(-1).tolist(), "similarity": similarity.reshape(-1).tolist(),
             "magnification": magnification, "rotation_deg": rotation_deg, "offset_px": shift.tolist(),
-            "weave_max_px": 1.0, "supersample": SUPERSAMPLE, "softness_sigma_px": REFERENCE_SOFTNESS_SIGMA},
-        "reference_grade": REFERENCE_GRADE,
-        "damage": {**DAMAGE, "fade_map": {**DAMAGE["fade_map"], "blotch_list": blotches},
-                   "breathing_gains": breathing},
+            "weave_max_px": 1.0, "supersample": SUPERSAMPLE,
+            "softness_sigma_px": profile["reference_softness_sigma"],
+            "grain_luma_sigma": profile["reference_grain_sigma"]},
+        "reference_grade": profile["reference_grade"],
+        "damage": {**damage, "fade_map": {**damage["fade_map"], "blotch_list": blotches},
+                   "breathing_gains": breathing, "source_blur_sigma_px": profile["source_blur_sigma"]},
         "notes": ["Source frame f <-> Reference frame f + shots[i].reference_offset (pairs lists them; "
                   "null where the partner lies past the last frame).",
                   "Reference frames cut..cut+offset-1 show shot A content the Source does not have.",
                   "truth/clean is C_f (Source raster, before damage); the ideal chroma recovery of "
-                  "Source frame f has the colour of ml.sample.apply_reference_grade(C_f)."],
+                  "Source frame f has the colour of ml.sample.apply_reference_grade(C_f) (with the grade "
+                  "in reference_grade); the ideal spatial recovery has its luma and the Source's CbCr."],
     }
     _write_json(out_dir / TRUTH_FILE, truth)
     _write_json(out_dir / INFO_FILE, {"schema": "film_recovery.sample", "version": 1, **info.as_dict(),
-                                      "description": "Built-in sample shot: faded Source, graded "
-                                      "letterboxed Reference, truth in truth/truth.json."})
+                                      "description": ("Built-in sample shot: faded Source, graded "
+                                      "letterboxed Reference" if branch == "chroma" else "Built-in spatial "
+                                      "sample shot: soft, grainy Source, sharper graded Reference")
+                                      + ", truth in truth/truth.json."})
     return info
 
 

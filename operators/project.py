@@ -47,6 +47,10 @@ class FILMREC_OT_generate_sample(jobs.EngineJobOperator, bpy.types.Operator):
     frames: bpy.props.IntProperty(name="Frames", default=24, min=4)
     width: bpy.props.IntProperty(name="Width", default=640, min=64)
     height: bpy.props.IntProperty(name="Height", default=360, min=64)
+    branch: bpy.props.EnumProperty(
+        name="Kind", default="chroma",
+        items=[("chroma", "Chroma (faded Source)", "A faded Source and a softer, graded Reference"),
+               ("spatial", "Spatial (soft Source)", "A soft, grainy Source and a sharper Reference in its own grade")])
 
     def _out(self) -> Path:
         if self.out_dir:
@@ -55,7 +59,7 @@ class FILMREC_OT_generate_sample(jobs.EngineJobOperator, bpy.types.Operator):
 
     def job_args(self, context):
         return ["--out", str(self._out()), "--frames", str(self.frames),
-                "--width", str(self.width), "--height", str(self.height)]
+                "--width", str(self.width), "--height", str(self.height), "--branch", self.branch]
 
     def on_result(self, context, result):
         fr = context.scene.film_recovery
@@ -68,6 +72,7 @@ class FILMREC_OT_generate_sample(jobs.EngineJobOperator, bpy.types.Operator):
             fr.work_dir = str(recipe.default_work_dir())
         fr.truth_dir = str(Path(result["truth"]).parent) if result.get("truth") else ""
         fr.name = "sample_shot"
+        fr.branch = result.get("branch", "chroma")  # the sample is made for one recovery
         sequencer.load_plates(context.scene)
         sequencer.set_render_size_from(recipe.recipe_to_job(fr).source, context.scene)
 

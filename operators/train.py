@@ -30,6 +30,27 @@ class FILMREC_OT_train(NeedsDataset, jobs.EngineJobOperator, bpy.types.Operator)
                                    if isinstance(psnr, float) and isinstance(source, float) else ""))
 
 
+class FILMREC_OT_use_spatial_defaults(bpy.types.Operator):
+    """Set the training to the spatial branch's measured defaults (small UNet, gradient loss,
+    augmentation, no position input; see docs/benchmarks.md)"""
+
+    bl_idname = "film_recovery.use_spatial_defaults"
+    bl_label = "Use Spatial Defaults"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        from ..ml.job import spatial_training_defaults
+
+        training = context.scene.film_recovery.training
+        changed = []
+        for name, value in spatial_training_defaults().items():
+            if getattr(training, name) != value:
+                setattr(training, name, value)
+                changed.append(f"{name} {value}")
+        self.report({"INFO"}, "Spatial defaults: " + (", ".join(changed) if changed else "already set"))
+        return {"FINISHED"}
+
+
 class FILMREC_OT_fit_baseline(NeedsDataset, jobs.EngineJobOperator, bpy.types.Operator):
     """Fit the MatchGrade-style baseline (smoothed 3D LUT) on the same pairs, export a .cube and apply it"""
 
@@ -81,4 +102,4 @@ class FILMREC_OT_open_report(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (FILMREC_OT_train, FILMREC_OT_fit_baseline, FILMREC_OT_evaluate, FILMREC_OT_open_report)
+classes = (FILMREC_OT_train, FILMREC_OT_use_spatial_defaults, FILMREC_OT_fit_baseline, FILMREC_OT_evaluate, FILMREC_OT_open_report)

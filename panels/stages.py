@@ -156,14 +156,33 @@ def _preview(layout, kind: str) -> None:
         layout.template_icon(icon_value=image.preview.icon_id, scale=10.0)
 
 
+def _draw_spatial_defaults(layout, training) -> None:
+    """The spatial branch's measured defaults, the ones that differ marked, and a button to use them."""
+    from ..ml.job import spatial_training_defaults
+
+    defaults = spatial_training_defaults()
+    box = layout.box()
+    box.label(text="Spatial defaults (measured, docs/benchmarks.md):", icon="INFO")
+    text = ", ".join(f"{name} {value:g}" if isinstance(value, float) else f"{name} {value}"
+                     for name, value in defaults.items())
+    for start in range(0, len(text), 60):
+        box.label(text=text[start:start + 60])
+    differ = [name for name, value in defaults.items() if getattr(training, name) != value]
+    if differ:
+        box.label(text=f"Differs here: {', '.join(differ)}"[:110], icon="ERROR")
+    box.operator("film_recovery.use_spatial_defaults", icon="CHECKMARK")
+
+
 def draw_train(layout, context) -> None:
     fr = context.scene.film_recovery
     draw_job_state(layout, fr)
     training = fr.training
     col = layout.column()
     col.prop(fr, "branch")
+    if fr.branch == "spatial":
+        _draw_spatial_defaults(layout, training)
     for name in ("model", "size", "steps", "epochs", "batch", "crop_size", "learning_rate", "loss",
-                 "gradient_loss", "augment", "device", "seed", "validate_every", "checkpoint_every",
+                 "gradient_loss", "augment", "position", "device", "seed", "validate_every", "checkpoint_every",
                  "preview_every", "init_weights"):
         col.prop(training, name)
     prefs_python = preferences.get().python_path or "Blender's Python"
@@ -184,7 +203,7 @@ def draw_inference(layout, context) -> None:
     draw_job_state(layout, fr)
     layout.prop(fr, "model_path")
     col = layout.column()
-    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite"):
+    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite", "grain"):
         col.prop(fr.output, name)
     layout.operator("film_recovery.infer", icon="RENDER_ANIMATION")
     if fr.infer_display:
@@ -197,6 +216,7 @@ def draw_review(layout, context) -> None:
     row = layout.row(align=True)
     for mode, label in (("result", "Result"), ("wipe", "A/B Wipe"), ("difference", "Difference")):
         row.operator("film_recovery.review", text=label).mode = mode
+    layout.prop(fr.output, "grain")  # spatial: the Source's grain back over the restored luma, or clean
     layout.operator("film_recovery.fit_baseline", icon="COLOR")
     layout.prop(fr, "truth_dir")
     layout.operator("film_recovery.evaluate", icon="GRAPH")
@@ -207,6 +227,11 @@ def draw_review(layout, context) -> None:
                   icon="CHECKMARK" if fr.beat_baseline else "ERROR")
         box.label(text=fr.report_verdict[:120])
     layout.operator("film_recovery.open_report", icon="URL")
+    if fr.report_verdict:
+        layout.label(text="1:1 detail: Source | Baseline | Model | Reference")
+        _preview(layout, "detail")
+        layout.label(text="|ΔY| against the Reference: Baseline | Model")
+        _preview(layout, "luma_difference")
 
 
 STAGE_PANELS = [

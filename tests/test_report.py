@@ -50,8 +50,8 @@ def parse_report(index: Path) -> PageParser:
     parser = PageParser()
     parser.feed(index.read_text(encoding="utf-8"))
     for src in parser.images:
-        assert not src.startswith(("/", "http")), src  # relative links only
-        assert (index.parent / src).is_file(), src
+        assert not src.startswith(("/", "http")), src  # relative links or inline images only
+        assert src.startswith("data:image/png;base64,") or (index.parent / src).is_file(), src
     assert parser.headings == list(rp.SECTIONS)
     return parser
 
@@ -106,7 +106,8 @@ def test_report_has_every_section_and_flags_a_losing_model(tmp_path, model_quali
                              training_log=[{"step": 1, "loss": 0.3}, {"step": 2, "loss": 0.2}], options={})
     page = parse_report(out / "index.html")
     assert ("lose" in page.classes) == (not beat) and ("win" in page.classes) == beat
-    assert page.svgs == 1 and len(page.images) == 2  # contact sheet + heat map
+    # contact sheet, heat map, 1:1 detail crops, 1:1 luma difference, the A/B wipe's two inline images
+    assert page.svgs == 1 and len(page.images) == 6
     assert strict_json(out / "report.json")["beat_baseline"] == beat == report["beat_baseline"]
     sheet = read_image(str(out / report["sets"][0]["items"][0]["contact_sheet"]))
     panels = 4 if model_quality else 3
@@ -141,7 +142,8 @@ def test_evaluate_command_end_to_end_flags_a_model_that_loses(tmp_path):
     assert [item["frame"] for item in report["sets"][0]["items"]] == [1003, 1006]
     assert report["temporal"]["frame_pairs"] == 5
     assert report["training"]["last_step"] == 90
-    assert len(page.images) == 2 * (2 + len(report["sets"][1]["items"]))
+    items = 2 + len(report["sets"][1]["items"])  # per item: sheet, heat map, 1:1 detail, luma difference
+    assert len(page.images) == 4 * items + 2 * min(rp.WIPE_ITEMS, items)  # + each A/B wipe's two images
     assert (tmp_path / "work" / "baseline" / "fit.json").exists()  # fitted on demand
 
 

@@ -80,10 +80,15 @@ def run(args, job, reporter) -> None:
                "truth_frames": args.truth_frames, "temporal_frames": args.temporal_frames,
                "static_threshold": args.static_threshold}
     baseline = {"kind": fit.kind, "domain": fit.domain, "fit_id": fit.fit_id, **fit.settings, **fit.stats}
-    write_report(run_dir, job=job, sets=sets, beat_baseline=beat, verdict=text, temporal=temporal,
-                 baseline=baseline, training_log=read_training_log(job.work_path("train", "log.jsonl")),
-                 options=options)
+    report = write_report(run_dir, job=job, sets=sets, beat_baseline=beat, verdict=text, temporal=temporal,
+                          baseline=baseline, training_log=read_training_log(job.work_path("train", "log.jsonl")),
+                          options=options)
     index = run_dir / "index.html"
+    # The Review panel shows the first evaluated image's 1:1 crops and luma difference.
+    items = next((s["items"] for s in report["sets"] if s["key"] == primary.key), [])
+    for kind in ("detail", "luma_difference"):
+        if items and items[0].get(kind):
+            reporter.preview(str(run_dir / items[0][kind]), kind)
     reporter.preview(str(index), "report")
     headline = {method: {k: primary.table[method][k] for k in ("psnr", "delta_e_mean", "delta_e_p95", "ssim")}
                 for method in primary.table}

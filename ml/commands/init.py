@@ -26,5 +26,10 @@ def run(args, job, reporter) -> None:
               branch=args.branch,
               source=Plate(path=args.source, first_frame=int(first), last_frame=int(last or first)),
               reference=Plate(path=args.reference, first_frame=int(first), last_frame=int(last or first)))
+    if args.branch == "spatial":  # the spatial branch's measured training defaults (ml/job.py)
+        from ..job import spatial_training_defaults
+
+        for name, value in spatial_training_defaults().items():
+            setattr(new.training, name, value)
     save_job(new, out)
     reporter.result(job=str(out))
