@@ -52,7 +52,8 @@ def test_run_goes_through_every_stage_and_keeps_the_addons_decisions(tmp_path):
     result = next(e for e in events if e["type"] == "result")
     assert result["stages"] == list(STAGES)
     assert set(result["times"]) == set(STAGES) and all(t > 0 for t in result["times"].values())
-    assert result["total_seconds"] >= sum(result["times"].values()) - 1e-6
+    # Each time is rounded to the millisecond: allow half a millisecond per stage.
+    assert result["total_seconds"] >= sum(result["times"].values()) - 5e-4 * len(result["times"])
     # Progress is forwarded under each stage's name (a stage's own sub-stages after a colon).
     progress_stages = {e["stage"].split(":")[0] for e in events if e["type"] == "progress"}
     assert {"qc", "balance", "align", "dataset", "train", "infer", "baseline", "evaluate"} <= progress_stages
