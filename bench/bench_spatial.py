@@ -15,9 +15,9 @@ trains with `ml.train.train` (the real loop). Then, on the held-out frames again
 - the share of the luma gap between the baseline and the Reference that the model closes;
 - validation at the end of the schedule against its first quarter (it must not get worse).
 
-`--grid` trains the variants the spatial defaults were chosen from (UNet size, gradient loss,
-crop, augmentation, position input, learning rate) and a reference-guided model (the aligned
-Reference luma as a fourth input channel where it covers the frame) against the Source-only one.
+Every run also trains the default without the Reference at inference (`reference_guided` off, a
+Source-only model). `--grid` trains the variants the spatial defaults were chosen from (UNet size,
+gradient loss, crop, augmentation, position input, learning rate).
 Prints a markdown section (bench/run_all.py puts it into docs/benchmarks.md).
 """
 
@@ -130,11 +130,11 @@ def score(images: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> tuple[
     return psnr(np.zeros(1), np.full(1, np.sqrt(squared / count))), float(np.mean(ssims))
 
 
-def predict_pairs(model_path: Path, pairs: list[DatasetPair], grain: str = "clean",
-                  guide: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """The trained model on each held-out pair's input, placed in its frame as in training."""
+def predict_pairs(model_path: Path, pairs: list[DatasetPair], grain: str = "clean") -> dict[str, np.ndarray]:
+    """The trained model on each held-out pair's input, placed in its frame as in training (a
+    reference-guided model also gets the pair's aligned Reference and coverage, as at inference)."""
     from ml import checkpoint as ckpt
-    from ml.models import frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
+    from ml.models import frame_coords, guide_tensor, rgb_to_ycbcr, ycbcr_to_rgb
     from ml.predict import apply_grain_choice, predict_ycbcr
 
     model, _ = ckpt.load_model(model_path, "cpu")
@@ -144,7 +144,11 @@ def predict_pairs(model_path: Path, pairs: list[DatasetPair], grain: str = "clea
         source = rgb_to_ycbcr(rgb)
         h, w = source.shape[-2:]
         coords = frame_coords(h, w, pair.origin, pair.frame_size)
-        result = predict_ycbcr(model, source, coords=coords)
+        guide = None
+        if model.config.guided and pair.guide is not None and pair.coverage is not None:
+            guide = guide_tensor(torch.from_numpy(np.ascontiguousarray(pair.guide)).permute(2, 0, 1)[None],
+                                 torch.from_numpy(np.ascontiguousarray(pair.coverage))[None, None])
+        result = predict_ycbcr(model, source, coords=coords, guide=guide)
         result = apply_grain_choice(result, source, grain, model.config.predicted_channels)
         out[pair.name] = ycbcr_to_rgb(result)[0].permute(1, 2, 0).numpy()
     return out
@@ -194,9 +198,14 @@ def reference_points(shot: Shot) -> dict[str, tuple[float, float]]:
             "Reference (aligned)": score({p.name: p.target for p in holdout}, shot.truth)}
 
 
+def source_only(default: dict) -> list[tuple[str, dict]]:
+    """The default without the Reference at inference: what a Source-only model gives."""
+    return [("Source-only (reference_guided off)", {**default, "reference_guided": False})]
+
+
 # What `--grid` compares against the default (each row changes one thing).
 def grid_settings(default: dict) -> list[tuple[str, dict]]:
-    return [("default", default),
+    return [("default", default), *source_only(default),
             ("no gradient loss", {**default, "gradient_loss": 0.0}),
             ("no augmentation", {**default, "augment": False}),
             ("position on", {**default, "position": True}),
@@ -211,7 +220,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def run(size: tuple[int, int] = (256, 144), grid: bool = False, device: str = "cpu", steps: int | None = None,
-        scratch: str | None = None, guided: bool = False, only: list[str] | None = None) -> str:
+        scratch: str | None = None, only: list[str] | None = None) -> str:
     from ml.job import spatial_training_defaults
 
     width, height = size
@@ -227,7 +236,7 @@ def run(size: tuple[int, int] = (256, 144), grid: bool = False, device: str = "c
         prepare_s = time.perf_counter() - start
         points = reference_points(shot)
         runs = []
-        variants = grid_settings(default) if grid else [("default", default)]
+        variants = grid_settings(default) if grid else [("default", default), *source_only(default)]
         if only:
             variants = [v for v in variants if v[0] == "default" or v[0] in only]
         for label, settings in variants:
@@ -235,7 +244,6 @@ def run(size: tuple[int, int] = (256, 144), grid: bool = False, device: str = "c
             runs[-1].label = label
             print(f"  {label}: {runs[-1].psnr:.2f} dB, SSIM {runs[-1].ssim:.4f}, {runs[-1].seconds:.0f} s",
                   file=sys.stderr, flush=True)
-        guided_rows = guided_comparison(shot, root, default, device) if guided else []
         dataset = load_dataset(shot.dataset_dir)
         crop_w, crop_h = dataset.pairs[0].input.shape[1], dataset.pairs[0].input.shape[0]
         base_psnr, ref_psnr = points["3D-LUT baseline"][0], points["Reference (aligned)"][0]
@@ -261,9 +269,6 @@ def run(size: tuple[int, int] = (256, 144), grid: bool = False, device: str = "c
             quarter, end = r.quarter_vs_end()
             lines.append(f"| model: {r.label} | {r.psnr:.2f} | {r.ssim:.4f} | {r.seconds:.0f} | {gap * 100:.0f} % | "
                          f"{quarter:.2f} -> {end:.2f} |")
-        for label, (p, s, seconds) in guided_rows:
-            gap = (p - base_psnr) / (ref_psnr - base_psnr) if ref_psnr > base_psnr else float("nan")
-            lines.append(f"| {label} | {p:.2f} | {s:.4f} | {seconds:.0f} | {gap * 100:.0f} % | |")
         gap = (d.psnr - base_psnr) / (ref_psnr - base_psnr) if ref_psnr > base_psnr else float("nan")
         quarter, end = d.quarter_vs_end()
         met = (gap >= 0.5 and d.ssim > points["3D-LUT baseline"][1] and d.ssim > points["Source"][1])
@@ -276,69 +281,11 @@ def run(size: tuple[int, int] = (256, 144), grid: bool = False, device: str = "c
         shutil.rmtree(root, ignore_errors=True)
 
 
-def guided_comparison(shot: Shot, root: Path, default: dict, device: str) -> list[tuple[str, tuple[float, float, float]]]:
-    """A reference-guided model (Source YCbCr + aligned Reference luma in) against the Source-only
-    default, same UNet, loss, crops and steps: a measurement, not a product mode (see docs)."""
-    from ml.models import UNet, rgb_to_ycbcr
-
-    dataset = load_dataset(shot.dataset_dir)
-    torch.manual_seed(0)
-    size = {"tiny": (8, 2), "small": (16, 3), "medium": (32, 4)}[default["size"]]
-    net = UNet(1, size[0], size[1], in_channels=4)
-    optimiser = torch.optim.AdamW(net.parameters(), lr=default["learning_rate"], weight_decay=1e-4)
-
-    def tensors(pair: DatasetPair) -> tuple[torch.Tensor, torch.Tensor]:
-        source = rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(pair.input)).permute(2, 0, 1)[None])
-        target = rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(pair.target)).permute(2, 0, 1)[None])
-        return source, target
-
-    train_pairs = [tensors(p) for p in dataset.training_pairs]
-    crop, steps, batch = default["crop_size"], default["steps"], default["batch"]
-    rng = np.random.default_rng(0)
-    multiple = 2 ** size[1]
-    start = time.perf_counter()
-    from ml.train import learning_rate_at
-
-    for step in range(steps):
-        xs, ys = [], []
-        for _ in range(batch):
-            source, target = train_pairs[int(rng.integers(len(train_pairs)))]
-            h, w = source.shape[-2:]
-            y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-            xs.append(torch.cat([source[0, :, y:y + crop, x:x + crop], target[0, :1, y:y + crop, x:x + crop]]))
-            ys.append(target[0, :1, y:y + crop, x:x + crop])
-        inputs, targets = torch.stack(xs), torch.stack(ys)
-        for group in optimiser.param_groups:
-            group["lr"] = learning_rate_at(step, steps, default["learning_rate"])
-        out = inputs[:, :1] + net(inputs)
-        diff = out - targets
-        loss = torch.sqrt(diff * diff + 1e-6).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    seconds = time.perf_counter() - start
-    images = {}
-    with torch.no_grad():
-        for pair in dataset.holdout_pairs:
-            source, target = tensors(pair)
-            h, w = source.shape[-2:]
-            inputs = torch.cat([source, target[:, :1]], dim=1)
-            ph, pw = -h % multiple, -w % multiple
-            padded = torch.nn.functional.pad(inputs, (0, pw, 0, ph), mode="reflect")
-            y = source[:, :1] + net(padded)[..., :h, :w]
-            from ml.models import ycbcr_to_rgb
-
-            images[pair.name] = ycbcr_to_rgb(torch.cat([y, source[:, 1:]], 1))[0].permute(1, 2, 0).numpy()
-    p, s = score(images, shot.truth)
-    return [("reference-guided model (Source + aligned Reference Y in)", (p, s, seconds))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="256x144", help="spatial sample WxH (default 256x144)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--grid", action="store_true", help="also train the variants the defaults were chosen from")
-    parser.add_argument("--guided", action="store_true", help="also train a reference-guided model")
     parser.add_argument("--steps", type=int, help="override the default schedule's steps")
     parser.add_argument("--only", default="", help="with --grid: comma-separated variant labels to train "
                         "(besides the default), e.g. 'tiny UNet,position on'")
@@ -348,7 +295,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.lower().split("x"))
     only = [label.strip() for label in args.only.split(",") if label.strip()]
-    print(run((width, height), args.grid, args.device, args.steps, args.scratch, args.guided, only or None))
+    print(run((width, height), args.grid, args.device, args.steps, args.scratch, only or None))
 
 
 if __name__ == "__main__":

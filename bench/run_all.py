@@ -59,14 +59,14 @@ BENCHMARKS = [
      ["bench/bench_time_to_beat.py", "--size", "320x180", "--frames", "12", "--max-seconds", "10", "--steps", "200",
       "--crop", "64", "--batch", "4"],
      "the 3D-LUT baseline's held-out PSNR", "scaled down: 640x360 sample, batch 8 x 128^2, 120 s limit"),
-    ("Spatial recovery (CPU)", ["bench/bench_spatial.py", "--grid", "--guided"],
+    ("Spatial recovery (CPU)", ["bench/bench_spatial.py", "--grid"],
      ["bench/bench_spatial.py", "--size", "128x72", "--steps", "16"],
-     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth; the variants "
-     "the spatial defaults were chosen from; a reference-guided model",
+     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth; a Source-only "
+     "model; the variants the spatial defaults were chosen from",
      "scaled down: 256x144 spatial sample, the default schedule (400 steps of batch 8 x 64^2)"),
     ("Spatial recovery at the demo size (CPU)", ["bench/bench_spatial.py", "--size", "640x360"],
      ["bench/bench_spatial.py", "--size", "160x90", "--steps", "16"],
-     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth",
+     "the 3D-LUT baseline, the Source and the aligned Reference's own luma against the truth; a Source-only model",
      "640x360 spatial sample (the demo's size), the default schedule"),
 ]
 

@@ -29,6 +29,7 @@ from . import colour
 from .alignment_apply import require_alignment_applied
 from .crop import Borders, crop_at_frame, crop_to_slices, detect_borders, live_mask
 from .errors import FilmRecoveryError
+from .guide import coverage
 from .imageio import atomic_path, file_sha256, read_image, write_exr
 from .ingest import plate_frame_path, reference_frame, source_frame
 from .job import Job, Pair, job_to_dict
@@ -88,6 +89,7 @@ class PairImages:
     clamped: np.ndarray  # pixels the 0..1 safety clamp changed
     aligned_reference: np.ndarray
     valid: np.ndarray
+    coverage: np.ndarray  # where a reference-guided model may take the aligned Reference (ml.guide)
     matrix: np.ndarray
     matrix_source: str
     crop_box: tuple[int, int, int, int]  # x, y, width, height (lower-left origin)
@@ -111,9 +113,11 @@ def make_pair_images(job: Job, pair: Pair) -> PairImages:
     box = (cols.start, src.shape[0] - rows.stop, cols.stop - cols.start, rows.stop - rows.start)
     unclamped = recombine(src[rows, cols], aligned[rows, cols], job.branch)
     clamped = np.any((unclamped < 0.0) | (unclamped > 1.0), axis=-1)
+    ref_borders = detect_borders([ref])
+    cover, _ = coverage(src, aligned, matrix, ref.shape[:2], ref_borders)
     return PairImages(src[rows, cols], np.clip(unclamped, 0.0, 1.0), clamped, aligned[rows, cols],
-                      valid[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]),
-                      detect_borders([src]), detect_borders([ref]), ref.shape[:2])
+                      valid[rows, cols], cover[rows, cols], matrix, origin, box, (src.shape[1], src.shape[0]),
+                      detect_borders([src]), ref_borders, ref.shape[:2])
 
 
 def validate_pair(name: str, images: PairImages) -> list[str]:
@@ -138,7 +142,7 @@ def _without_pixels(images: PairImages) -> PairImages:
     """What `bar_problems` needs of a pair, without holding its pictures until every pair is done."""
     return dataclasses.replace(images, input=images.input[:0], target=images.target[:0],
                                clamped=images.clamped[:0], aligned_reference=images.aligned_reference[:0],
-                               valid=images.valid[:0])
+                               valid=images.valid[:0], coverage=images.coverage[:0])
 
 
 def _box_to_slices(box: tuple[int, int, int, int], height: int) -> tuple[slice, slice]:
@@ -331,10 +335,16 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                  "film_recovery:reference_frame": pair.reference_frame, "colorInteropID": "g24_rec709_display"}
         write_exr(input_path, images.input, attributes={**attrs, "film_recovery:role": "input"})
         write_exr(target_path, images.target, attributes={**attrs, "film_recovery:role": "target"})
+        # The pair's aligned Reference and its coverage: what a reference-guided model sees (ml.guide).
+        guide_path, coverage_path = staging / "guide" / f"{name}.exr", staging / "coverage" / f"{name}.exr"
+        write_exr(guide_path, images.aligned_reference, attributes={**attrs, "film_recovery:role": "guide"})
+        write_exr(coverage_path, images.coverage, attributes={**attrs, "film_recovery:role": "coverage"})
         written_error = unchanged_channel_error(read_image(input_path), read_image(target_path), job.branch,
                                                 images.clamped)
         return {"name": name, "source_frame": pair.source_frame, "reference_frame": pair.reference_frame,
                 "input": f"input/{name}.exr", "target": f"target/{name}.exr",
+                "guide": f"guide/{name}.exr", "coverage": f"coverage/{name}.exr",
+                "guide_coverage": float(images.coverage.mean()),
                 "holdout": _holdout(job, pair, index), "shot": pair.shot, "label": pair.label,
                 "rationale": pair.rationale, "align_score": pair.align_score,
                 "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
@@ -344,6 +354,7 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
                 "unchanged_channel_max_error": written_error,
                 "clamped_fraction": float(images.clamped.mean()),
                 "checksums": {"input": file_sha256(input_path), "target": file_sha256(target_path),
+                              "guide": file_sha256(guide_path), "coverage": file_sha256(coverage_path),
                               "source_file": _plate_file_sha256(plate_frame_path(job.source, pair.source_frame)),
                               "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}
                 }, _without_pixels(images)

@@ -31,6 +31,8 @@ class DatasetPair:
     target: np.ndarray
     origin: tuple[int, int] = (0, 0)  # (row, column) of the image's top-left pixel in its Source frame
     frame_size: tuple[int, int] | None = None  # the Source frame's (height, width); None: the image's own
+    guide: np.ndarray | None = None  # (H, W, 3) the aligned Reference (None: an export without guides)
+    coverage: np.ndarray | None = None  # (H, W) 1 where the guide is real, agreeing Reference picture
 
 
 @dataclass
@@ -43,6 +45,10 @@ class Dataset:
     preview_name: str | None = None  # the pair shown in contact sheets, if the manifest names one
     preview_input: np.ndarray | None = None  # preview frame when it is not one of the pairs
     manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_guides(self) -> bool:
+        return all(p.guide is not None for p in self.pairs)
 
     @property
     def training_pairs(self) -> list[DatasetPair]:
@@ -114,9 +120,19 @@ def load_dataset(folder: str | Path) -> Dataset:
             raise FilmRecoveryError("pair entry is not an object.", where=where, fix=fix_export)
         input_path = _resolve(folder, entry.get("input"), f"{where}.input")
         target_path = _resolve(folder, entry.get("target"), f"{where}.target")
-        _check_checksums(entry.get("checksums"), {"input": input_path, "target": target_path}, fix_export)
+        files = {"input": input_path, "target": target_path}
+        if entry.get("guide") and entry.get("coverage"):
+            files |= {"guide": _resolve(folder, entry["guide"], f"{where}.guide"),
+                      "coverage": _resolve(folder, entry["coverage"], f"{where}.coverage")}
+        _check_checksums(entry.get("checksums"), files, fix_export)
         source = read_image(str(input_path))
         target = read_image(str(target_path))
+        guide = read_image(str(files["guide"])) if "guide" in files else None
+        cover = read_image(str(files["coverage"]))[..., 0] if "coverage" in files else None
+        for role, image in (("guide", guide), ("coverage", cover)):
+            if image is not None and image.shape[:2] != source.shape[:2]:
+                raise FilmRecoveryError(f"the {role} image is {image.shape[1]}x{image.shape[0]}, the Input "
+                                        f"{source.shape[1]}x{source.shape[0]}.", where=str(files[role]), fix=fix_export)
         if source.shape != target.shape:
             raise FilmRecoveryError(f"Input is {source.shape[1]}x{source.shape[0]} but Target is "
                                     f"{target.shape[1]}x{target.shape[0]}.", where=str(target_path),
@@ -124,7 +140,8 @@ def load_dataset(folder: str | Path) -> Dataset:
                                         "with one shared crop.")
         origin, frame_size = _placement(entry, source.shape[:2])
         pairs.append(DatasetPair(str(entry.get("name") or input_path.stem), input_path, target_path,
-                                 bool(entry.get("holdout", False)), source, target, origin, frame_size))
+                                 bool(entry.get("holdout", False)), source, target, origin, frame_size,
+                                 guide, cover))
     if not any(not p.holdout for p in pairs):
         raise FilmRecoveryError("every pair is marked holdout; nothing is left to train on.",
                                 where=str(manifest_path), fix="Mark fewer pairs as holdout.")

@@ -52,10 +52,11 @@ from . import checkpoint as ckpt
 from .colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
 from .errors import FilmRecoveryError, InputImageError
 from .events import Reporter
+from .guide import GuideFrame, GuidePlanner, guide_summary
 from .imageio import frame_path, remove_temp_files, write_exr, write_png
 from .ingest import plate_frame_path, read_plate_frame, source_frame
 from .job import Balance, Job
-from .models import RecoveryModel, frame_coords, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
+from .models import RecoveryModel, frame_coords, guide_tensor, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
 from .predict import amp_dtype_for, apply_grain_choice, check_metadata, predict_ycbcr, resolve_device
 from .writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 
@@ -102,6 +103,7 @@ class InferResult:
     fps: float
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    guide: dict[str, Any] = field(default_factory=dict)  # a guided model's coverage (ml.guide.guide_summary)
 
     def as_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -210,6 +212,9 @@ def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions)
     """SHA-256 of what decides the output pixels besides the model: the Source and its chain,
     the branch, the precision, the archival transform and the compression."""
     recipe = {"source": dataclasses.asdict(job.source), "balance": dataclasses.asdict(job.balance),
+              # A guided model's output also depends on the Reference and the warps it is guided by.
+              "reference": dataclasses.asdict(job.reference), "alignment": dataclasses.asdict(job.alignment),
+              "pairs": [(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted],
               "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
               "compression": job.output.compression}
@@ -287,6 +292,8 @@ class _Decoded:
     source_file: str
     seconds: float
     uploaded: Any = None  # CUDA event: the upload on the decode thread's stream has finished
+    guide: torch.Tensor | None = None  # (H, W, 4) aligned Reference RGB + coverage, for a guided model
+    guide_record: GuideFrame | None = None
 
 
 @dataclass
@@ -319,6 +326,7 @@ class DevicePipeline:
         self.batch_limit: int | None = None  # set after an out-of-memory error
         self.kept_channels = [c for c in range(3) if c not in model.config.predicted_channels]
         self.predicted_channels = tuple(model.config.predicted_channels)
+        self.guided = model.config.guided
         self.lut = archival_lut.to(device) if (archival_lut is not None and want_aces) else None
         # The neutral pre-balance, when the decode threads leave it to the device (see _decode_frame).
         self.balance = None if balance is None else tuple(
@@ -340,13 +348,17 @@ class DevicePipeline:
         return time.perf_counter()
 
     @torch.inference_mode()
-    def _predict(self, source: torch.Tensor) -> torch.Tensor:
+    def _predict(self, source: torch.Tensor, guide: torch.Tensor | None = None,
+                 detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Model call; on CUDA out of memory: split the batch, then tiles, halving until it fits."""
         while True:
             try:
                 if self.batch_limit is not None and source.shape[0] > self.batch_limit:
-                    return torch.cat([self._predict(part) for part in source.split(self.batch_limit)])
-                return self._predict_padded(source)
+                    parts = source.split(self.batch_limit)
+                    guides = guide.split(self.batch_limit) if guide is not None else [None] * len(parts)
+                    sigmas = detail_sigma.split(self.batch_limit) if detail_sigma is not None else [None] * len(parts)
+                    return torch.cat([self._predict(part, g, s) for part, g, s in zip(parts, guides, sigmas, strict=True)])
+                return self._predict_padded(source, guide, detail_sigma)
             except torch.cuda.OutOfMemoryError:
                 pass
             torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are freed
@@ -362,19 +374,22 @@ class DevicePipeline:
             self.tile = tile
             self.notes.append(f"out of GPU memory: {tile} px tiles")
 
-    def _predict_padded(self, source: torch.Tensor) -> torch.Tensor:
+    def _predict_padded(self, source: torch.Tensor, guide: torch.Tensor | None = None,
+                        detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
         """Tiles cover the frame padded as the whole-frame pass pads it, so the frame's own edges
         see the same context either way; only the tiles' inner seams differ (feathered)."""
         height, width = source.shape[-2:]
         if not self.tile or (height <= self.tile and width <= self.tile):
-            return predict_ycbcr(self.model, source, self.amp)
+            return predict_ycbcr(self.model, source, self.amp, guide=guide, detail_sigma=detail_sigma)
         config = self.model.config
         padded = pad_to_multiple(source, config.multiple)
         # Position channels as the whole-frame pass sees them: the frame's own, padded the same way.
         coords = pad_to_multiple(frame_coords(height, width, device=source.device), config.multiple) \
             if config.position else None
         tile = max(self.tile // config.multiple * config.multiple, config.multiple)
-        out = predict_ycbcr(self.model, padded, self.amp, tile, self.overlap, coords=coords)
+        guide = None if guide is None else pad_to_multiple(guide, config.multiple)
+        out = predict_ycbcr(self.model, padded, self.amp, tile, self.overlap, coords=coords, guide=guide,
+                            detail_sigma=detail_sigma)
         return out[..., :height, :width]
 
     @torch.inference_mode()
@@ -397,8 +412,14 @@ class DevicePipeline:
         source = rgb_to_ycbcr(rgb.permute(0, 3, 1, 2))  # NHWC memory = channels_last NCHW
         if self.cuda:
             source = source.contiguous(memory_format=torch.channels_last)
+        guide = sigma = None
+        if self.guided:  # frames without a guide: coverage 0 (the model's Source-only prediction)
+            stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
+                                   torch.zeros((*source.shape[-2:], 4), device=self.device) for d in batch]).float()
+            guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
+            sigma = torch.tensor([d.guide_record.detail_sigma if d.guide_record is not None else 0.0 for d in batch])
         clock.append(self._stamp())
-        out = self._predict(source)
+        out = self._predict(source, guide, sigma)
         clock.append(self._stamp())
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if any(d.kept is not None for d in batch):
@@ -440,10 +461,12 @@ class DevicePipeline:
 
 def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: str | torch.device = "cpu",
                 dtype: str = "auto", tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-                kept: np.ndarray | None = None, grain: str = "clean") -> np.ndarray:
+                kept: np.ndarray | None = None, grain: str = "clean", guide: np.ndarray | None = None,
+                detail_sigma: float = 0.0) -> np.ndarray:
     """Recover one (H, W, 3) frame through the inference pipeline's device path; float32 RGB,
     before any half-float quantisation. `kept` supplies the kept channels (default: `rgb`'s) and
-    the grain `grain="keep_source"` puts back."""
+    the grain `grain="keep_source"` puts back; `guide` (H, W, 4: aligned Reference RGB + coverage)
+    feeds a reference-guided model, corrected as `detail_sigma` says (`models.reference_correction`)."""
     pipeline = DevicePipeline(model, metadata, torch.device(device), dtype, tile, overlap, exact_display=True,
                               grain=grain)
 
@@ -451,6 +474,9 @@ def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray,
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
     decoded = _Decoded(0, tensor(rgb), None if kept is None else tensor(kept), "", 0.0)
+    if guide is not None:
+        decoded.guide = tensor(guide)
+        decoded.guide_record = GuideFrame(0, None, None, "given", float(guide[..., 3].mean()), "", detail_sigma)
     launched = pipeline.launch([decoded])
     pipeline.finish(launched)
     return launched.display[0].numpy()
@@ -550,25 +576,35 @@ def _upload(array: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Any]
     return on_device, copied
 
 
-def _decode_frame(job: Job, frame: int, degrain: float, device: torch.device) -> _Decoded:
+def _decode_frame(job: Job, frame: int, degrain: float, device: torch.device,
+                  planner: GuidePlanner | None = None) -> _Decoded:
     """Read one Source frame and start its upload. Without degrain the frame travels as stored
     (a half file stays half: half the bytes, no float32 copy on the host) and the device applies
-    the pre-balance; with degrain the training chain's host steps all run here."""
+    the pre-balance; with degrain the training chain's host steps all run here. A guided model's
+    frame also gets its aligned Reference and coverage (`ml.guide`: partner, warp, agreement)."""
     start = time.perf_counter()
-    kept = None
+    kept = balanced = None
+    if degrain > 0 or planner is not None:
+        balanced = source_frame(job, frame, balanced=True, degrained=False)
     if degrain > 0:  # the training chain's last step; the kept channels stay un-degrained
         from .cleanup import degrain as degrain_image
 
-        balanced = source_frame(job, frame, balanced=True, degrained=False)
         model_input, kept = degrain_image(balanced, degrain), balanced
     else:
         model_input = read_plate_frame(job.source, frame, keep_half=True)
+    guide_array, record = None, None
+    if planner is not None:
+        aligned, cover, record = planner.guide(frame, balanced)
+        if aligned is not None and cover is not None:
+            guide_array = np.concatenate([aligned, cover[..., None]], axis=2).astype(np.float32)
     model_tensor, copied = _upload(model_input, device)
-    kept_tensor = None
+    kept_tensor = guide_tensor_ = None
     if kept is not None:
         kept_tensor, copied = _upload(kept, device)  # same stream: its event covers both copies
+    if guide_array is not None:
+        guide_tensor_, copied = _upload(guide_array, device)
     return _Decoded(frame, model_tensor, kept_tensor, plate_frame_path(job.source, frame),
-                    time.perf_counter() - start, copied)
+                    time.perf_counter() - start, copied, guide_tensor_, record)
 
 
 def _output_plan(frames: list[int], patterns: dict[str, Path], model_sha: str, recipe: str, overwrite: bool,
@@ -660,10 +696,18 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
                      f"{decode_workers} decode / {encode_workers} encode threads, archival transform {archival}.")
     times = _StageTimes()
     start = time.perf_counter()
-    _Run(job, reporter, pipeline, options, todo, to_write, len(frames), len(skipped), base, times,
-         decode_workers, encode_workers, degrain).run()
+    planner = GuidePlanner(job) if pipeline.guided else None
+    if planner is not None and not job.reference.path:
+        notes.append("Reference-guided model but no Reference plate: every frame is predicted from the Source alone.")
+    run = _Run(job, reporter, pipeline, options, todo, to_write, len(frames), len(skipped), base, times,
+               decode_workers, encode_workers, degrain, planner)
+    run.run()
     wall = time.perf_counter() - start
     notes += pipeline.notes
+    guide = _write_guide_report(job, run.guide_records) if planner is not None else {}
+    if guide.get("unguided_frames"):
+        notes.append(f"{len(guide['unguided_frames'])} frame(s) had no usable Reference and were predicted from the "
+                     f"Source alone (first: {guide['unguided_frames'][0]}; see {guide['report']}).")
 
     outputs = {kind: str(pattern) for kind, pattern in patterns.items()}
     if job.output.review == "movie" and frames:
@@ -671,7 +715,21 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     return InferResult(frames=frames, written=to_write, skipped=skipped, outputs=outputs, model=str(path),
                        model_hash=sha, recipe_hash=recipe, device=str(device), precision=precision,
                        seconds=wall, fps=len(to_write) / wall if wall > 0 and to_write else 0.0,
-                       stages=times.summary(len(to_write), wall), notes=[n for n in notes if n])
+                       stages=times.summary(len(to_write), wall), notes=[n for n in notes if n], guide=guide)
+
+
+def _write_guide_report(job: Job, records: list[GuideFrame]) -> dict[str, Any]:
+    """work/infer/guide.json: each frame's Reference partner, warp and coverage (what QC reads)."""
+    summary = guide_summary(sorted(records, key=lambda r: r.source_frame))
+    if not summary:
+        return {}
+    path = job.work_path("infer", "guide.json")
+    from .imageio import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({"summary": summary, "frames": [dataclasses.asdict(r) for r in records]},
+                                  indent=1), encoding="utf-8")
+    return {**summary, "report": str(path)}
 
 
 def _write_movie(job: Job, frames: list[int], patterns: dict[str, Path], changed: bool, reporter: Reporter,
@@ -703,10 +761,11 @@ class _Run:
     def __init__(self, job: Job, reporter: Reporter, pipeline: DevicePipeline, options: InferOptions,
                  todo: dict[int, dict[str, Path]], frames: list[int], total: int, already: int,
                  base: dict[str, Any], times: _StageTimes, decode_workers: int, encode_workers: int,
-                 degrain: float):
+                 degrain: float, planner: GuidePlanner | None = None):
         self.job, self.reporter, self.pipeline, self.options = job, reporter, pipeline, options
         self.todo, self.frames, self.total, self.done = todo, frames, total, already
-        self.base, self.times, self.degrain = base, times, degrain
+        self.base, self.times, self.degrain, self.planner = base, times, degrain, planner
+        self.guide_records: list[GuideFrame] = []
         self.decode_pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(max_workers=encode_workers, thread_name_prefix="encode")
         self.prefetch = decode_workers * 2
@@ -729,7 +788,8 @@ class _Run:
                 frame = next(upcoming, None)
                 if frame is None:
                     return
-                pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, self.degrain, device))
+                pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, self.degrain, device,
+                                                       self.planner))
 
         try:
             fill()
@@ -768,6 +828,8 @@ class _Run:
     def _take(self, pending: deque[Future]) -> _Decoded:
         decoded = pending.popleft().result()
         self.times.add("decode", decoded.seconds)
+        if decoded.guide_record is not None:
+            self.guide_records.append(decoded.guide_record)
         return decoded
 
     def _batch_limit(self, decoded: _Decoded) -> int:
@@ -783,7 +845,7 @@ class _Run:
         for stage, seconds in self.pipeline.finish(launched).items():
             self.times.add(stage, seconds)
         for decoded in launched.decoded:  # copied to the device: the inputs need not wait for encode
-            decoded.model_input = decoded.kept = None
+            decoded.model_input = decoded.kept = decoded.guide = None
         archival = self.options.archival
         for index, decoded in enumerate(launched.decoded):
             while len(self.encoding) >= self.max_encoding:

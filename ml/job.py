@@ -158,6 +158,11 @@ class Training:
     gradient_loss: float = _field(0.0, "Weight of an L1 term on image gradients (sharper edges).",
                                   low=0.0, high=100.0)
     position: bool = _field(True, "The model also sees where each pixel sits in the frame (uneven fading).")
+    reference_guided: bool = _field(
+        True, "Reference-guided: the model also sees the aligned Reference (its channels and where it covers) "
+              "in training and at inference, takes the Reference's channels where it covers and agrees with the "
+              "Source, and predicts from the Source alone where it does not (bars, subtitles, missing frames). "
+              "Off: a Source-only model.")
     device: Literal["auto", "cuda", "mps", "cpu"] = _field("auto", "Compute device.")
     seed: int = _field(0, "Random seed.", low=0)
     augment: bool = _field(False, "Paired flips and turns of the training crops.")

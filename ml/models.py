@@ -13,6 +13,7 @@ network's size multiple (reflect, then cropped back), so any frame size works.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -24,6 +25,7 @@ _KR, _KG, _KB = 0.2126, 0.7152, 0.0722
 _CB_SCALE, _CR_SCALE = 1.8556, 1.5748
 
 CHANNEL_NAMES = ("Y", "Cb", "Cr")
+GUIDE_CHANNELS = 4  # the aligned Reference's YCbCr and its coverage (1: real, agreeing Reference picture)
 BRANCH_CHANNELS = {"chroma": (1, 2), "spatial": (0,)}
 
 
@@ -56,10 +58,11 @@ class ModelConfig:
     grid_depth: int = 8  # bilateral only: luma/guide bins of the grid
     position: bool = False  # also sees each pixel's place in the frame (uneven fades, vignettes)
     tone_curve: bool = False  # spatial: a per-shot luma tone curve (fitted before training) under the residual
+    guided: bool = False  # also sees the aligned Reference (YCbCr + coverage, `ml.guide`) where it covers
 
     @property
     def input_channels(self) -> int:
-        return 3 + (2 if self.position else 0)
+        return 3 + (2 if self.position else 0) + (GUIDE_CHANNELS if self.guided else 0)
 
     @property
     def predicted_channels(self) -> tuple[int, ...]:
@@ -81,17 +84,19 @@ _BILATERAL_SIZES = {"tiny": (8, 2, 2), "small": (16, 2, 4), "medium": (32, 3, 4)
 
 
 def model_config(kind: str, size: str, branch: str, position: bool = False,
-                 tone_curve: bool | None = None) -> ModelConfig:
+                 tone_curve: bool | None = None, guided: bool = False) -> ModelConfig:
     """`tone_curve` defaults to on for the spatial branch (see `LumaCurve`)."""
     if branch not in BRANCH_CHANNELS:
         raise ValueError(f"unknown branch {branch!r}")
     tone_curve = branch == "spatial" if tone_curve is None else tone_curve
     if kind == "unet":
         width, levels = _UNET_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels, position=position, tone_curve=tone_curve)
+        return ModelConfig(kind, size, branch, width, levels, position=position, tone_curve=tone_curve,
+                           guided=guided)
     if kind == "bilateral":
         width, levels, downsample = _BILATERAL_SIZES[size]
-        return ModelConfig(kind, size, branch, width, levels, downsample, position=position, tone_curve=tone_curve)
+        return ModelConfig(kind, size, branch, width, levels, downsample, position=position, tone_curve=tone_curve,
+                           guided=guided)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -251,9 +256,62 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode=mode)
 
 
+def guide_tensor(aligned_rgb: torch.Tensor, coverage: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) aligned Reference RGB and (N, 1, H, W) coverage -> the (N, 4, H, W) guide."""
+    return torch.cat([rgb_to_ycbcr(aligned_rgb.float()), coverage.float()], dim=1)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian of `sigma` px over (N, C, H, W), edges replicated."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1),
+                 groups=c)
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1),
+                    groups=c)
+
+
+def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover: torch.Tensor,
+                         detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
+    """The prediction corrected towards the aligned Reference where it covers.
+
+    Without `detail_sigma` (or where it is 0) the covered pixels take the Reference's values. With
+    it (N,), only the difference's frequencies below a Gaussian of that many pixels are taken
+    (normalised by the blurred coverage, so nothing outside the coverage leaks in): the Reference
+    sets the colour, the prediction from the full-resolution Source keeps the detail a softer
+    Reference lacks (an SD, 4:2:0 transfer's chroma)."""
+    if detail_sigma is None or not bool((detail_sigma > 0).any()):
+        return predicted + cover * (reference - predicted)
+    out = []
+    for i in range(predicted.shape[0]):
+        p, r, c = predicted[i:i + 1], reference[i:i + 1], cover[i:i + 1]
+        sigma = float(detail_sigma[i])
+        if sigma <= 0:
+            out.append(p + c * (r - p))
+            continue
+        low = _gaussian_blur(c * (r - p), sigma) / _gaussian_blur(c, sigma).clamp_min(1e-3)
+        out.append(p + c * low)
+    return torch.cat(out)
+
+
+def guide_input(guide: torch.Tensor) -> torch.Tensor:
+    """(N, 4, H, W) guide YCbCr + coverage -> the network's guide channels: zero where not covered
+    (nothing leaks from outside the coverage), luma centred like the Source's."""
+    cover = guide[:, 3:4]
+    return torch.cat([(guide[:, :1] - 0.5) * cover, guide[:, 1:3] * cover, cover], dim=1)
+
+
 class RecoveryModel(nn.Module):
-    """Source YCbCr in, recovered YCbCr out: predicted channels = Source + residual, the rest
-    copied from the Source bit for bit."""
+    """Source YCbCr in, recovered YCbCr out: predicted channels = base + residual, the rest
+    copied from the Source bit for bit. The base is the Source's channel (through the shot's tone
+    curve for a spatial luma). A reference-guided model blends by the guide's coverage
+    (`reference_correction`): the aligned Reference's own channel where it covers (the training
+    target is exactly that channel there: measured on the field corpus, a learned residual on top
+    only lost accuracy), or at inference on the chroma branch its low frequencies under the
+    prediction's detail; the network's prediction where it does not cover, feathered in between."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -267,16 +325,28 @@ class RecoveryModel(nn.Module):
         self.tone = LumaCurve() if (config.tone_curve and 0 in config.predicted_channels) else None
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
-                coords: torch.Tensor | None = None) -> torch.Tensor:
+                coords: torch.Tensor | None = None, guide: torch.Tensor | None = None,
+                detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
         """`coords` (N or 1, 2, H, W) place the pixels in their frame (see `frame_coords`); without
-        them the input is taken to be a whole frame. Models without position ignore them."""
+        them the input is taken to be a whole frame. Models without position ignore them.
+        `guide` (N, 4, H, W): the aligned Reference's YCbCr and coverage (`ml.guide`); a guided
+        model without one predicts from the Source alone, as where the coverage is 0.
+        `detail_sigma` (N,): see `reference_correction` (inference on the chroma branch)."""
         h, w = source_ycbcr.shape[-2:]
-        inputs = source_ycbcr
+        parts = [source_ycbcr]
         if self.config.position:
             if coords is None:
                 coords = frame_coords(h, w, device=source_ycbcr.device)
-            coords = coords.to(source_ycbcr.dtype).expand(source_ycbcr.shape[0], -1, -1, -1)
-            inputs = torch.cat([source_ycbcr, coords], dim=1)
+            parts.append(coords.to(source_ycbcr.dtype).expand(source_ycbcr.shape[0], -1, -1, -1))
+        if self.config.guided:
+            if guide is None:
+                guide = torch.zeros((source_ycbcr.shape[0], GUIDE_CHANNELS, h, w), dtype=source_ycbcr.dtype,
+                                    device=source_ycbcr.device)
+            guide = guide.to(source_ycbcr.dtype)
+            parts.append(guide_input(guide))
+        else:
+            guide = None
+        inputs = torch.cat(parts, dim=1) if len(parts) > 1 else source_ycbcr
         padded = pad_to_multiple(inputs, self.config.multiple)
         with torch.autocast(source_ycbcr.device.type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):
@@ -289,7 +359,11 @@ class RecoveryModel(nn.Module):
                 base = source_ycbcr[:, c:c + 1]
                 if c == 0 and self.tone is not None:  # the residual sits on the shot's tone curve
                     base = self.tone(base.float())
-                channels.append(base + residual[:, k:k + 1])
+                value = base + residual[:, k:k + 1]
+                if guide is not None:  # the Reference's own channel wherever it covers
+                    value = reference_correction(value, guide[:, c:c + 1].float(), guide[:, 3:4].float(),
+                                                 detail_sigma)
+                channels.append(value)
                 k += 1
             else:
                 channels.append(source_ycbcr[:, c:c + 1])

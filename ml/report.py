@@ -23,8 +23,8 @@ from .imageio import atomic_path, write_png
 from .metrics import METHODS, EvaluationSet
 
 REPORT_SCHEMA = "film_recovery.report"
-SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Detail at 1:1", "Difference heat maps", "Temporal stability",
-            "Training loss", "Settings")
+SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Detail at 1:1", "Difference heat maps", "Reference guide",
+            "Temporal stability", "Training loss", "Settings")
 COLUMN_LABELS = {"source": "Source", "baseline": "Baseline", "model": "Model", "reference": "Reference (ground truth)"}
 HEAT_SCALE = {"chroma": 0.05, "spatial": 0.1}  # error (YCbCr units) drawn at the top of the colour map
 LUMA_DIFFERENCE_SCALE = 0.1  # |ΔY| drawn at the top of the colour map in the 1:1 luma difference
@@ -215,6 +215,22 @@ def _metrics_table(evaluation: EvaluationSet, branch: str) -> str:
     return f"<h3>{html.escape(evaluation.label)}</h3><table>{''.join(rows)}</table>{notes}"
 
 
+def _guide_section(guide: dict | None) -> str:
+    """How much of the inferred run a reference-guided model took from the aligned Reference."""
+    if not guide:
+        return "<p class='note'>The model is not reference-guided (or inference has not run).</p>"
+    frames, alone = guide.get("frames", 0), guide.get("unguided_frames", [])
+    text = (f"<p>The aligned Reference guided {frames - len(alone)} of {frames} inferred frames, covering "
+            f"{100 * guide.get('mean_coverage', 0):.1f} % of their pixels on average; elsewhere the model "
+            "predicted from the Source alone.</p>")
+    if alone:
+        text += f"<p class='note'>From the Source alone: frames {html.escape(', '.join(map(str, alone[:40])))}.</p>"
+    notes = list((guide.get("notes") or {}).items())[:8]
+    if notes:
+        text += "<ul>" + "".join(f"<li>frame {html.escape(f)}: {html.escape(n)}</li>" for f, n in notes) + "</ul>"
+    return text
+
+
 def _temporal_section(temporal: dict | None) -> str:
     if not temporal:
         return ('<p class="note">No run of two or more consecutive inferred frames '
@@ -328,7 +344,8 @@ def _detail_section(out_dir: Path, sets: list[EvaluationSet], links: dict, job) 
 
 
 def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], beat_baseline: bool, verdict: str,
-                 temporal: dict | None, baseline: dict, training_log: list[dict], options: dict) -> dict:
+                 temporal: dict | None, baseline: dict, training_log: list[dict], options: dict,
+                 guide: dict | None = None) -> dict:
     """Write images/, report.json and index.html (last, so a complete page means a complete run).
     Returns the report as written to report.json."""
     from .job import job_to_dict
@@ -353,7 +370,7 @@ def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], 
         "training": {"log_entries": len(training_log), "final_loss": losses[-1] if losses else None,
                      "best_val_psnr": max(psnrs) if psnrs else None,
                      "last_step": training_log[-1]["step"] if training_log else None},
-        "settings": settings, "options": options,
+        "settings": settings, "options": options, "guide": guide,
     }
     with atomic_path(out_dir / "report.json") as tmp:
         tmp.write_text(json.dumps(finite_json(report), indent=2, default=_json_default), encoding="utf-8")
@@ -383,6 +400,7 @@ def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], 
         "<h2>Detail at 1:1</h2>" + _detail_section(out_dir, sets, links, job),
         f"<h2>Difference heat maps</h2><p class='note'>Error in the branch's channels, {channel}: black = 0, "
         f"pale yellow ≥ {HEAT_SCALE[job.branch]}.</p>" + "".join(heats),
+        "<h2>Reference guide</h2>" + _guide_section(guide),
         "<h2>Temporal stability</h2>" + _temporal_section(temporal),
         "<h2>Training loss</h2>" + loss_curve_svg(training_log),
         "<h2>Settings</h2><pre>" + html.escape(json.dumps({"job": settings, "baseline": baseline,

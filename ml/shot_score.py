@@ -4,7 +4,10 @@ For every shot of the unit's dataset (the manifest records each pair's shot), on
 held-out pairs (the frames training never optimised on):
 
 - model     the unit's model on the pair's input (the same prediction training validates with: the
-            pair's place in its Source frame goes in as the position channels)
+            pair's place in its Source frame goes in as the position channels). A reference-guided
+            model is scored without its guide, on its Source-only prediction: where the Reference
+            covers, every shot gets the Reference's channels alike, so what tells shots apart is
+            what the model predicts by itself
 - baseline  the MatchGrade-style 3D LUT `ml baseline` fits (`ml.baseline.fit_from_dataset`: 17^3,
             display domain) on the unit's training pairs (`baseline="unit"`, the default), or on *this
             shot's* training pairs alone (`baseline="shot"`: what grading the shot by itself gives, a

@@ -37,7 +37,16 @@ from .errors import Cancelled, FilmRecoveryError
 from .events import Reporter
 from .imageio import remove_temp_files, write_png
 from .job import Job, job_to_dict
-from .models import CHANNEL_NAMES, ModelConfig, build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb
+from .models import (
+    CHANNEL_NAMES,
+    ModelConfig,
+    build_model,
+    frame_coords,
+    guide_tensor,
+    model_config,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
 from .plots import contact_sheet, downscale, write_loss_curve
 from .predict import YCBCR_CONVENTION, amp_dtype_for, predict_ycbcr, resolve_device
 
@@ -138,25 +147,38 @@ def _deferred_stop_signals() -> Iterator[dict[str, bool]]:
             signal.signal(s, handler)
 
 
+# A reference-guided model must also predict where the Reference is missing (bars, subtitles, frames
+# without one): this share of training crops loses its guide, and this share loses a rectangle of it.
+GUIDE_DROP = 0.3
+GUIDE_HOLE = 0.2
+
+
 class _TrainingData:
-    """Source and target YCbCr of every pair plus each pixel's place in its Source frame, held as
-    (8, H, W) float32 tensors (on the device when they fit), cropped per step from a generator
-    seeded by (seed, step, rank). The position channels ride through every crop and augmentation
+    """Source and target YCbCr of every pair plus each pixel's place in its Source frame (and, for a
+    reference-guided model, the aligned Reference's YCbCr and coverage), held as (8 or 12, H, W)
+    float32 tensors (on the device when they fit), cropped per step from a generator seeded by
+    (seed, step, rank). The position and guide channels ride through every crop and augmentation
     with their pixels, so a flipped crop still knows where its pixels came from."""
 
-    def __init__(self, pairs: list[DatasetPair], device: torch.device, storage: torch.device):
+    def __init__(self, pairs: list[DatasetPair], device: torch.device, storage: torch.device, guided: bool = False):
         self.device = device
-        self.tensors = [self._to_tensor(p).to(storage) for p in pairs]
+        self.guided = guided
+        self.tensors = [self._to_tensor(p, guided).to(storage) for p in pairs]
 
     @staticmethod
-    def _to_tensor(pair: DatasetPair) -> torch.Tensor:
+    def _to_tensor(pair: DatasetPair, guided: bool = False) -> torch.Tensor:
         both = np.concatenate([pair.input, pair.target], axis=2).transpose(2, 0, 1)
         both_t = torch.from_numpy(np.ascontiguousarray(both)).unsqueeze(0)
         coords = frame_coords(both.shape[1], both.shape[2], pair.origin, pair.frame_size)
-        return torch.cat([rgb_to_ycbcr(both_t[:, :3]), rgb_to_ycbcr(both_t[:, 3:]), coords], dim=1)[0]
+        parts = [rgb_to_ycbcr(both_t[:, :3]), rgb_to_ycbcr(both_t[:, 3:]), coords]
+        if guided:
+            assert pair.guide is not None and pair.coverage is not None
+            guide = torch.from_numpy(np.ascontiguousarray(pair.guide.transpose(2, 0, 1)))[None]
+            parts.append(guide_tensor(guide, torch.from_numpy(np.ascontiguousarray(pair.coverage))[None, None]))
+        return torch.cat(parts, dim=1)[0]
 
     def sample(self, rng: np.random.Generator, batch: int, crop: int, augment: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         picks = rng.integers(len(self.tensors), size=batch)
         crops = []
         for index in picks:
@@ -168,7 +190,22 @@ class _TrainingData:
                 y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
                 crops.append(image[:, y:y + crop, x:x + crop])
         both = torch.stack(crops).to(self.device, non_blocking=True)
-        return both[:, :3], both[:, 3:6], both[:, 6:]
+        guide = self._drop_guide(rng, both[:, 8:12].clone()) if self.guided else None
+        return both[:, :3], both[:, 3:6], both[:, 6:8], guide
+
+    @staticmethod
+    def _drop_guide(rng: np.random.Generator, guide: torch.Tensor) -> torch.Tensor:
+        """Whole crops and rectangles without the Reference (coverage 0), as at inference where it is missing."""
+        size = guide.shape[-1]
+        for i in range(guide.shape[0]):
+            draw = rng.random()
+            if draw < GUIDE_DROP:
+                guide[i, 3] = 0.0
+            elif draw < GUIDE_DROP + GUIDE_HOLE:
+                h, w = (int(v) for v in rng.integers(size // 4, size + 1, size=2))
+                y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+                guide[i, 3, y:y + h, x:x + w] = 0.0
+        return guide
 
     @staticmethod
     def _augmented_crop(rng: np.random.Generator, image: torch.Tensor, crop: int) -> torch.Tensor:
@@ -240,7 +277,11 @@ class _Trainer:
         self.job, self.dataset, self.out_dir, self.dist, self.device = job, dataset, out_dir, dist, device
         self.reporter = reporter if dist.is_main else _SilentReporter()
         t = job.training
-        self.config = model_config(t.model, t.size, dataset.branch, position=t.position)
+        guided = t.reference_guided and dataset.has_guides
+        if t.reference_guided and not dataset.has_guides:
+            self.reporter.message("This dataset was exported without the aligned Reference guides: training a "
+                                  "Source-only model. Export the dataset again for a reference-guided one.", "warning")
+        self.config = model_config(t.model, t.size, dataset.branch, position=t.position, guided=guided)
         self.channels = list(self.config.predicted_channels)
         self.channel_label = "".join(CHANNEL_NAMES[c] for c in self.channels)
         self.amp = amp_dtype_for(device)
@@ -256,6 +297,7 @@ class _Trainer:
         self.val_history: list[list[float]] = []
         self.best: dict[str, Any] = {}
         self.source_psnr: float | None = None
+        self.fallback_psnr: float | None = None  # a guided model's validation without its guide
         self.last_validated = -1
         self.last_checkpoint = -1
         self._loss_bin = [0.0, 0]  # running sum and count of the curve point being built
@@ -267,7 +309,7 @@ class _Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         storage = device if _dataset_fits_device(dataset, device) else torch.device("cpu")
-        self.data = _TrainingData(train_pairs, device, storage)
+        self.data = _TrainingData(train_pairs, device, storage, guided)
         tone = getattr(ckpt.unwrap(self.model), "tone", None)
         if tone is not None:  # resumed and initial weights replace it with their own
             # Every pixel up to ~4 M of them (a 2K set of 64 pairs has 200 M: a stride keeps it cheap).
@@ -296,6 +338,8 @@ class _Trainer:
                            gain_db=self.val_history[-1][1] - (self.source_psnr or 0.0))
         if self.best:
             metrics.update(best_psnr=self.best["psnr"], best_step=self.best["step"])
+        if self.fallback_psnr is not None:
+            metrics["fallback_psnr"] = self.fallback_psnr
         return metrics
 
     def training_state(self) -> dict[str, Any]:
@@ -345,13 +389,13 @@ class _Trainer:
     def step(self, step: int, ddp_model: torch.nn.Module) -> torch.Tensor:
         t = self.job.training
         rng = np.random.default_rng([t.seed, step, self.dist.rank])
-        source, target, coords = self.data.sample(rng, self.batch, self.crop, t.augment)
+        source, target, coords, guide = self.data.sample(rng, self.batch, self.crop, t.augment)
         if self.device.type == "cuda":
             source = source.contiguous(memory_format=torch.channels_last)
         lr = learning_rate_at(step, self.total_steps, t.learning_rate)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        out = ddp_model(source, amp_dtype=self.amp, coords=coords)
+        out = ddp_model(source, amp_dtype=self.amp, coords=coords, guide=guide)
         loss = _reconstruction_loss(out[:, self.channels], target[:, self.channels], t.loss, t.gradient_loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -380,36 +424,52 @@ class _Trainer:
                                   f"{self.batch} per GPU.", "warning")
 
     # -- validation and pictures ----------------------------------------------------------------
-    def _predict(self, source: torch.Tensor, coords: torch.Tensor | None = None) -> torch.Tensor:
+    def _predict(self, source: torch.Tensor, coords: torch.Tensor | None = None,
+                 guide: torch.Tensor | None = None) -> torch.Tensor:
         try:
-            return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE, coords=coords)
+            return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE, coords=coords,
+                                 guide=guide)
         except torch.cuda.OutOfMemoryError:
             pass
         torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are gone
-        return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE // 4, coords=coords)
+        return predict_ycbcr(ckpt.unwrap(self.model), source, self.amp, tile=VALIDATION_TILE // 4, coords=coords,
+                             guide=guide)
 
     def _pair_tensor(self, pair: DatasetPair) -> torch.Tensor:
-        return _TrainingData._to_tensor(pair).to(self.device)
+        return _TrainingData._to_tensor(pair, self.config.guided).to(self.device)
+
+    @staticmethod
+    def _guide_of(both: torch.Tensor) -> torch.Tensor | None:
+        return both[:, 8:12] if both.shape[1] > 8 else None
 
     def validate(self, step: int) -> None:
+        """PSNR on the validation pairs; a guided model is also scored without its guide (its
+        fallback where the Reference is missing) and its best model is chosen on both together."""
         self.model.eval()
-        out_sq, src_sq, count = 0.0, 0.0, 0
+        out_sq, fallback_sq, src_sq, count = 0.0, 0.0, 0.0, 0
         for pair in self.validation_pairs:
             both = self._pair_tensor(pair)[None]
-            source, target = both[:, :3], both[:, 3:6]
-            out = self._predict(source, both[:, 6:])
+            source, target, coords = both[:, :3], both[:, 3:6], both[:, 6:8]
+            out = self._predict(source, coords, self._guide_of(both))
             out_sq += float(((out[:, self.channels] - target[:, self.channels]) ** 2).sum())
+            if self.config.guided:
+                alone = self._predict(source, coords, None)
+                fallback_sq += float(((alone[:, self.channels] - target[:, self.channels]) ** 2).sum())
             src_sq += float(((source[:, self.channels] - target[:, self.channels]) ** 2).sum())
             count += target[:, self.channels].numel()
         self.model.train()
         value, self.source_psnr = psnr(out_sq / count), psnr(src_sq / count)
+        extra = {"fallback_psnr": psnr(fallback_sq / count)} if self.config.guided else {}
         self.val_history.append([step, value])
         self.last_validated = step
         self.reporter.metric("val_psnr", value, step=step, source_psnr=self.source_psnr,
                              gain_db=value - self.source_psnr, channels=self.channel_label,
-                             split=self.validation_split)
-        if not self.best or value > self.best["psnr"]:
-            self.best = {"step": step, "psnr": value}
+                             split=self.validation_split, **extra)
+        score = psnr((out_sq + fallback_sq) / (2 * count)) if self.config.guided else value
+        if self.config.guided:
+            self.fallback_psnr = extra["fallback_psnr"]
+        if not self.best or score > self.best.get("score", self.best["psnr"]):
+            self.best = {"step": step, "psnr": value, "score": score}
             ckpt.save_model(self.out_dir / "model_best.safetensors", self.model, self.metadata(step))
 
     def write_previews(self, step: int) -> None:
@@ -422,7 +482,7 @@ class _Trainer:
             h, w = pair.input.shape[:2]
             y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
             both = self._pair_tensor(pair)[:, y:y + size, x:x + size]
-            out = self._predict(both[None, :3], both[None, 6:])[0]
+            out = self._predict(both[None, :3], both[None, 6:8], self._guide_of(both[None]))[0]
             rows.append([_to_rgb_image(both[:3]), _to_rgb_image(out), _to_rgb_image(both[3:6])])
         frame_row = self._preview_frame_row(3 * size + 2 * 4)
         if frame_row:
@@ -442,13 +502,14 @@ class _Trainer:
         pair = next((p for p in self.dataset.pairs if p.name == self.dataset.preview_name), None)
         if pair is not None:
             both = self._pair_tensor(pair)
-            source, target, coords = both[None, :3], both[3:6], both[None, 6:]
+            source, target, coords = both[None, :3], both[3:6], both[None, 6:8]
+            guide = self._guide_of(both[None])
         elif self.dataset.preview_input is not None:
             rgb = torch.from_numpy(self.dataset.preview_input).permute(2, 0, 1)[None].to(self.device)
-            source, target, coords = rgb_to_ycbcr(rgb), None, None
+            source, target, coords, guide = rgb_to_ycbcr(rgb), None, None, None
         else:
             return []
-        out = self._predict(source, coords)[0]
+        out = self._predict(source, coords, guide)[0]
         panels = [source[0], out] + ([target] if target is not None else [])
         return [downscale(_to_rgb_image(p), max(row_width // len(panels), 16)) for p in panels]
 

@@ -3,6 +3,7 @@
 import bpy
 
 from ..addon import jobs, review
+from ..ml.guide import guide_text
 from .compositor import sequence_image
 from .polls import NeedsPlates
 
@@ -39,7 +40,8 @@ class FILMREC_OT_infer(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
         fps = result.get("fps")
         fr.job_state.message = (f"{len(result.get('written', []))} frames written, "
                                 f"{len(result.get('skipped', []))} already done"
-                                + (f", {fps:.1f} fps" if isinstance(fps, (int, float)) else ""))
+                                + (f", {fps:.1f} fps" if isinstance(fps, (int, float)) else "")
+                                + guide_text(result.get("guide") or {}))
 
 
 class FILMREC_OT_review(bpy.types.Operator):

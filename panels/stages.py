@@ -182,8 +182,8 @@ def draw_train(layout, context) -> None:
     if fr.branch == "spatial":
         _draw_spatial_defaults(layout, training)
     for name in ("model", "size", "steps", "epochs", "batch", "crop_size", "learning_rate", "loss",
-                 "gradient_loss", "augment", "position", "device", "seed", "validate_every", "checkpoint_every",
-                 "preview_every", "init_weights"):
+                 "gradient_loss", "augment", "position", "reference_guided", "device", "seed", "validate_every",
+                 "checkpoint_every", "preview_every", "init_weights"):
         col.prop(training, name)
     prefs_python = preferences.get().python_path or "Blender's Python"
     col.label(text=f"Interpreter: {prefs_python}", icon="CONSOLE")

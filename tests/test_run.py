@@ -69,6 +69,14 @@ def test_run_goes_through_every_stage_and_keeps_the_addons_decisions(tmp_path):
     assert Path(job.dataset_dir) == work / "dataset" and (work / "dataset" / "manifest.json").exists()
     assert Path(job.model_path).exists() and Path(job.model_path).parent == work / "train"
     assert len(list((work / "infer" / "display").glob("sample_shot.*.exr"))) == 12
+    # Reference-guided by default: every frame gets its Reference partner and coverage, recorded.
+    guide = result["results"]["infer"]["guide"]
+    assert guide["frames"] == 12 and guide["mean_coverage"] > 0.5, guide
+    frames = json.loads((work / "infer" / "guide.json").read_text())["frames"]
+    assert {f["source_frame"] for f in frames} == set(range(1001, 1013))
+    assert all(f["reference_frame"] is not None and f["matrix"] for f in frames if f["coverage"] > 0)
+    report = json.loads(Path(result["results"]["evaluate"]["report_json"]).read_text())
+    assert report["guide"]["frames"] == 12
     assert list((work / "baseline").glob("*.cube"))
     assert result["results"]["evaluate"]["evaluated_on"] == "truth"
     assert Path(result["results"]["evaluate"]["report"]).exists()

@@ -16,6 +16,7 @@ from ml import checkpoint as ckpt
 from ml.cli import main
 from ml.colour import luma
 from ml.imageio import frame_path, read_image
+from ml.guide import GuidePlanner
 from ml.infer import infer_frame
 from ml.job import spatial_training_defaults
 from ml.predict import source_grain
@@ -77,13 +78,16 @@ def trained(tmp_path_factory):
     return shot, root, run
 
 
-def test_spatial_model_beats_the_baseline_on_held_out_frames(trained):
+def test_spatial_model_beats_the_baseline_and_closes_half_the_gap_on_held_out_frames(trained):
     shot, _, run = trained
     points = bench_spatial.reference_points(shot)
     (source_psnr, source_ssim), (base_psnr, base_ssim) = points["Source"], points["3D-LUT baseline"]
     # Against the truth (the clean luma in the Reference's grade), luma PSNR and SSIM.
     assert run.psnr > base_psnr + 0.3 and run.psnr > source_psnr, (run.psnr, base_psnr, source_psnr)
     assert run.ssim > base_ssim + 0.02 and run.ssim > source_ssim, (run.ssim, base_ssim, source_ssim)
+    # Reference-guided (the default): at least half of the luma gap from the baseline to the Reference.
+    reference_psnr = points["Reference (aligned)"][0]
+    assert (run.psnr - base_psnr) / (reference_psnr - base_psnr) >= 0.5, (run.psnr, base_psnr, reference_psnr)
     quarter, end = run.quarter_vs_end()
     assert end >= quarter - 0.05, run.validations  # training keeps improving over its schedule
 
@@ -91,9 +95,13 @@ def test_spatial_model_beats_the_baseline_on_held_out_frames(trained):
 def test_grain_choice_changes_the_output_as_documented(trained):
     shot, root, _ = trained
     model, metadata = ckpt.load_model(root / "model" / "train" / "model_final.safetensors", "cpu")
-    source = read_image(frame_path(shot.job.source.path, shot.job.source.first_frame))
-    clean = infer_frame(model, metadata, source, grain="clean")
-    kept = infer_frame(model, metadata, source, grain="keep_source")
+    frame = shot.job.source.first_frame
+    source = read_image(frame_path(shot.job.source.path, frame))
+    # As inference feeds a reference-guided model: the frame's aligned Reference and its coverage.
+    aligned, cover, _ = GuidePlanner(shot.job).guide(frame)
+    guide = np.concatenate([aligned, cover[..., None]], axis=2)
+    clean = infer_frame(model, metadata, source, grain="clean", guide=guide)
+    kept = infer_frame(model, metadata, source, grain="keep_source", guide=guide)
 
     def y(image):
         return torch.from_numpy(luma(image).astype(np.float32))[None, None]

@@ -4,6 +4,7 @@ plainly whether the model beats the baseline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 HELP = ("compare Source, baseline and model on the held-out pairs (and clean truth frames), measure "
@@ -80,9 +81,11 @@ def run(args, job, reporter) -> None:
                "truth_frames": args.truth_frames, "temporal_frames": args.temporal_frames,
                "static_threshold": args.static_threshold}
     baseline = {"kind": fit.kind, "domain": fit.domain, "fit_id": fit.fit_id, **fit.settings, **fit.stats}
+    guide_file = model_dir.parent / "guide.json"
+    guide = json.loads(guide_file.read_text())["summary"] if guide_file.exists() else None
     report = write_report(run_dir, job=job, sets=sets, beat_baseline=beat, verdict=text, temporal=temporal,
                           baseline=baseline, training_log=read_training_log(job.work_path("train", "log.jsonl")),
-                          options=options)
+                          options=options, guide=guide)
     index = run_dir / "index.html"
     # The Review panel shows the first evaluated image's 1:1 crops and luma difference.
     items = next((s["items"] for s in report["sets"] if s["key"] == primary.key), [])

@@ -1,0 +1,311 @@
+"""The aligned Reference as a guide for the model, for every Source frame (reference-guided mode).
+
+A reference-guided model sees, besides the Source, the Reference frame showing the same picture,
+warped onto the Source raster, and a coverage mask: 1 where that picture is real and agrees with
+the Source, 0 where there is none (outside the Reference raster, its letterbox/pillarbox bars, a
+frame with no Reference) or where it shows something the Source does not (burned-in subtitles,
+logos, a Reference frame of other content). The model takes the Reference's channels where the
+coverage is 1 and its own Source-only prediction where it is 0 (`models.RecoveryModel`).
+
+The dataset stores each pair's guide beside its input and target (the pair's own warp); inference
+builds it for every frame here: the Reference partner (the pair's, else the nominal frame plus
+the nearest pairs' offset; a wrong one shows other content and loses its coverage), the warp (the job's
+solve, else solved on top of the nearest solved frame, as per-frame alignment tracks weave), and
+the coverage. numpy only: the engine's host side.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import align, crop, curation, warp
+from .ingest import conform_matrix, reference_frame, source_frame
+from .job import Job
+
+# Agreement test, on a proxy of at most this many pixels on the long side. Text, logos and other
+# burned-in marks are picture the Source does not have: the Reference's fine structure there is far
+# above its usual ratio to the Source's, AND its blurred, tone-matched luma departs from the Source's.
+# Either test alone fires elsewhere (measured on the field corpus): the energy ratio on an edge a
+# grainy Source barely shows, the luma residual on small bright highlights a softer Reference renders
+# lower; together they flag 98 % of burned-in subtitle pixels and under 1 % of other picture
+# (a black surround's edge: 2.8 %).
+_PROXY_LONG_SIDE = 480
+_BLUR_RADIUS = 2
+_ENERGY_RATIO = 8.0  # Reference fine-structure energy over the Source's, relative to the frame's median ratio
+_MIN_ENERGY = 4e-4  # (0.02 luma)^2: structure, not noise
+_MIN_DISAGREEMENT = 0.03  # luma the blurred, tone-matched Reference differs by, at least
+_ROBUST_SIGMAS = 4.0
+_GROW_PX = 3  # proxy pixels around a disagreement also lose coverage (soft text edges, blur)
+# A frame whose Reference disagrees over more than this fraction of its picture shows other
+# content (a wrong partner, a flash): it gets no guide at all.
+_MAX_DISAGREEING_FRACTION = 0.35
+# The same picture correlates above ~0.5 even soft, grainy or regraded (0.53-0.99 over the field
+# corpus's kinds); another picture below ~0.2.
+_MIN_STRUCTURE_MATCH = 0.3
+_EDGE_PX = 2  # Source pixels next to the warped Reference's edge blend with black: no coverage
+DETAIL_SCALE = 0.5
+_MAX_PARTNER_TRIES = 3  # sync offsets tried for a frame without a pair
+
+
+@dataclass
+class GuideFrame:
+    """Where one frame's guide came from (written beside the inference outputs)."""
+
+    source_frame: int
+    reference_frame: int | None
+    matrix: list[float] | None
+    matrix_from: str  # manual | auto | solved-now | nearest | global | conform | none
+    coverage: float  # fraction of the frame guided
+    note: str = ""
+    detail_sigma: float = 0.0  # models.reference_correction: the Reference's detail limit in Source px
+
+
+def _erode(mask: np.ndarray, px: int) -> np.ndarray:
+    out = mask.copy()
+    for _ in range(px):
+        inner = out.copy()
+        inner[1:] &= out[:-1]
+        inner[:-1] &= out[1:]
+        inner[:, 1:] &= out[:, :-1]
+        inner[:, :-1] &= out[:, 1:]
+        out = inner
+    return out
+
+
+def _grow(mask: np.ndarray, px: int) -> np.ndarray:
+    return ~_erode(~mask, px)
+
+
+def _tone_map(values: np.ndarray, onto: np.ndarray, bins: int = 16) -> np.ndarray:
+    """Per-frame monotone tone curve taking `values` onto `onto` (binned medians, interpolated):
+    a Reference in another grade or exposure still agrees with the Source."""
+    edges = np.quantile(values, np.linspace(0.0, 1.0, bins + 1))
+    centres, targets = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        picked = (values >= lo) & (values <= hi)
+        if picked.sum() >= 8:
+            centres.append(float(np.median(values[picked])))
+            targets.append(float(np.median(onto[picked])))
+    if len(centres) < 2:
+        return values + float(np.median(onto) - np.median(values))
+    order = np.argsort(centres)
+    xs, ys = np.asarray(centres)[order], np.maximum.accumulate(np.asarray(targets)[order])
+    return np.interp(values, xs, ys)
+
+
+def _blur_inside(plane: np.ndarray, radius: int, inside: np.ndarray) -> np.ndarray:
+    mean = float(plane[inside].mean())
+    return align.gaussian_blur(np.where(inside, plane, mean) - mean, radius) + mean
+
+
+def disagreement(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """Source pixels where the aligned Reference shows something the Source does not (bool, HxW):
+    burned-in subtitles, logos (see the agreement test's notes above)."""
+    h, w = source_rgb.shape[:2]
+    scale = min(1.0, _PROXY_LONG_SIDE / max(h, w))
+    pw, ph = max(8, round(w * scale)), max(8, round(h * scale))
+    src = curation.luma(curation.resize(source_rgb, pw, ph) if scale < 1 else source_rgb)
+    ref = curation.luma(curation.resize(aligned_rgb, pw, ph) if scale < 1 else aligned_rgb)
+    inside = _erode(curation.resize(live.astype(np.float32), pw, ph) > 0.99 if scale < 1 else live.copy(),
+                    _BLUR_RADIUS + 1)
+    if inside.sum() < 64:
+        return np.zeros((h, w), bool)
+    src_b, ref_b = _blur_inside(src, _BLUR_RADIUS, inside), _blur_inside(ref, _BLUR_RADIUS, inside)
+    mapped = _tone_map(ref_b[inside], src_b[inside])
+    residual = np.zeros_like(src_b)
+    residual[inside] = np.abs(mapped - src_b[inside])
+    values = residual[inside]
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    departs = _grow(residual > max(_MIN_DISAGREEMENT, median + _ROBUST_SIGMAS * spread), _GROW_PX)
+    # The same tone curve on the unblurred Reference, then fine-structure energy of both.
+    order = np.argsort(ref_b[inside])
+    ref_mapped = np.interp(ref, ref_b[inside][order], mapped[order])
+
+    def energy(plane: np.ndarray) -> np.ndarray:
+        fine = plane - _blur_inside(plane, 1, inside)
+        return _blur_inside(fine * fine, 3, inside)
+
+    ref_energy, src_energy = energy(ref_mapped), energy(src)
+    ratio = np.log((ref_energy + 1e-6) / (src_energy + 1e-6))
+    ratio -= float(np.median(ratio[inside]))
+    extra = (ratio > np.log(_ENERGY_RATIO)) & (ref_energy > _MIN_ENERGY)
+    bad = _grow(extra & departs & inside, _GROW_PX) & inside
+    if scale < 1:  # back to the Source raster (nearest proxy pixel)
+        rows = np.minimum((np.arange(h) * ph / h).astype(int), ph - 1)
+        cols = np.minimum((np.arange(w) * pw / w).astype(int), pw - 1)
+        bad = bad[rows[:, None], cols[None, :]]
+    return bad
+
+
+def structure_match(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarray) -> float:
+    """Correlation of the two pictures' structure (colour-blind, `curation.structure_descriptor`)
+    over the live area, at a 160 px proxy."""
+    live_proxy = curation.proxy(np.repeat(live.astype(np.float32)[..., None], 3, axis=2), 160)[..., 0] > 0.99
+    return curation.structure_correlation(
+        curation.structure_descriptor(curation.luma(curation.proxy(source_rgb, 160)), live_proxy),
+        curation.structure_descriptor(curation.luma(curation.proxy(aligned_rgb, 160)), live_proxy))
+
+
+def coverage(source_rgb: np.ndarray, aligned_rgb: np.ndarray, matrix: np.ndarray,
+             reference_shape: tuple[int, int], reference_borders: crop.Borders | None = None
+             ) -> tuple[np.ndarray, str]:
+    """(HxW float32 0/1 coverage, note): real Reference picture that agrees with the Source."""
+    borders = reference_borders if reference_borders is not None else (0, 0, 0, 0)
+    live = _erode(crop.live_mask(matrix, reference_shape, source_rgb.shape, borders), _EDGE_PX)
+    if not live.any():
+        return np.zeros(live.shape, np.float32), "the Reference does not cover the frame"
+    same = structure_match(source_rgb, aligned_rgb, live)
+    if same < _MIN_STRUCTURE_MATCH:
+        return (np.zeros(live.shape, np.float32),
+                f"the aligned Reference shows other content (structure correlation {same:.2f})")
+    bad = disagreement(source_rgb, aligned_rgb, live) & live
+    fraction = float(bad.sum()) / float(live.sum())
+    if fraction > _MAX_DISAGREEING_FRACTION:
+        return (np.zeros(live.shape, np.float32),
+                f"the Reference disagrees with the Source over {fraction:.0%} of the picture (other content?)")
+    note = f"{fraction:.1%} of the Reference's picture left out (shows what the Source does not)" if fraction else ""
+    return feather(live & ~bad), note
+
+
+def feather(mask: np.ndarray) -> np.ndarray:
+    """Coverage that ramps up over a few pixels inside the covered area (no seam where the model's own
+    prediction meets the Reference's channels); 0 wherever `mask` is False."""
+    radius = max(1, round(max(mask.shape) / 640))
+    soft = align.gaussian_blur(mask.astype(np.float32) - 0.5, radius) + 0.5
+    return np.clip(2.0 * soft - 1.0, 0.0, 1.0) * mask
+
+
+def reference_guide(source_rgb: np.ndarray, reference_rgb: np.ndarray, matrix: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, str]:
+    """(aligned Reference RGB, coverage, note) on the Source raster for one frame and its warp."""
+    aligned = warp.warp_to_source(reference_rgb, matrix, source_rgb.shape)
+    cov, note = coverage(source_rgb, aligned, matrix, reference_rgb.shape[:2],
+                         crop.detect_borders([reference_rgb]))
+    return aligned, cov, note
+
+
+# --- every Source frame: its Reference partner and warp ----------------------------------------
+
+class GuidePlanner:
+    """The Reference frame and warp for any Source frame of the job (thread-safe: no shared state
+    is written after construction)."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.anchors = sorted((p.source_frame, p.reference_frame) for p in job.pairs if p.accepted)
+        self.nominal = curation.nominal_mapping(job.source, job.reference)
+        alignment = job.alignment
+        self.solved = {int(k): warp.as_matrix(v) for k, v in alignment.solves.items() if k.lstrip("-").isdigit()}
+        for key in alignment.use_manual:
+            if str(key) in alignment.manual:
+                self.solved[int(key)] = warp.as_matrix(alignment.manual[str(key)])
+        self.manual = {int(k) for k in alignment.use_manual if str(k) in alignment.manual}
+        self.global_matrix = warp.as_matrix(alignment.solves["global"]) if "global" in alignment.solves else None
+        self.pair_partner = dict(self.anchors)
+
+    def in_reference(self, frame: int) -> bool:
+        return self.job.reference.first_frame <= frame <= self.job.reference.last_frame
+
+    def candidate_partners(self, frame: int) -> list[int]:
+        """Reference frames to try, best guess first: the pair's own; else the nominal frame plus
+        the sync offset of the nearest pair, then of the next pairs out (across a cut the
+        nearest pair may be in the other shot, with another offset). Measured on the field
+        corpus, the nearest pair's offset beats choosing among neighbouring frames by structure:
+        neighbours differ by a little motion, which the start warp (another frame's) confuses."""
+        if frame in self.pair_partner:
+            return [self.pair_partner[frame]]
+        nominal = self.nominal(frame)
+        offsets: list[int] = []
+        for source, reference in sorted(self.anchors, key=lambda a: (abs(a[0] - frame), a[0])):
+            offset = reference - self.nominal(source)
+            if offset not in offsets:
+                offsets.append(offset)
+        return [nominal + offset for offset in (offsets or [0])[:_MAX_PARTNER_TRIES]]
+
+    def start_matrix(self, frame: int, reference_shape: tuple[int, int], source_shape: tuple[int, int]
+                     ) -> tuple[np.ndarray, str]:
+        if frame in self.solved:
+            return self.solved[frame], "manual" if frame in self.manual else "auto"
+        frames = [f for f in self.solved]
+        if frames and self.job.alignment.mode == "per_frame":
+            nearest = min(frames, key=lambda f: (abs(f - frame), f))
+            return self.solved[nearest], "nearest"
+        if self.global_matrix is not None:
+            return self.global_matrix, "global"
+        if frames:
+            nearest = min(frames, key=lambda f: (abs(f - frame), f))
+            return self.solved[nearest], "nearest"
+        return conform_matrix(self.job.conform, (reference_shape[1], reference_shape[0]),
+                              (source_shape[1], source_shape[0]), self.job.reference.pixel_aspect,
+                              self.job.source.pixel_aspect), "conform"
+
+    def guide(self, frame: int, source_rgb: np.ndarray | None = None
+              ) -> tuple[np.ndarray | None, np.ndarray | None, GuideFrame]:
+        """(aligned Reference RGB, coverage, record) for one Source frame; (None, None, record)
+        where there is no Reference to guide with."""
+        job = self.job
+        if not job.reference.path:
+            return None, None, GuideFrame(frame, None, None, "none", 0.0, "no Reference plate")
+        src = source_rgb if source_rgb is not None else source_frame(job, frame)
+        tried: list[tuple[float, np.ndarray | None, np.ndarray | None, GuideFrame]] = []
+        for partner in self.candidate_partners(frame):
+            aligned, cov, record = self._guide_from(frame, src, partner)
+            if cov is not None and cov.any():
+                return aligned, cov, record
+            tried.append((-1.0 if cov is None else 0.0, aligned, cov, record))
+        _, aligned, cov, record = max(tried, key=lambda t: t[0])
+        return (None, None, record) if cov is None else (aligned, cov, record)
+
+    def _guide_from(self, frame: int, src: np.ndarray, partner: int
+                    ) -> tuple[np.ndarray | None, np.ndarray | None, GuideFrame]:
+        job = self.job
+        if not self.in_reference(partner):
+            return None, None, GuideFrame(frame, None, None, "none", 0.0,
+                                          f"no Reference frame at this time (frame {partner} is outside the plate)")
+        try:
+            ref = reference_frame(job, partner)
+        except Exception as exc:  # noqa: BLE001 - a missing/corrupt Reference frame: no guide, say which
+            return None, None, GuideFrame(frame, partner, None, "none", 0.0, f"Reference unreadable: {exc}")
+        m, origin = self.start_matrix(frame, ref.shape[:2], src.shape[:2])
+        if origin == "nearest" and job.alignment.mode == "per_frame":
+            solve = align.solve_frame_on_shot(src, ref, m, job.alignment.roi)
+            if solve.usable:
+                m, origin = solve.matrix, "solved-now"
+        aligned, cov, note = reference_guide(src, ref, m)
+        return aligned, cov, GuideFrame(frame, partner, warp.matrix_to_list(m), origin, float(cov.mean()), note,
+                                        detail_sigma(m) if job.branch == "chroma" else 0.0)
+
+
+def detail_sigma(matrix: np.ndarray) -> float:
+    """How much of a chroma prediction's detail to keep under the Reference's colour: a Gaussian of
+    DETAIL_SCALE x the warp's scale (Source px per Reference px), so a Reference of lower resolution
+    corrects only the frequencies it resolves. Measured on the field corpus's chroma kinds (held-out
+    frames against truth, 200 steps): 0.5 gained 0.3 to 3.5 dB PSNR-CbCr over taking the Reference's
+    chroma whole on SD and pan-and-scan References and kept CIEDE2000 within 0.2 of it except on a
+    heavily grained night shot (+0.3); 1.0 and 2.0 gained more PSNR on the lowest-resolution
+    References but lost CIEDE2000 on the others."""
+    m = warp.as_matrix(matrix)
+    return DETAIL_SCALE * math.sqrt(abs(float(np.linalg.det(m[:2, :2] / m[2, 2]))))
+
+
+def guide_summary(records: list[GuideFrame]) -> dict:
+    """What the inference result and report say about the guide."""
+    if not records:
+        return {}
+    unguided = [r.source_frame for r in records if r.coverage <= 0]
+    return {"frames": len(records), "mean_coverage": float(np.mean([r.coverage for r in records])),
+            "unguided_frames": unguided,
+            "notes": {str(r.source_frame): r.note for r in records if r.note}}
+
+
+def guide_text(summary: dict) -> str:
+    """One line for the panel and the CLI: how much of the run the Reference guided."""
+    if not summary:
+        return ""
+    frames, unguided = summary.get("frames", 0), len(summary.get("unguided_frames", []))
+    text = f"; Reference-guided on {frames - unguided} of {frames} frames ({summary.get('mean_coverage', 0):.0%} covered)"
+    return text + (f", {unguided} from the Source alone" if unguided else "")

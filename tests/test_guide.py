@@ -1,0 +1,197 @@
+"""Reference-guided mode: the aligned Reference and its coverage (ml.guide), the guided model's
+channel bookkeeping, the guides in the dataset, and a guide for every frame at inference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(2)
+
+from skimage import data, transform  # noqa: E402
+
+from ml import colour, guide, warp  # noqa: E402
+from ml.dataset import export_dataset  # noqa: E402
+from ml.dataset_io import load_dataset  # noqa: E402
+from ml.errors import FilmRecoveryError  # noqa: E402
+from ml.imageio import write_exr  # noqa: E402
+from ml.job import Crop, Job, Pair, Plate  # noqa: E402
+from ml.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
+from ml.sample import generate_sample  # noqa: E402
+
+
+def _photo(name: str, width: int = 240, height: int = 160) -> np.ndarray:
+    image = getattr(data, name)().astype(np.float32) / 255.0
+    return transform.resize(image, (height, width), anti_aliasing=True).astype(np.float32)
+
+
+def _faded(rgb: np.ndarray) -> np.ndarray:
+    ycc = colour.rgb_to_ycbcr(rgb)
+    ycc[..., 1:] = ycc[..., 1:] * 0.4 + np.array([0.03, -0.02], np.float32)
+    return np.clip(colour.ycbcr_to_rgb(ycc), 0, 1).astype(np.float32)
+
+
+def _burn_text(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """White strokes with dark outlines, like a burned-in subtitle."""
+    x0, y0, x1, y1 = box
+    out = image.copy()
+    out[y0:y1, x0:x1] = 0.03
+    for x in range(x0 + 2, x1 - 2, 5):
+        out[y0 + 2:y1 - 2, x:x + 2] = 0.92
+    return out
+
+
+def test_coverage_keeps_the_agreeing_picture_and_drops_burned_in_text():
+    clean = _photo("astronaut")
+    source = _faded(clean)
+    m = warp.translation(1.5, -0.75)  # Reference px -> Source px
+    # The Reference: the clean picture (another grade: a gamma) on its own raster, with a subtitle.
+    reference = warp.warp_to_source(clean ** 1.2, np.linalg.inv(m), clean.shape)
+    reference = _burn_text(reference, (70, 120, 170, 136))
+    aligned, cover, note = guide.reference_guide(source, reference, m)
+    assert aligned.shape == source.shape and cover.shape == source.shape[:2]
+    subtitle = warp.warp_to_source(np.ones((*reference.shape[:2], 3), np.float32) *
+                                   (np.arange(reference.shape[0])[:, None, None] >= 120) *
+                                   (np.arange(reference.shape[0])[:, None, None] < 136) *
+                                   ((np.arange(reference.shape[1]) >= 70) & (np.arange(reference.shape[1]) < 170))[None, :, None],
+                                   m, source.shape)[..., 0] > 0.5
+    assert cover[subtitle].mean() < 0.15, "burned-in text must not guide the model"
+    interior = np.zeros_like(subtitle)
+    interior[8:-8, 8:-8] = True
+    rest = interior & ~guide._grow(subtitle, 10)
+    assert cover[rest].mean() > 0.97, "a Reference in another grade still agrees with the Source"
+    assert "left out" in note
+    # Outside the Reference raster there is nothing to take.
+    assert cover[:, :2].max() == 0.0  # the Reference starts 1.5 px in
+
+
+def test_a_reference_of_other_content_gives_no_guide():
+    source = _faded(_photo("astronaut"))
+    other = _photo("coffee")
+    _, cover, note = guide.reference_guide(source, other, np.eye(3))
+    assert cover.max() == 0.0 and "other content" in note
+
+
+@pytest.mark.parametrize("kind", ["unet", "bilateral"])
+@pytest.mark.parametrize("branch", ["chroma", "spatial"])
+def test_a_guided_model_takes_the_reference_where_it_covers(kind, branch):
+    """The guided model's predicted channels are the guide's where the coverage is 1, whatever the
+    network predicts, and its Source-only prediction where it is 0; kept channels are the Source's."""
+    torch.manual_seed(0)
+    model = build_model(model_config(kind, "tiny", branch, guided=True)).eval()
+    with torch.no_grad():  # a trained network's residual is not zero
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    source = rgb_to_ycbcr(torch.rand(1, 3, 32, 48))
+    reference = torch.rand(1, 3, 32, 48)
+    cover = torch.zeros(1, 1, 32, 48)
+    cover[..., :, :24] = 1.0
+    g = guide_tensor(reference, cover)
+    with torch.no_grad():
+        out = model(source, guide=g)
+        alone = model(source)
+    predicted = list(model.config.predicted_channels)
+    kept = [c for c in range(3) if c not in predicted]
+    torch.testing.assert_close(out[:, predicted, :, :24], g[:, predicted, :, :24])
+    with torch.no_grad():  # no coverage anywhere: the model's Source-only prediction
+        uncovered = model(source, guide=guide_tensor(reference, torch.zeros_like(cover)))
+    torch.testing.assert_close(uncovered, alone)
+    assert (alone[:, predicted] - source[:, predicted]).abs().max() > 1e-3  # the network does predict
+    torch.testing.assert_close(out[:, kept], source[:, kept])
+    assert model.config.input_channels == 7 + (2 if model.config.position else 0)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample")
+    info = generate_sample(out, seed=5, frames=8, width=320, height=180)
+    truth = json.loads((out / "truth" / "truth.json").read_text())
+    return info, truth
+
+
+def _job(sample, tmp_path) -> Job:
+    info, truth = sample
+    warps = {r["frame"]: r["M"] for r in truth["reference_frames"]}
+    pairs = [Pair(source_frame=p["source_frame"], reference_frame=p["reference_frame"], shot=p["shot"])
+             for p in truth["pairs"] if p["reference_frame"] is not None][::2]
+    job = Job(name="t", work_dir=str(tmp_path), branch="chroma",
+              source=Plate(path=info.source_pattern, first_frame=info.first_frame, last_frame=info.last_frame),
+              reference=Plate(path=info.reference_pattern, first_frame=info.first_frame, last_frame=info.last_frame),
+              pairs=pairs)
+    job.alignment.mode = "per_frame"
+    job.alignment.solves = {str(p.source_frame): warps[p.reference_frame] for p in job.pairs}
+    job.crop = Crop(enabled=True, x=16, y=28, width=288, height=124)
+    return job
+
+
+def test_the_dataset_stores_each_pairs_guide_with_checksums(sample, tmp_path):
+    job = _job(sample, tmp_path)
+    manifest = export_dataset(job, out_dir=tmp_path / "ds")
+    dataset = load_dataset(tmp_path / "ds")
+    assert dataset.has_guides
+    for record, pair in zip(manifest["pairs"], dataset.pairs, strict=True):
+        assert pair.guide.shape == pair.input.shape and pair.coverage.shape == pair.input.shape[:2]
+        assert len(record["checksums"]["guide"]) == 64 and 0.8 < record["guide_coverage"] <= 1.0
+        # The guide is the Reference's picture: its chroma is the target's (chroma branch).
+        target_cbcr = colour.rgb_to_ycbcr(pair.target)[..., 1:]
+        guide_cbcr = colour.rgb_to_ycbcr(pair.guide)[..., 1:]
+        covered = pair.coverage > 0.5
+        assert np.abs(target_cbcr - guide_cbcr)[covered].mean() < 2e-3
+    write_exr(tmp_path / "ds" / manifest["pairs"][0]["guide"], np.zeros((124, 288, 3), np.float32))
+    with pytest.raises(FilmRecoveryError, match="checksum"):
+        load_dataset(tmp_path / "ds")
+
+
+def test_every_frame_gets_a_partner_warp_and_coverage(sample, tmp_path):
+    info, truth = sample
+    job = _job(sample, tmp_path)
+    true_warps = {r["frame"]: warp.as_matrix(r["M"]) for r in truth["reference_frames"]}
+    planner = guide.GuidePlanner(job)
+    solved = {p.source_frame for p in job.pairs}
+    for frame in range(info.first_frame, info.last_frame + 1):
+        aligned, cover, record = planner.guide(frame)
+        partner = next((p["reference_frame"] for p in truth["pairs"] if p["source_frame"] == frame), None)
+        if partner is None:  # the sample's splice frame has no Reference picture
+            continue
+        assert record.reference_frame == partner, frame
+        assert record.matrix_from == ("auto" if frame in solved else "solved-now"), record
+        corners = warp.homography_corners(warp.as_matrix(record.matrix), *info.reference_size)
+        expected = warp.homography_corners(true_warps[partner], *info.reference_size)
+        assert np.abs(corners - expected).max() < 0.5, (frame, corners - expected)
+        assert aligned is not None and cover.mean() > 0.4
+    # A Source frame past the Reference's end has no guide, and says so.
+    job.reference.last_frame = info.last_frame - 2
+    aligned, cover, record = guide.GuidePlanner(job).guide(info.last_frame)
+    assert aligned is None and cover is None and record.coverage == 0.0
+    assert "no Reference frame" in record.note
+
+
+def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail():
+    """With a detail scale, the covered prediction takes the Reference's low frequencies (its colour)
+    and keeps its own fine detail; with none, it takes the Reference whole."""
+    from ml.models import reference_correction
+
+    _, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    detail = 0.05 * (1.0 - 2.0 * (xx % 2))[None, None]  # 1 px stripes
+    predicted = 0.1 + detail
+    reference = torch.full_like(predicted, 0.3)  # the right colour, no detail
+    cover = torch.ones_like(predicted)
+    whole = reference_correction(predicted, reference, cover)
+    torch.testing.assert_close(whole, reference)
+    kept = reference_correction(predicted, reference, cover, torch.tensor([2.0]))
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))
+    assert abs(float(kept[inner].mean()) - 0.3) < 2e-3  # the Reference's colour
+    torch.testing.assert_close(kept[inner] - kept[inner].mean(), detail[inner] - detail[inner].mean(),
+                               atol=5e-3, rtol=0)  # the prediction's detail
+    # Outside the coverage, the prediction as it is.
+    cover[..., 32:] = 0.0
+    half = reference_correction(predicted, reference, cover, torch.tensor([2.0]))
+    torch.testing.assert_close(half[..., 32:], predicted[..., 32:])
+
+
+def test_the_detail_scale_follows_the_references_resolution():
+    assert guide.detail_sigma(np.diag([3.0, 3.0, 1.0])) == pytest.approx(3.0 * guide.DETAIL_SCALE)
+    assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)
