@@ -625,13 +625,6 @@ def crop_active(settings: RecipeSettings) -> bool:
             and (bool(settings.crop_keys) or (settings.crop[2] > 0 and settings.crop[3] > 0)))
 
 
-def output_size(settings: RecipeSettings, source_size: tuple[int, int]) -> tuple[int, int]:
-    """Render size that shows the tree's output 1:1: the crop's size, else the Source's."""
-    if crop_active(settings) and not settings.crop_keys:
-        return int(settings.crop[2]), int(settings.crop[3])
-    return int(source_size[0]), int(source_size[1])
-
-
 def set_crop_bypass(tree: bpy.types.NodeTree, bypass: bool) -> None:
     """Mute (bypass) or unmute both instances of the shared crop in a recipe tree."""
     for node in tree.nodes:

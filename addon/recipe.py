@@ -144,10 +144,6 @@ def write_job_file(recipe: Any) -> Path:
     return path
 
 
-def recipe_as_json(recipe: Any) -> str:
-    return json.dumps(schema.job_to_dict(recipe_to_job(recipe)), indent=2)
-
-
 def pair_from_dict(data: dict) -> schema.Pair:
     """An engine pair (as printed in a result event) as a schema Pair; unknown keys are ignored."""
     names = {f.name for f in dataclasses.fields(schema.Pair)}

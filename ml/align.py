@@ -141,10 +141,6 @@ def _level_matrix(level: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- motion models
 
-def _model_params(model: str) -> int:
-    return {"translation": 2, "similarity": 4, "affine": 6, "perspective": 8}[model]
-
-
 def _update_matrix(w: np.ndarray, dp: np.ndarray, model: str) -> np.ndarray:
     """Forward-additive update of the normalised warp matrix entries."""
     w = w.copy()

@@ -364,46 +364,6 @@ def write_cube(path: str | os.PathLike, lut: np.ndarray, title: str = "Film Reco
     return path
 
 
-def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Read a 3D .cube: (LUT (n, n, n, 3) indexed [r, g, b], domain_min (3,), domain_max (3,))."""
-    path = Path(path)
-    size = None
-    domain_min, domain_max = np.zeros(3), np.ones(3)
-    values: list[list[float]] = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise InputImageError(f"cannot read the LUT ({exc.strerror}).", where=str(path)) from exc
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        keyword, *rest = line.split()
-        if keyword == "LUT_3D_SIZE":
-            size = int(rest[0])
-        elif keyword == "DOMAIN_MIN":
-            domain_min = np.array([float(v) for v in rest])
-        elif keyword == "DOMAIN_MAX":
-            domain_max = np.array([float(v) for v in rest])
-        elif keyword == "LUT_3D_INPUT_RANGE":  # Resolve's spelling of the domain
-            domain_min, domain_max = np.full(3, float(rest[0])), np.full(3, float(rest[1]))
-        elif keyword == "LUT_1D_SIZE":
-            raise InputImageError("1D .cube LUTs are not supported here.", where=f"{path}:{number}",
-                                  fix="Use a 3D LUT (LUT_3D_SIZE).")
-        elif keyword in ("TITLE", "LUT_IN_VIDEO_RANGE", "LUT_OUT_VIDEO_RANGE"):
-            continue
-        else:
-            try:
-                values.append([float(v) for v in line.split()[:3]])
-            except ValueError as exc:
-                raise InputImageError(f"unreadable line {raw!r}.", where=f"{path}:{number}") from exc
-    if size is None or len(values) != size ** 3:
-        raise InputImageError(f"expected LUT_3D_SIZE and size^3 rows, got size {size} and {len(values)} rows.",
-                              where=str(path), fix="Re-export the LUT as a 3D .cube.")
-    lut = np.asarray(values, dtype=np.float32).reshape(size, size, size, 3).transpose(2, 1, 0, 3)
-    return np.ascontiguousarray(lut), domain_min, domain_max
-
-
 def apply_cube_with_ocio(path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray:
     """Apply a .cube through OpenColorIO's FileTransform (trilinear), as Resolve/Nuke would."""
     import PyOpenColorIO as ocio

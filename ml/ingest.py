@@ -41,7 +41,6 @@ from .imageio import frame_path, is_sequence, read_image
 from .job import Conform, Job, Plate
 
 MOVIE_EXTENSIONS = {".mov", ".mp4", ".m4v", ".mkv", ".avi", ".mxf", ".webm", ".mpg", ".mpeg"}
-IMAGE_EXTENSIONS = {".exr", ".dpx", ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".cin", ".sgi", ".tga"}
 
 
 def is_movie(path: str) -> bool:

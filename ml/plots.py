@@ -1,8 +1,9 @@
 """Training pictures drawn with numpy only: the loss curve and contact sheets.
 
-The loss curve has axes and tick marks but no text (no font library in Blender's Python);
-the numbers themselves travel in the JSON events. Training loss is orange on a log scale,
-validation PSNR cyan on a linear scale of its own (ticks on the right axis).
+The loss curve labels itself with the engine's bitmap font (`ml.bitmap_font`; Blender's Python
+has no font library): the training loss in orange on a log scale (left axis), the validation PSNR
+in cyan on a dB scale of its own (right axis), the step along the bottom, and a legend. Contact
+sheets can carry column labels (Source | Model | Target).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bitmap_font import draw_text, text_width
 from .imageio import write_png
 
 BACKGROUND = (0.11, 0.11, 0.12)
@@ -54,13 +56,18 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def _tick_text(value: float) -> str:
+    return f"{value:g}" if abs(value) < 1e5 else f"{value:.0e}"
+
+
 def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] | None = None,
                     val_psnr: list[float] | None = None, total_steps: int | None = None,
-                    width: int = 640, height: int = 360) -> np.ndarray:
-    """Loss (log scale) and validation PSNR against step, as an (height, width, 3) float image."""
+                    width: int = 640, height: int = 380) -> np.ndarray:
+    """Loss (log scale) and validation PSNR against step, as an (height, width, 3) float image,
+    with tick labels, axis titles and a legend."""
     image = np.empty((height, width, 3), np.float32)
     image[:] = BACKGROUND
-    left, right, top, bottom = 40, width - 40, 16, height - 28
+    left, right, top, bottom = 58, width - 50, 30, height - 40
     x_max = max(total_steps or 0, max(steps, default=1), max(val_steps or [1]), 1)
 
     def to_x(s: np.ndarray) -> np.ndarray:
@@ -70,6 +77,13 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
         x = int(round(to_x(tick)))
         image[top:bottom, x] = GRID
         image[bottom:bottom + 6, x] = AXIS
+        label = _tick_text(tick)
+        draw_text(image, label, x - text_width(label) // 2, bottom + 9, colour=AXIS)
+    draw_text(image, "STEP", (left + right - text_width("STEP")) // 2, bottom + 24, colour=AXIS)
+    draw_text(image, "TRAINING LOSS (LOG)", left, 8, colour=LOSS_COLOUR)
+    if val_steps and val_psnr:
+        legend = "VALIDATION PSNR (DB)"
+        draw_text(image, legend, right - text_width(legend), 8, colour=PSNR_COLOUR)
     all_losses = np.asarray(losses, float)
     keep = np.isfinite(all_losses) & (all_losses > 0)
     loss, s = all_losses[keep], np.asarray(steps)[keep]
@@ -85,6 +99,8 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
             y = int(round(to_y(decade)))
             image[y, left:right] = GRID
             image[y, left - 8:left] = AXIS
+            label = f"1E{int(decade)}"
+            draw_text(image, label, left - 10 - text_width(label), y - 5, colour=LOSS_COLOUR)
             for sub in (np.log10(2), np.log10(5)):
                 if decade + sub < hi:
                     image[int(round(to_y(decade + sub))), left - 4:left] = AXIS
@@ -99,7 +115,9 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
             return bottom - (bottom - top) * (v - lo) / (hi - lo)
 
         for tick in ticks:
-            image[int(round(to_y_psnr(tick))), right:right + 6] = PSNR_COLOUR
+            y = int(round(to_y_psnr(tick)))
+            image[y, right:right + 6] = PSNR_COLOUR
+            draw_text(image, _tick_text(round(float(tick), 1)), right + 9, y - 5, colour=PSNR_COLOUR)
         _draw_polyline(image, to_x(val_steps), to_y_psnr(psnr), PSNR_COLOUR, 2)
         for x, y in zip(to_x(val_steps), to_y_psnr(psnr), strict=True):  # markers at each validation
             xi, yi = int(round(x)), int(round(y))
@@ -123,14 +141,24 @@ def downscale(image: np.ndarray, max_width: int) -> np.ndarray:
     return image[:h, :w].reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
 
 
-def contact_sheet(rows: list[list[np.ndarray]], gap: int = 4, background: float = 0.08) -> np.ndarray:
-    """Lay panels out in rows (e.g. Input | Output | Ground Truth), each cell top-left aligned."""
+LABEL_BAND = 16  # pixels above the first row for column labels
+
+
+def contact_sheet(rows: list[list[np.ndarray]], gap: int = 4, background: float = 0.08,
+                  column_labels: list[str] | None = None) -> np.ndarray:
+    """Lay panels out in rows (e.g. Source | Model | Target), each cell top-left aligned; with
+    `column_labels`, each column is named above its first cell."""
     columns = max(len(r) for r in rows)
     col_width = [max((r[c].shape[1] for r in rows if c < len(r)), default=0) for c in range(columns)]
     row_height = [max(p.shape[0] for p in r) for r in rows]
-    sheet = np.full((sum(row_height) + gap * (len(rows) + 1), sum(col_width) + gap * (columns + 1), 3),
+    band = LABEL_BAND if column_labels else 0
+    sheet = np.full((band + sum(row_height) + gap * (len(rows) + 1), sum(col_width) + gap * (columns + 1), 3),
                     background, np.float32)
-    y = gap
+    x = gap
+    for c, label in enumerate((column_labels or [])[:columns]):
+        draw_text(sheet, label, x, gap + 1)
+        x += col_width[c] + gap
+    y = gap + band
     for r, row in enumerate(rows):
         x = gap
         for c, panel in enumerate(row):

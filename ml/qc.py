@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import curation
 from .colour import luma
 from .errors import FilmRecoveryError, QCFailed
 from .events import Reporter
@@ -53,7 +54,6 @@ FLICKER_RELATIVE = 0.04  # mean-luma deviation from the local temporal median
 FLASH_RELATIVE = 0.25
 FLASH_ABSOLUTE = 0.05
 DUPLICATE_MAD = 2e-4  # mean absolute thumbnail difference below which two frames are the same
-CUT_MAD = 0.08  # a picture change this large that persists is a shot cut, not flicker
 CAST_WARN = 0.02  # display units between a channel's median and the mean of the three
 MOVIE_RUN = 24  # movie frames decoded per QC task (one ffmpeg process each)
 
@@ -74,6 +74,7 @@ class FrameStats:
     above: float = 0.0  # fraction of values above 1
     peak: float = 0.0
     thumbnail: np.ndarray | None = None
+    analysis: curation.FrameStats | None = None  # what pair curation measures: cuts are found alike
 
     @property
     def ok(self) -> bool:
@@ -148,6 +149,8 @@ def _measure(stats: FrameStats, raw: np.ndarray, ingest: str) -> None:
         stats.above = float(np.mean(values > 1.0 + RANGE_TOLERANCE))
         stats.peak = float(values.max())
     stats.thumbnail = apply_ingest(thumbnail(raw), ingest)
+    stats.analysis = curation.analyse_frame(apply_ingest(curation.proxy(np.where(finite, raw, 0.0)), ingest),
+                                            stats.frame)
 
 
 def _ranges(frames: list[int]) -> str:
@@ -280,26 +283,11 @@ def _temporal_findings(label: str, stats: list[FrameStats]) -> list[dict[str, An
 
 
 def _cuts(stats: list[FrameStats]) -> list[int]:
-    """Indices where a new shot starts: a picture change far above the shot's motion that the next
-    frame keeps, and that is not a return to the picture before a one-frame flash."""
-    def mad(a: int, b: int) -> float:
-        return float(np.mean(np.abs(stats[a].thumbnail - stats[b].thumbnail)))
-
-    if len(stats) < 3:
-        return []
-    changes = [mad(i, i + 1) for i in range(len(stats) - 1)]
-    motion = float(np.median(changes))
-    cuts = []
-    for i, change in enumerate(changes):
-        big = change > max(CUT_MAD, 3.0 * motion)
-        # Both shots need two frames here, else a flash at either end would pass for a cut.
-        if i == 0 or i + 2 >= len(stats):
-            continue
-        kept = changes[i + 1] < change / 3
-        not_a_return = mad(i - 1, i + 1) > change / 2
-        if big and kept and not_a_return:
-            cuts.append(i + 1)
-    return cuts
+    """Indices where a new shot starts, by the same test pair suggestion and the shot plan use
+    (`curation.detect_cuts`), so QC, curation and the plan agree on the shots."""
+    index = {s.frame: i for i, s in enumerate(stats)}
+    return [index[f] for f in curation.detect_cuts([s.analysis for s in stats if s.analysis is not None])
+            if f in index]
 
 
 def _luma_events(stats: list[FrameStats]) -> tuple[list[int], list[int], float]:

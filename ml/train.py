@@ -489,7 +489,7 @@ class _Trainer:
             rows.append(frame_row)
         self.model.train()
         sheet = self.previews / f"contact_{step:06d}.png"
-        write_png(sheet, contact_sheet(rows))
+        write_png(sheet, contact_sheet(rows, column_labels=["SOURCE", "MODEL", "TARGET"]))
         self.reporter.preview(str(sheet), "contact_sheet")
         curve = self.previews / "loss_curve.png"
         write_loss_curve(curve, [s for s, _ in self.loss_history], [v for _, v in self.loss_history],

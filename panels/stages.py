@@ -8,12 +8,6 @@ from ..addon import preferences, recipe
 from .common import draw_job_state
 
 
-def _pending(layout, operator: str, plan: str) -> None:
-    col = layout.column()
-    col.label(text=plan, icon="INFO")
-    col.operator(operator)
-
-
 def draw_ingest(layout, context) -> None:
     fr = context.scene.film_recovery
     draw_job_state(layout, fr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,53 @@ from skimage import data, transform
 
 from ml import baseline as bl
 from ml.cli import main
+from ml.errors import InputImageError
 from ml.events import Reporter
 from ml.imageio import read_header, read_image, write_exr
 from ml.job import Crop, Job, Plate, save_job
 from ml.metrics import branch_truth
+
+
+# A .cube reader for checking what `baseline` writes (the engine itself only writes .cube files).
+def read_cube(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Read a 3D .cube: (LUT (n, n, n, 3) indexed [r, g, b], domain_min (3,), domain_max (3,))."""
+    path = Path(path)
+    size = None
+    domain_min, domain_max = np.zeros(3), np.ones(3)
+    values: list[list[float]] = []
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputImageError(f"cannot read the LUT ({exc.strerror}).", where=str(path)) from exc
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        keyword, *rest = line.split()
+        if keyword == "LUT_3D_SIZE":
+            size = int(rest[0])
+        elif keyword == "DOMAIN_MIN":
+            domain_min = np.array([float(v) for v in rest])
+        elif keyword == "DOMAIN_MAX":
+            domain_max = np.array([float(v) for v in rest])
+        elif keyword == "LUT_3D_INPUT_RANGE":  # Resolve's spelling of the domain
+            domain_min, domain_max = np.full(3, float(rest[0])), np.full(3, float(rest[1]))
+        elif keyword == "LUT_1D_SIZE":
+            raise InputImageError("1D .cube LUTs are not supported here.", where=f"{path}:{number}",
+                                  fix="Use a 3D LUT (LUT_3D_SIZE).")
+        elif keyword in ("TITLE", "LUT_IN_VIDEO_RANGE", "LUT_OUT_VIDEO_RANGE"):
+            continue
+        else:
+            try:
+                values.append([float(v) for v in line.split()[:3]])
+            except ValueError as exc:
+                raise InputImageError(f"unreadable line {raw!r}.", where=f"{path}:{number}") from exc
+    if size is None or len(values) != size ** 3:
+        raise InputImageError(f"expected LUT_3D_SIZE and size^3 rows, got size {size} and {len(values)} rows.",
+                              where=str(path), fix="Re-export the LUT as a 3D .cube.")
+    lut = np.asarray(values, dtype=np.float32).reshape(size, size, size, 3).transpose(2, 1, 0, 3)
+    return np.ascontiguousarray(lut), domain_min, domain_max
+
 
 
 def photo(name: str, shape=(96, 128)) -> np.ndarray:
@@ -135,7 +179,7 @@ def test_cube_round_trip_red_fastest_and_ocio_applies_it_identically(tmp_path):
     # Red index fastest: the second row is LUT[r=1, g=0, b=0], the 18th is LUT[0, 1, 0].
     np.testing.assert_allclose([float(v) for v in lines[first_row + 1].split()], fit.params[1, 0, 0], atol=1e-6)
     np.testing.assert_allclose([float(v) for v in lines[first_row + 17].split()], fit.params[0, 1, 0], atol=1e-6)
-    lut, low, high = bl.read_cube(path)
+    lut, low, high = read_cube(path)
     np.testing.assert_allclose(lut, fit.params, atol=1e-6)
     assert list(low) == [0, 0, 0] and list(high) == [1, 1, 1]
 
@@ -233,7 +277,7 @@ def test_baseline_command_fits_exports_and_renders_every_source_frame(tmp_path):
     assert sum(e["type"] == "progress" and e["stage"] == "baseline" for e in events) == 4
     for frame in frames:
         assert (tmp_path / "work" / "baseline" / f"shot.{frame}.exr").exists()
-    assert Path(result["cube"]).exists() and bl.read_cube(result["cube"])[0].shape == (17, 17, 17, 3)
+    assert Path(result["cube"]).exists() and read_cube(result["cube"])[0].shape == (17, 17, 17, 3)
     code, events = run_cli(["baseline", str(job_path), "--cube-size", "17"])
     assert code == 0 and events[-1]["skipped"] == 4 and events[-1]["written"] == 0
 

@@ -102,6 +102,26 @@ def test_a_hard_cut_is_not_flicker(tmp_path):
     assert "flicker" not in _problems(report) and "flash" not in _problems(report)
     cuts = [f for f in report["findings"] if f["check"] == "cuts"]
     assert cuts and cuts[0]["frames"] == [1005]
+    # The same cut test pair curation and the shot plan use (one shot analysis for all three).
+    from ml import curation
+
+    assert curation.detect_cuts([curation.analyse_frame(image, 1001 + i) for i, image in enumerate(images)]) == [1005]
+
+
+def test_qc_and_curation_agree_on_the_sample_reels_cut(tmp_path):
+    from ml import curation
+    from ml.ingest import source_frame
+    from ml.sample import generate_sample
+
+    info = generate_sample(tmp_path / "sample", seed=2, frames=16, width=192, height=108)
+    job = Job(name="q", work_dir=str(tmp_path / "work"),
+              source=Plate(path=info.source_pattern, first_frame=info.first_frame, last_frame=info.last_frame),
+              reference=Plate(path=info.reference_pattern, first_frame=info.first_frame, last_frame=info.last_frame))
+    report = run_qc(job)
+    qc_cuts = [f["frames"] for f in report["findings"] if f["check"] == "cuts" and f["message"].startswith("Source")]
+    frames = range(info.first_frame, info.last_frame + 1)
+    curation_cuts = curation.detect_cuts([curation.analyse_frame(source_frame(job, f, balanced=False), f) for f in frames])
+    assert qc_cuts == [curation_cuts] and curation_cuts == [info.cut_frame]
 
 
 def test_flicker_duplicates_and_scene_linear_values_warn(tmp_path):

@@ -15,8 +15,8 @@ from test_sample import _reference_on_source
 from ml import checkpoint as ckpt
 from ml.cli import main
 from ml.colour import luma
-from ml.imageio import frame_path, read_image
 from ml.guide import GuidePlanner
+from ml.imageio import frame_path, read_image
 from ml.infer import infer_frame
 from ml.job import spatial_training_defaults
 from ml.predict import source_grain

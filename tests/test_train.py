@@ -23,7 +23,7 @@ from ml.errors import Cancelled, FilmRecoveryError  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.imageio import read_image, write_exr  # noqa: E402
 from ml.job import Job, Training, save_job  # noqa: E402
-from ml.plots import LOSS_COLOUR, PSNR_COLOUR, draw_loss_curve  # noqa: E402
+from ml.plots import AXIS, LABEL_BAND, LOSS_COLOUR, PSNR_COLOUR, contact_sheet, draw_loss_curve  # noqa: E402
 from ml.train import learning_rate_at, plan_steps, train  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
@@ -221,16 +221,35 @@ def test_steps_from_epochs_and_schedule():
     assert lrs[-1] < 0.05e-3 and all(a >= b for a, b in zip(lrs[49:], lrs[50:], strict=False))
 
 
-def test_loss_curve_draws_both_series():
+def test_loss_curve_draws_both_series_and_labels_itself():
     image = draw_loss_curve(list(range(1, 101)), list(np.geomspace(0.1, 0.01, 100)), [50, 100], [30.0, 35.0],
                             total_steps=200)
-    assert image.shape == (360, 640, 3)
+    assert image.shape == (380, 640, 3)
+    left, right, top, bottom = 58, 640 - 50, 30, 380 - 40  # the plot area (ml.plots.draw_loss_curve)
     orange = np.all(np.isclose(image, LOSS_COLOUR), axis=2)
     cyan = np.all(np.isclose(image, PSNR_COLOUR), axis=2)
-    assert orange.sum() > 200 and cyan.sum() > 100
-    rows, cols = np.nonzero(orange)
-    assert cols.max() < 640 * 0.6  # 100 of 200 steps: the curve stops half way
+    plot = (slice(top, bottom), slice(left + 1, right))
+    assert orange[plot].sum() > 200 and cyan[plot].sum() > 100
+    rows, cols = np.nonzero(orange[plot])
+    assert cols.max() + left < 640 * 0.6  # 100 of 200 steps: the curve stops half way
     assert rows[cols.argmin()] < rows[cols.argmax()]  # falling loss goes down the picture
+    # Labels: the legend above the plot in each series' colour, loss decades left of the plot,
+    # PSNR ticks right of it, step numbers and the axis title under it.
+    assert orange[:top - 4].any() and cyan[:top - 4].any()
+    assert orange[top:bottom, :left - 8].any() and cyan[top:bottom, right + 8:].any()
+    axis = np.all(np.isclose(image, AXIS), axis=2)
+    assert axis[bottom + 9:bottom + 20, left:right].sum() > 50 and axis[bottom + 22:, left:right].any()
+
+
+def test_training_contact_sheet_names_its_columns():
+    panels = [[np.full((20, 30, 3), v, np.float32) for v in (0.2, 0.5, 0.8)]]
+    plain, labelled = contact_sheet(panels), contact_sheet(panels, column_labels=["SOURCE", "MODEL", "TARGET"])
+    assert labelled.shape[0] == plain.shape[0] + LABEL_BAND and labelled.shape[1] == plain.shape[1]
+    band = labelled[:LABEL_BAND]
+    for c in range(3):  # text in each column's band, the cells themselves moved down unchanged
+        x0 = 4 + c * 34
+        assert (band[:, x0:x0 + 30] > 0.5).any()
+        np.testing.assert_array_equal(labelled[LABEL_BAND + 4:LABEL_BAND + 24, x0:x0 + 30], panels[0][c])
 
 
 def test_sigterm_stops_between_steps_and_writes_a_checkpoint(tmp_path, dataset):
