@@ -18,7 +18,7 @@ from .events import Reporter, install_cancel_handler
 # name -> module under ml.commands. Order is the order of the workflow.
 COMMANDS = [
     "init", "validate", "env", "sample",     # set-up
-    "qc", "balance",                         # Stage 0: ingest
+    "qc", "balance", "conform",              # Stage 0: ingest
     "suggest", "match", "pairs",             # Stage 1: pairs
     "align",                                 # Stage 2: alignment and shared crop
     "dataset",                               # Stage 3: ground truth

@@ -1,10 +1,10 @@
-"""Stage 0 operators: parity QC and the neutral pre-balance."""
+"""Stage 0 operators: parity QC, the neutral pre-balance and the conform."""
 
 import json
 
 import bpy
 
-from ..addon import jobs, recipe
+from ..addon import jobs
 from .polls import NeedsPlates
 
 
@@ -43,32 +43,22 @@ class FILMREC_OT_estimate_balance(NeedsPlates, jobs.EngineJobOperator, bpy.types
                                 f"after {json.dumps(result.get('cast_after'))[:60]}")
 
 
-class FILMREC_OT_detect_conform(NeedsPlates, bpy.types.Operator):
+class FILMREC_OT_detect_conform(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):
     """Place the Reference's picture area (bars excluded) over the Source's: the conform the
-    alignment starts from (resolution, pixel aspect, letterbox/pillarbox)"""
+    alignment starts from (resolution, pixel aspect, letterbox/pillarbox). Runs as an engine job:
+    the frames are decoded off Blender's main thread"""
 
     bl_idname = "film_recovery.detect_conform"
     bl_label = "Detect Conform"
-    bl_options = {"REGISTER", "UNDO"}
+    command = "conform"
 
-    def execute(self, context):
-        from ..ml.errors import FilmRecoveryError
-        from ..ml.ingest import estimate_conform, read_plate_frame
-
+    def on_result(self, context, result):
         fr = context.scene.film_recovery
-        job = recipe.recipe_to_job(fr)
-        try:
-            source = read_plate_frame(job.source, job.source.first_frame)
-            reference = read_plate_frame(job.reference, job.reference.first_frame)
-        except FilmRecoveryError as exc:
-            self.report({"ERROR"}, exc.describe())
-            return {"CANCELLED"}
-        conform = estimate_conform(reference, source, job.reference.pixel_aspect, job.source.pixel_aspect)
-        fr.conform.mode, fr.conform.scale_x, fr.conform.scale_y = conform.mode, conform.scale_x, conform.scale_y
-        fr.conform.offset_x, fr.conform.offset_y = conform.offset_x, conform.offset_y
-        self.report({"INFO"}, f"Conform: {conform.mode}, scale {conform.scale_x:.4f}, "
-                              f"offset ({conform.offset_x:.1f}, {conform.offset_y:.1f}) px")
-        return {"FINISHED"}
+        conform = result["conform"]
+        fr.conform.mode, fr.conform.scale_x, fr.conform.scale_y = conform["mode"], conform["scale_x"], conform["scale_y"]
+        fr.conform.offset_x, fr.conform.offset_y = conform["offset_x"], conform["offset_y"]
+        fr.job_state.message = (f"Conform: {conform['mode']}, scale {conform['scale_x']:.4f}, "
+                                f"offset ({conform['offset_x']:.1f}, {conform['offset_y']:.1f}) px")
 
 
 classes = (FILMREC_OT_run_qc, FILMREC_OT_estimate_balance, FILMREC_OT_detect_conform)

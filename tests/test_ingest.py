@@ -123,6 +123,30 @@ def test_estimate_conform_places_a_letterboxed_reference():
     np.testing.assert_allclose(_map(m, 255.5, 215.5), (255.5, 255.5), atol=1.0)
 
 
+
+def test_conform_command_estimates_and_writes_the_conform(tmp_path):
+    """`python -m ml conform job.json --write`: what the add-on's Detect Conform runs as an engine job."""
+    import json
+
+    from ml.cli import main
+    from ml.job import load_job, save_job
+
+    source = _photo("astronaut", 2)
+    small = source[::4, ::4].repeat(3, axis=0).repeat(3, axis=1)
+    reference = np.zeros((240, 320, 3), np.float32)
+    reference[24:216, 64:256] = small
+    write_exr(tmp_path / "src" / "s.1001.exr", source)
+    write_exr(tmp_path / "ref" / "r.1001.exr", reference)
+    job = Job(name="c", work_dir=str(tmp_path / "work"),
+              source=Plate(path=str(tmp_path / "src" / "s.####.exr"), first_frame=1001, last_frame=1001),
+              reference=Plate(path=str(tmp_path / "ref" / "r.####.exr"), first_frame=1001, last_frame=1001))
+    save_job(job, tmp_path / "job.json")
+    assert main(["--json", "conform", str(tmp_path / "job.json"), "--write"]) == 0
+    written = load_job(tmp_path / "job.json").conform
+    assert written == estimate_conform(reference, source)
+    assert json.loads((tmp_path / "job.json").read_text())["conform"]["mode"] == written.mode
+
+
 # --- balance --------------------------------------------------------------------------------
 
 def test_balance_recovers_a_known_gain_and_offset():
