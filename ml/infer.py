@@ -21,8 +21,9 @@ results are waited for. The archival transform runs on the device as a baked 3D 
 path on the CPU instead. Half-float conversion and the 8-bit review quantisation also run on the
 device; EXR/PNG encode runs in a thread pool with a bound on frames in flight. The host work
 per frame is what bounds a GPU run, so it is kept small: Source EXRs are decoded by OpenEXR in
-their own half type and widened on the device, which also applies the pre-balance (when there
-is no degrain); outputs are encoded by OpenEXR (both release the GIL: see bench/bench_host.py
+their own half type and widened on the device, which also applies the pre-balance and the
+training degrain (a separable Gaussian, `models.degrain_ycbcr`, matching `cleanup.degrain`);
+a reference-guided model's guide is built on the host (`ml.guide`); outputs are encoded by OpenEXR (both release the GIL: see bench/bench_host.py
 for the CPU per frame). A CUDA out-of-memory error splits the batch, then retries in tiles, halving
 the tile until it fits.
 """
@@ -56,7 +57,15 @@ from .guide import GuideFrame, GuidePlanner, guide_summary
 from .imageio import frame_path, remove_temp_files, write_exr, write_png
 from .ingest import plate_frame_path, read_plate_frame, source_frame
 from .job import Balance, Job
-from .models import RecoveryModel, frame_coords, guide_tensor, pad_to_multiple, rgb_to_ycbcr, ycbcr_to_rgb
+from .models import (
+    RecoveryModel,
+    degrain_ycbcr,
+    frame_coords,
+    guide_tensor,
+    pad_to_multiple,
+    rgb_to_ycbcr,
+    ycbcr_to_rgb,
+)
 from .predict import amp_dtype_for, apply_grain_choice, check_metadata, predict_ycbcr, resolve_device
 from .writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 
@@ -315,9 +324,11 @@ class DevicePipeline:
     def __init__(self, model: RecoveryModel, metadata: dict[str, Any], device: torch.device, dtype: str = "auto",
                  tile: int = 0, overlap: int = DEFAULT_OVERLAP, archival_lut: torch.Tensor | None = None,
                  want_aces: bool = False, want_review: bool = False, exact_display: bool = False,
-                 compile: bool = False, balance: Balance | None = None, grain: str = "clean"):
+                 compile: bool = False, balance: Balance | None = None, grain: str = "clean",
+                 degrain: float = 0.0):
         check_metadata(metadata)
         self.grain = grain  # job.output.grain: the Source's grain back over a predicted luma, or not
+        self.degrain = degrain  # the training degrain, applied to the model's input on the device
         self.device = device
         self.cuda = device.type == "cuda"
         self.amp = amp_dtype_for(device, None if dtype == "auto" else dtype)
@@ -410,8 +421,11 @@ class DevicePipeline:
             gain, offset = self.balance
             rgb = rgb * gain + offset
         source = rgb_to_ycbcr(rgb.permute(0, 3, 1, 2))  # NHWC memory = channels_last NCHW
+        # The model sees the training chain's degrained Source; the kept channels and the grain
+        # stay the plate's own (`source`).
+        model_source = degrain_ycbcr(source, self.degrain)
         if self.cuda:
-            source = source.contiguous(memory_format=torch.channels_last)
+            model_source = model_source.contiguous(memory_format=torch.channels_last)
         guide = sigma = None
         if self.guided:  # frames without a guide: coverage 0 (the model's Source-only prediction)
             stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
@@ -419,9 +433,11 @@ class DevicePipeline:
             guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
             sigma = torch.tensor([d.guide_record.detail_sigma if d.guide_record is not None else 0.0 for d in batch])
         clock.append(self._stamp())
-        out = self._predict(source, guide, sigma)
+        out = self._predict(model_source, guide, sigma)
         clock.append(self._stamp())
         grain_from = source  # the grain is the plate's: taken before any training degrain
+        if self.degrain > 0 and self.kept_channels:
+            out[:, self.kept_channels] = source[:, self.kept_channels]
         if any(d.kept is not None for d in batch):
             kept = torch.stack([(d.kept if d.kept is not None else d.model_input).to(self.device, non_blocking=self.cuda)
                                 for d in batch])
@@ -576,35 +592,24 @@ def _upload(array: np.ndarray, device: torch.device) -> tuple[torch.Tensor, Any]
     return on_device, copied
 
 
-def _decode_frame(job: Job, frame: int, degrain: float, device: torch.device,
-                  planner: GuidePlanner | None = None) -> _Decoded:
-    """Read one Source frame and start its upload. Without degrain the frame travels as stored
-    (a half file stays half: half the bytes, no float32 copy on the host) and the device applies
-    the pre-balance; with degrain the training chain's host steps all run here. A guided model's
-    frame also gets its aligned Reference and coverage (`ml.guide`: partner, warp, agreement)."""
+def _decode_frame(job: Job, frame: int, device: torch.device, planner: GuidePlanner | None = None) -> _Decoded:
+    """Read one Source frame and start its upload. The frame travels as stored (a half file stays
+    half: half the bytes, no float32 copy on the host); the device applies the pre-balance and any
+    training degrain. A guided model's frame also gets its aligned Reference and coverage
+    (`ml.guide`: partner, warp, agreement), built here on the host."""
     start = time.perf_counter()
-    kept = balanced = None
-    if degrain > 0 or planner is not None:
-        balanced = source_frame(job, frame, balanced=True, degrained=False)
-    if degrain > 0:  # the training chain's last step; the kept channels stay un-degrained
-        from .cleanup import degrain as degrain_image
-
-        model_input, kept = degrain_image(balanced, degrain), balanced
-    else:
-        model_input = read_plate_frame(job.source, frame, keep_half=True)
+    model_input = read_plate_frame(job.source, frame, keep_half=True)
     guide_array, record = None, None
     if planner is not None:
-        aligned, cover, record = planner.guide(frame, balanced)
+        aligned, cover, record = planner.guide(frame, source_frame(job, frame, balanced=True))
         if aligned is not None and cover is not None:
             guide_array = np.concatenate([aligned, cover[..., None]], axis=2).astype(np.float32)
     model_tensor, copied = _upload(model_input, device)
-    kept_tensor = guide_tensor_ = None
-    if kept is not None:
-        kept_tensor, copied = _upload(kept, device)  # same stream: its event covers both copies
+    guide_upload = None
     if guide_array is not None:
-        guide_tensor_, copied = _upload(guide_array, device)
-    return _Decoded(frame, model_tensor, kept_tensor, plate_frame_path(job.source, frame),
-                    time.perf_counter() - start, copied, guide_tensor_, record)
+        guide_upload, copied = _upload(guide_array, device)  # same stream: its event covers both copies
+    return _Decoded(frame, model_tensor, None, plate_frame_path(job.source, frame),
+                    time.perf_counter() - start, copied, guide_upload, record)
 
 
 def _output_plan(frames: list[int], patterns: dict[str, Path], model_sha: str, recipe: str, overwrite: bool,
@@ -690,8 +695,8 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     pipeline = DevicePipeline(model, metadata, device, options.dtype, options.tile, options.overlap, lut,
                               want_aces=lut is not None, want_review="review" in patterns,
                               exact_display=options.archival == "ocio", compile=options.compile,
-                              balance=job.balance if (job.balance.enabled and degrain == 0) else None,
-                              grain=job.output.grain)
+                              balance=job.balance if job.balance.enabled else None,
+                              grain=job.output.grain, degrain=degrain)
     reporter.message(f"Inference: {len(to_write)} frame(s) on {device.type} ({precision}), "
                      f"{decode_workers} decode / {encode_workers} encode threads, archival transform {archival}.")
     times = _StageTimes()
@@ -700,7 +705,7 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     if planner is not None and not job.reference.path:
         notes.append("Reference-guided model but no Reference plate: every frame is predicted from the Source alone.")
     run = _Run(job, reporter, pipeline, options, todo, to_write, len(frames), len(skipped), base, times,
-               decode_workers, encode_workers, degrain, planner)
+               decode_workers, encode_workers, planner)
     run.run()
     wall = time.perf_counter() - start
     notes += pipeline.notes
@@ -761,10 +766,10 @@ class _Run:
     def __init__(self, job: Job, reporter: Reporter, pipeline: DevicePipeline, options: InferOptions,
                  todo: dict[int, dict[str, Path]], frames: list[int], total: int, already: int,
                  base: dict[str, Any], times: _StageTimes, decode_workers: int, encode_workers: int,
-                 degrain: float, planner: GuidePlanner | None = None):
+                 planner: GuidePlanner | None = None):
         self.job, self.reporter, self.pipeline, self.options = job, reporter, pipeline, options
         self.todo, self.frames, self.total, self.done = todo, frames, total, already
-        self.base, self.times, self.degrain, self.planner = base, times, degrain, planner
+        self.base, self.times, self.planner = base, times, planner
         self.guide_records: list[GuideFrame] = []
         self.decode_pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
         self.encode_pool = ThreadPoolExecutor(max_workers=encode_workers, thread_name_prefix="encode")
@@ -788,8 +793,7 @@ class _Run:
                 frame = next(upcoming, None)
                 if frame is None:
                     return
-                pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, self.degrain, device,
-                                                       self.planner))
+                pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, device, self.planner))
 
         try:
             fill()

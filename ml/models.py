@@ -261,17 +261,30 @@ def guide_tensor(aligned_rgb: torch.Tensor, coverage: torch.Tensor) -> torch.Ten
     return torch.cat([rgb_to_ycbcr(aligned_rgb.float()), coverage.float()], dim=1)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian of `sigma` px over (N, C, H, W), edges replicated."""
+def gaussian_blur(x: torch.Tensor, sigma: float, edge: str = "replicate") -> torch.Tensor:
+    """Separable Gaussian of `sigma` px over (N, C, H, W); the kernel is `ml.cleanup`'s (3 sigma
+    radius, float64 taps rounded to float32). `edge="reflect"` pads as numpy's reflect does (where
+    the image is larger than the radius; replicated otherwise), so it matches
+    `cleanup.gaussian_blur`."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(x.dtype)
+    kernel = (kernel / kernel.sum()).to(device=x.device, dtype=x.dtype)
     c = x.shape[1]
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                 groups=c)
-    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                    groups=c)
+    if edge == "reflect" and min(x.shape[-2:]) <= radius:
+        edge = "replicate"
+    x = F.pad(x, (radius, radius, 0, 0), mode=edge)
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    x = F.pad(x, (0, 0, radius, radius), mode=edge)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def degrain_ycbcr(ycbcr: torch.Tensor, strength: float) -> torch.Tensor:
+    """`cleanup.degrain` on the device, in YCbCr: Gaussian sigma = strength on luma, 2 x on chroma."""
+    if strength <= 0:
+        return ycbcr
+    return torch.cat([gaussian_blur(ycbcr[:, :1], strength, "reflect"),
+                      gaussian_blur(ycbcr[:, 1:], 2.0 * strength, "reflect")], dim=1)
 
 
 def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover: torch.Tensor,
@@ -292,7 +305,7 @@ def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover
         if sigma <= 0:
             out.append(p + c * (r - p))
             continue
-        low = _gaussian_blur(c * (r - p), sigma) / _gaussian_blur(c, sigma).clamp_min(1e-3)
+        low = gaussian_blur(c * (r - p), sigma) / gaussian_blur(c, sigma).clamp_min(1e-3)
         out.append(p + c * low)
     return torch.cat(out)
 

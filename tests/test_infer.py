@@ -227,9 +227,9 @@ def test_outputs_provenance_round_trip_resume_and_damage(tmp_path, plate, traine
 
 @pytest.mark.parametrize("degrain", [0.0, 1.5])
 def test_the_run_feeds_the_model_the_training_chain(tmp_path, plate, trained, degrain):
-    """Without degrain the half Source frames go to the device as stored and the pre-balance runs
-    there; with degrain the host runs the chain. Either way the model sees `source_frame`'s
-    pixels: the written frames equal one frame recovered from the training chain."""
+    """The half Source frames go to the device as stored; the pre-balance and the training degrain
+    run there. Either way the model sees `source_frame`'s pixels (degrained as in training) and the
+    kept channels are the plate's: the written frames equal one frame recovered from the host chain."""
     job = make_job(tmp_path, plate, trained, review="none", aces_exr=False)
     job = dataclasses.replace(job, balance=Balance(enabled=True, gain=[1.07, 0.96, 1.02], offset=[0.01, -0.004, 0.0]),
                               cleanup=dataclasses.replace(job.cleanup, source_degrain=degrain))
@@ -238,7 +238,24 @@ def test_the_run_feeds_the_model_the_training_chain(tmp_path, plate, trained, de
     balanced = source_frame(job, 1003, balanced=True)
     model_input = source_frame(job, 1003, balanced=True, degrained=True)
     expected = infer_frame(model, metadata, model_input, kept=balanced).astype(np.float16).astype(np.float32)
-    assert np.array_equal(read_image(outputs_of(job, 1003)["display"]), expected)
+    written = read_image(outputs_of(job, 1003)["display"])
+    if degrain == 0:
+        assert np.array_equal(written, expected)
+    else:  # device and numpy degrain agree to float32 rounding: at most one half-float step apart
+        np.testing.assert_allclose(written, expected, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("strength", [0.6, 1.5, 3.0])
+def test_device_degrain_matches_the_numpy_degrain(strength):
+    from ml.cleanup import degrain
+    from ml.models import degrain_ycbcr
+
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal(0.5, 0.2, (37, 53, 3)), 0, 1).astype(np.float32)
+    on_host = rgb_to_ycbcr(degrain(image, strength))
+    tensor = torch.from_numpy(rgb_to_ycbcr(image)).permute(2, 0, 1)[None]
+    on_device = degrain_ycbcr(tensor, strength)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(on_device, on_host, atol=2e-6, rtol=0)
 
 
 def test_refuses_to_overwrite_another_models_frames(tmp_path, plate, trained):
