@@ -43,6 +43,7 @@ def plan_arguments(farm) -> list[str]:
             "--baseline", farm.baseline]
     if farm.use_min_psnr:
         args += ["--min-psnr", f"{farm.min_psnr:g}"]
+    args += ["--max-drop", f"{farm.max_drop:g}"] if farm.use_max_drop else ["--no-max-drop"]
     return args
 
 

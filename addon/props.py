@@ -157,6 +157,10 @@ class FILMREC_PG_Farm(bpy.types.PropertyGroup):
     use_min_psnr: bpy.props.BoolProperty(name="Use PSNR threshold", default=False)
     min_psnr: bpy.props.FloatProperty(name="Min PSNR (dB)", default=30.0, min=0.0, max=100.0,
                                       description="A shot whose model scores below this gets its own model")
+    use_max_drop: bpy.props.BoolProperty(name="Use median rule", default=True)
+    max_drop: bpy.props.FloatProperty(
+        name="Max drop (dB)", default=3.0, min=0.0, max=50.0,
+        description="A shot gets its own model when its unit's model scores this far below the unit's median shot")
     baseline: bpy.props.EnumProperty(
         name="Baseline", items=[("unit", "Unit LUT", "The 3D LUT fitted on the unit's training pairs"),
                                 ("shot", "Shot LUT", "A 3D LUT fitted on the shot's own training pairs (stricter)")],

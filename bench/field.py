@@ -489,6 +489,54 @@ def _kinds_run(result: dict[str, Any]) -> str:
     return f"every kind ({total})" if run >= total else f"{run} of the {total} kinds"
 
 
+# The quality goals the issues set: chroma (#14) closes 90 % of the baseline-to-Reference gap where
+# the Reference beats the baseline, at mean CIEDE2000 2.0 or less; spatial (#16) closes half of it
+# with a higher SSIM than the baseline's and the Source's.
+CHROMA_GAP, CHROMA_DELTA_E, SPATIAL_GAP = 0.9, 2.0, 0.5
+
+
+def goal_met(branch: str, quality: dict[str, Any]) -> tuple[bool, str]:
+    """Whether one door's scores meet its branch's goal, and why not."""
+    methods, gap = quality.get("methods", {}), quality.get("gap_closed")
+    model = methods.get("model")
+    if not model:
+        return False, "no model scores"
+    if branch == "chroma":
+        why = []
+        if gap is not None and gap < CHROMA_GAP:
+            why.append(f"closes {gap:.0%} of the gap")
+        if model["delta_e_mean"] > CHROMA_DELTA_E:
+            why.append(f"CIEDE2000 {model['delta_e_mean']:.2f}")
+        return not why, ", ".join(why)
+    why = []
+    if gap is None or gap < SPATIAL_GAP:
+        why.append("closes " + ("no" if gap is None else f"{gap:.0%} of the") + " gap")
+    if not all(model["ssim"] > methods[m]["ssim"] for m in ("baseline", "source") if m in methods):
+        why.append(f"SSIM {model['ssim']:.3f} not above the baseline's and the Source's")
+    return not why, ", ".join(why)
+
+
+def quality_goals(result: dict[str, Any]) -> list[str]:
+    """A line per branch and door: which kinds meet the issues' quality goal, and why the others do not."""
+    lines = ["Quality goals, per door: chroma kinds close at least 90 % of the PSNR gap from the 3D-LUT "
+             "baseline to the Reference's own chroma (where the Reference beats the baseline) at mean CIEDE2000 "
+             "2.0 or less; spatial kinds close at least half of the luma gap, with higher SSIM than the baseline "
+             "and the Source.", ""]
+    for branch in ("chroma", "spatial"):
+        doors = sorted({door for shot in result["shots"] if shot["branch"] == branch for door in shot["doors"]})
+        for door in doors:
+            met, missed = [], []
+            for shot in result["shots"]:
+                run = shot["doors"].get(door)
+                if shot["branch"] != branch or run is None:
+                    continue
+                ok, why = goal_met(branch, run.get("quality") or {}) if run["completed"] else (False, "stopped")
+                (met if ok else missed).append(shot["kind"] if ok else f"{shot['kind']} ({why})")
+            lines.append(f"- {branch}, {door}: {len(met)} of {len(met) + len(missed)} kinds meet it"
+                         + (f"; not: {'; '.join(missed)}" if missed else "") + ".")
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     harness = result["harness"]
     lines = [SECTION_TITLE, "",
@@ -499,7 +547,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"Training: {harness['model_size']} {harness['model']} (spatial kinds: "
              f"{harness.get('spatial_model', harness['model'])}), {harness['steps']} steps of batch "
              f"{harness['batch']} x {harness['crop_size']}^2, every {harness['holdout_every']}th pair held out, "
-             f"{harness['alignment_mode']} alignment. Quality cells are against truth on up to "
+             f"{harness['alignment_mode']} alignment, reference-guided models (the default). Quality cells are against truth on up to "
              f"{harness['eval_frames']} Source frames that were not training pairs: chroma kinds "
              "`PSNR-CbCr dB / mean CIEDE2000`, spatial kinds `luma PSNR dB / SSIM`. *Reference* is the "
              "Reference's own channels on its true warp, recombined like the dataset targets. Corner error: "
@@ -524,6 +572,7 @@ def markdown(result: dict[str, Any]) -> str:
             times = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in run["stage_seconds"].items())
             notes = "; ".join(run.get("notes") or [])
             details.append(f"- {shot['kind']} / {door}: {times}" + (f". {notes}" if notes else ""))
+    lines += ["", *quality_goals(result)]
     lines += ["", "What each kind varies:", ""]
     lines += [f"- **{shot['kind']}** ({shot['source_size'][0]}x{shot['source_size'][1]} Source, "
               f"{shot['reference_size'][0]}x{shot['reference_size'][1]} Reference, {shot['frames']} frames): "

@@ -263,13 +263,17 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated words: benchmarks whose title holds one are left out")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per benchmark")
     parser.add_argument("--scratch", help="folder for temporary files (default: the system temp)")
+    parser.add_argument("--only", default="", help="comma-separated words: run only the benchmarks whose title "
+                        "holds one and replace just their sections and summary rows in --out (the rest, carried "
+                        "sections included, is kept as it is; the pipeline runs only with --pipeline run)")
     args = parser.parse_args()
+    only = [word.strip().lower() for word in args.only.split(",") if word.strip()]
 
     skip = [word.strip().lower() for word in args.skip.split(",") if word.strip()]
     sections = [machine_section()]
     summary = []
     for title, full, quick, compared, size in BENCHMARKS:
-        if any(word in title.lower() for word in skip):
+        if any(word in title.lower() for word in skip) or (only and not any(w in title.lower() for w in only)):
             continue
         command = quick if args.quick else full
         if args.scratch and "bench_infer" in command[0]:
@@ -286,7 +290,7 @@ def main() -> None:
         if problem:
             body += [f"**Did not finish:** {problem}", ""]
         sections.append("\n".join(body))
-    if args.pipeline != "skip":
+    if args.pipeline != "skip" and not (only and args.pipeline != "run"):
         print(f"== sample shot pipeline ({args.pipeline})", file=sys.stderr, flush=True)
         start = time.perf_counter()
         sections.append(pipeline_section(args.pipeline, args.scratch))
@@ -295,6 +299,9 @@ def main() -> None:
         summary.append(f"| Sample shot quality (whole pipeline) | the 3D-LUT baseline against the truth | "
                        f"640x360, 24 frames (the sample's own size) | "
                        f"{f'{seconds:.0f}' if args.pipeline == 'run' else 'earlier run'} | {_load():.1f} |")
+    if only:
+        _replace_sections(Path(args.out), sections[1:], summary)
+        return
     sections += [path.read_text().rstrip() for path in CARRIED_SECTIONS if path.exists()]
     # GPU runs of bench/gpu_suite.sh, newest first, kept as they came back from the device.
     gpu_runs = sorted((Path(__file__).parent / "results").glob("gpu_*.md"), reverse=True)
@@ -312,6 +319,26 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(header + sections).rstrip() + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
+
+
+def _replace_sections(path: Path, sections: list[str], summary: list[str]) -> None:
+    """Put freshly measured sections and summary rows into an existing benchmarks page, and the
+    carried sections as their files now hold them."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from field import replace_section
+
+    document = path.read_text()
+    carried = [p.read_text().rstrip() for p in CARRIED_SECTIONS if p.exists()]
+    for section in [*sections, *carried]:
+        document = replace_section(document, section, section.splitlines()[0].rstrip())
+    lines = document.splitlines()
+    for row in summary:
+        title = row.split(" | ")[0] + " |"
+        index = next((i for i, line in enumerate(lines) if line.startswith(title)), None)
+        if index is not None:
+            lines[index] = row
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"updated {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

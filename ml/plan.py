@@ -17,8 +17,9 @@ trained, `ml score` scores its model per shot on that shot's held-out pairs agai
 (`ml.baseline`'s 3D LUT, fitted on the unit's training pairs as `ml baseline` fits it, or with
 `baseline="shot"` on the shot's own training pairs: a grade of that shot alone, a stricter bar). A
 shot where the model's PSNR (branch channels) gains less than `min_gain_db` over that baseline
-(0, the default: it loses to it; negative: a tolerance), or stays below the artist's `min_psnr`,
-gets a unit of its own, recorded with the reason and the numbers. A fallback unit holds
+(0, the default: it loses to it; negative: a tolerance), falls more than `max_drop_db` (default 3)
+below the unit's median shot (the model does not generalise to it), or stays below the artist's
+`min_psnr`, gets a unit of its own, recorded with the reason and the numbers. A fallback unit holds
 out the very frames the wider model was scored on, so before and after are measured on the same
 frames. Inference runs each shot with the model of the unit it ends up with (`model_unit`).
 
@@ -54,6 +55,9 @@ UNIT_STATUSES = ("planned", "dataset", "trained", "scored", "done", "failed")
 DEFAULT_CHUNK_FRAMES = 48
 DEFAULT_SCENE_THRESHOLD = 0.35  # half L1 distance of shots' mean colour histograms that starts a new scene
 DEFAULT_MIN_GAIN_DB = 0.0
+# A shot the unit's model scores this many dB below the unit's median shot is one it does not
+# generalise to (measured on the sample reel: the odd shot 4.0 dB below, the others within 1.7).
+DEFAULT_MAX_DROP_DB = 3.0
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -99,6 +103,7 @@ class Plan:
     units: list[Unit]
     min_gain_db: float = DEFAULT_MIN_GAIN_DB
     min_psnr: float | None = None
+    max_drop_db: float | None = DEFAULT_MAX_DROP_DB
     chunk_frames: int = DEFAULT_CHUNK_FRAMES
     holdout_per_shot: int = 1
     baseline: str = "unit"               # unit | shot: what the per-shot scores fit their 3D LUT on
@@ -270,7 +275,8 @@ def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *
                load: Callable[[int], np.ndarray] | None = None, frames: Sequence[int] | None = None,
                count: int | None = None, scenes: str = "", scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
                min_gain_db: float = DEFAULT_MIN_GAIN_DB, min_psnr: float | None = None,
-               chunk_frames: int = DEFAULT_CHUNK_FRAMES, holdout_per_shot: int = 1, gpus: int = 1,
+               max_drop_db: float | None = DEFAULT_MAX_DROP_DB, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
+               holdout_per_shot: int = 1, gpus: int = 1,
                baseline: str = "unit", workers: int = 4, progress: Callable[[int, int], None] | None = None) -> Plan:
     """Shots, units and pairs for the whole Source (see the module docstring)."""
     from . import curation
@@ -284,8 +290,8 @@ def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *
                              ("--gpus", gpus, 1)):
         if value < low:
             raise FilmRecoveryError(f"{value} is below {low}.", where=name, fix=f"Give {low} or more.")
-    if not math.isfinite(min_gain_db) or (min_psnr is not None and not math.isfinite(min_psnr)):
-        raise FilmRecoveryError("thresholds must be finite numbers.", where="--min-gain/--min-psnr",
+    if not math.isfinite(min_gain_db) or any(v is not None and not math.isfinite(v) for v in (min_psnr, max_drop_db)):
+        raise FilmRecoveryError("thresholds must be finite numbers.", where="--min-gain/--min-psnr/--max-drop",
                                 fix="Give a number of dB, e.g. 0.5.")
     frames = list(frames if frames is not None else plate_frames(job.source))
     if len(frames) < 2:
@@ -358,6 +364,7 @@ def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *
     return Plan(job=str(Path(job_path).resolve()), name=job.name, work_dir=str(Path(job.work_dir).resolve()),
                 branch=job.branch, scope=scope, cuts=list(cuts), shots=plan_shots, units=units,
                 min_gain_db=float(min_gain_db), min_psnr=None if min_psnr is None else float(min_psnr),
+                max_drop_db=None if max_drop_db is None else float(max_drop_db),
                 chunk_frames=int(chunk_frames), holdout_per_shot=int(holdout_per_shot), baseline=baseline,
                 warnings=warnings)
 
@@ -472,10 +479,12 @@ def plan_tasks(plan: Plan, units: Sequence[str] | None = None, python: str = sys
 # --------------------------------------------------------------------------- fallback
 
 def shot_loses(numbers: dict[str, Any], branch: str, min_gain_db: float, min_psnr: float | None,
-               baseline: str = "unit") -> str:
+               baseline: str = "unit", max_drop_db: float | None = None, unit_median: float | None = None) -> str:
     """Why the unit's model is not good enough for this shot ("" when it is): its PSNR on the shot's
     held-out pairs (branch channels) gains less than `min_gain_db` over the baseline's (0: it loses
-    to the baseline; a negative value tolerates that much), or stays below `min_psnr`."""
+    to the baseline; a negative value tolerates that much), stays below `min_psnr`, or falls more
+    than `max_drop_db` below `unit_median` (the median of the unit's scored shots: the model
+    generalises to the others, not to this one)."""
     if not numbers.get("scored"):
         return ""
     model, base = numbers["model"], numbers["baseline"]
@@ -488,6 +497,9 @@ def shot_loses(numbers: dict[str, Any], branch: str, min_gain_db: float, min_psn
         return f"gains {gain:+.2f} dB over the baseline ({baseline} 3D LUT), below the plan's {min_gain_db:+.2f} dB: {detail}"
     if min_psnr is not None and model["psnr"] < min_psnr:
         return f"PSNR {model['psnr']:.2f} dB is below the plan's threshold of {min_psnr:.2f} dB: {detail}"
+    if max_drop_db is not None and unit_median is not None and model["psnr"] < unit_median - max_drop_db:
+        return (f"PSNR {model['psnr']:.2f} dB is {unit_median - model['psnr']:.2f} dB below the unit's median shot "
+                f"({unit_median:.2f} dB; the plan allows {max_drop_db:.2f}): {detail}")
     return ""
 
 
@@ -503,9 +515,12 @@ def decide_fallbacks(plan: Plan, unit_id: str, scores: dict[str, Any]) -> list[U
             if decision["unit"] == unit.id and decision["shot"] in unit.scores:
                 decision["after"] = _headline(unit.scores[decision["shot"]])
         return added
+    scored = [n["model"]["psnr"] for n in unit.scores.values() if n.get("scored")]
+    median = float(np.median(scored)) if len(scored) >= 3 else None  # a median of two says nothing
     for name in unit.shots:
         numbers = unit.scores.get(name, {})
-        reason = shot_loses(numbers, plan.branch, plan.min_gain_db, plan.min_psnr, plan.baseline)
+        reason = shot_loses(numbers, plan.branch, plan.min_gain_db, plan.min_psnr, plan.baseline,
+                            plan.max_drop_db, median)
         if not reason:
             continue
         shot = plan.shot(name)

@@ -18,6 +18,11 @@ def draw_farm(layout, context) -> None:
     sub = row.row()
     sub.enabled = settings.use_min_psnr
     sub.prop(settings, "min_psnr")
+    row = col.row(align=True)
+    row.prop(settings, "use_max_drop", text="")
+    sub = row.row()
+    sub.enabled = settings.use_max_drop
+    sub.prop(settings, "max_drop")
     col.prop(settings, "baseline")
     col.prop(settings, "chunk_frames")
     layout.operator("film_recovery.plan_reel", icon="SEQ_STRIP_DUPLICATE")

@@ -109,7 +109,8 @@ def test_bad_plan_files_and_options_are_refused_with_a_fix(reel, tmp_path):
         load_plan(tmp_path / "broken.json")
     for kwargs, where in (({"scope": "reel"}, "--scope"), ({"chunk_frames": 0}, "--chunk-frames"),
                           ({"gpus": 0}, "--gpus"), ({"baseline": "global"}, "--baseline"),
-                          ({"min_psnr": float("nan")}, "--min-gain/--min-psnr")):
+                          ({"min_psnr": float("nan")}, "--min-gain/--min-psnr/--max-drop"),
+                          ({"max_drop_db": float("inf")}, "--min-gain/--min-psnr/--max-drop")):
         with pytest.raises(FilmRecoveryError) as error:
             build_plan(job, job_path, **{"scope": "sequence", **kwargs})
         assert error.value.where == where and error.value.fix
@@ -160,6 +161,20 @@ def test_the_artists_thresholds(reel):
     assert [u.id for u in added] == ["shot-2"] and "below the plan's +1.00 dB" in added[0].reason
     plan = build_plan(job, job_path, "shot")  # a shot unit never falls back further
     assert decide_fallbacks(plan, "shot-1", {"shots": {"1": _numbers(20.0, 34.0)}}) == []
+
+
+def test_a_shot_far_below_the_units_other_shots_gets_its_own_model_by_default(reel):
+    """The odd shot beats the unit's baseline grade (which fits it badly too) but the sequence model
+    does far worse on it than on the rest: by default that is a fallback as well."""
+    job_path, job = reel
+    scores = {"shots": {"1": _numbers(36.9, 31.6), "2": _numbers(40.3, 37.2), "3": _numbers(31.3, 27.7),
+                        "4": _numbers(35.5, 33.8)}}
+    plan = build_plan(job, job_path, "sequence")
+    added = decide_fallbacks(plan, "sequence", scores)
+    assert [u.id for u in added] == ["shot-3"]
+    assert "below the unit's median shot (36.20 dB; the plan allows 3.00)" in added[0].reason
+    plan = build_plan(job, job_path, "sequence", max_drop_db=None)  # `ml plan --no-max-drop`
+    assert decide_fallbacks(plan, "sequence", scores) == []
 
 
 def test_tasks_depend_on_their_units_model_and_chunk_the_shots(reel):

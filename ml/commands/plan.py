@@ -21,6 +21,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--min-gain", type=float, default=0.0,
                         help="dB a unit's model must gain over a shot's own baseline grade on that shot's "
                              "held-out pairs, or the shot gets its own model (default 0: it must not lose)")
+    parser.add_argument("--max-drop", type=float, default=3.0,
+                        help="dB below the unit's median shot at which a shot gets its own model (the model "
+                             "generalises to the others, not to it; default 3, at least three scored shots)")
+    parser.add_argument("--no-max-drop", action="store_true", help="leave the median rule out")
     parser.add_argument("--min-psnr", type=float, default=None,
                         help="PSNR (dB, branch channels) below which a shot gets its own model (default: none)")
     parser.add_argument("--baseline", choices=["unit", "shot"], default="unit",
@@ -45,7 +49,8 @@ def run(args, job, reporter) -> None:
     # Parity QC once for the reel (every unit's dataset stage would otherwise run it).
     require_qc_pass(job, reporter)
     plan = build_plan(job, args.job, args.scope, count=args.count, scenes=args.scenes, min_gain_db=args.min_gain,
-                      min_psnr=args.min_psnr, chunk_frames=args.chunk_frames, holdout_per_shot=args.holdout_per_shot,
+                      min_psnr=args.min_psnr, max_drop_db=None if args.no_max_drop else args.max_drop,
+                      chunk_frames=args.chunk_frames, holdout_per_shot=args.holdout_per_shot,
                       gpus=args.gpus, baseline=args.baseline, workers=args.workers,
                       progress=lambda done, total: reporter.progress(done, total, "plan", "analysing frames"))
     out = Path(args.out) if args.out else default_plan_path(job)
