@@ -85,7 +85,7 @@ def truth_psnr(reel_dir: Path, work: Path, name: str, branch: str, first: int, l
     return sum(values) / len(values)
 
 
-def run(out: Path, steps: int, min_psnr: float, threads: int) -> str:
+def run(out: Path, steps: int, min_psnr: float | None, threads: int) -> str:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("reel", "work"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -128,8 +128,11 @@ def run(out: Path, steps: int, min_psnr: float, threads: int) -> str:
              "a warm balance over the reel's fade). Plan: one sequence unit, "
              f"{sum(p['accepted'] and not p['holdout'] for p in sequence.pairs)} training pairs and one held-out "
              "pair per shot; small bilateral model, "
-             f"{steps} steps, batch 8 x 64^2 crops, CPU, one thread per task. Fallback rule: the artist's PSNR "
-             f"threshold of {min_psnr:g} dB (and the default rule, losing to the unit's 3D-LUT baseline).", "",
+             f"{steps} steps, batch 8 x 64^2 crops, CPU, one thread per task; reference-guided (the default: "
+             "inference takes each frame's aligned Reference where it covers; `ml score` scores the model's "
+             "Source-only prediction, which is what tells the shots apart). Fallback rule: the defaults, a shot "
+             "that loses to the unit's 3D-LUT baseline or scores more than 3 dB below the unit's median shot"
+             + (f", and the artist's PSNR threshold of {min_psnr:g} dB" if min_psnr is not None else "") + ".", "",
              "Per shot, on its held-out pair (PSNR of Cb,Cr in dB against the pair's ground truth; CIEDE2000 mean "
              "in brackets). *Unit LUT*: the 3D LUT `ml baseline` fits on the unit's training pairs (what `ml score` "
              "compares with); *shot LUT*: a 3D LUT fitted on that shot's training pairs alone.", "",
@@ -173,7 +176,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "work" / "bench_farm"))
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--min-psnr", type=float, default=33.0)
+    parser.add_argument("--min-psnr", type=float, default=None, help="the artist's threshold (default: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()

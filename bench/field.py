@@ -523,7 +523,8 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
              "2.0 or less; spatial kinds close at least half of the luma gap, with higher SSIM than the baseline "
              "and the Source.", ""]
     for branch in ("chroma", "spatial"):
-        doors = sorted({door for shot in result["shots"] if shot["branch"] == branch for door in shot["doors"]})
+        doors = sorted({door for shot in result["shots"] if shot["branch"] == branch for door in shot["doors"]},
+                       key=lambda door: (door != "cli", door))
         for door in doors:
             met, missed = [], []
             for shot in result["shots"]:
