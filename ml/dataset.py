@@ -251,7 +251,7 @@ def recipe_changes(recorded: dict, current: dict) -> list[str]:
 
 
 # What an export folder holds; anything else there is the user's, and is never swapped away.
-_DATASET_ENTRIES = {"input", "target", "manifest.json"}
+_DATASET_ENTRIES = {"input", "target", "guide", "coverage", "manifest.json"}
 
 
 def _staging_names(out: Path) -> tuple[Path, Path]:

@@ -152,7 +152,8 @@ def test_the_dataset_keeps_a_pair_whose_edge_is_flat_mid_grey():
     source = _grain(_flat_edge(_picture() * 0.4 + 0.3, "right", 4, 0.35), 7, 0.005)
     reference = _grain(_picture(), 8, 0.005)
     images = PairImages(input=source, target=source, clamped=np.zeros((H, W), bool), aligned_reference=reference,
-                        valid=np.ones((H, W), bool), matrix=np.eye(3), matrix_source="auto",
+                        valid=np.ones((H, W), bool), coverage=np.ones((H, W), np.float32), matrix=np.eye(3),
+                        matrix_source="auto",
                         crop_box=(0, 0, W, H), source_size=(W, H), source_borders=crop.detect_borders(source),
                         reference_borders=crop.detect_borders(reference), reference_shape=(H, W))
     assert validate_pair("pair_001024", images) == [] and bar_problems([1024], [images]) == []
@@ -170,7 +171,8 @@ def test_a_dark_edge_in_some_frames_only_is_picture_but_reference_bars_in_every_
 
     def pair(reference):
         return PairImages(input=reference, target=reference, clamped=np.zeros((H, W), bool),
-                          aligned_reference=reference, valid=np.ones((H, W), bool), matrix=np.eye(3),
+                          aligned_reference=reference, valid=np.ones((H, W), bool),
+                          coverage=np.ones((H, W), np.float32), matrix=np.eye(3),
                           matrix_source="auto", crop_box=(0, 0, W, H), source_size=(W, H),
                           source_borders=(0, 0, 0, 0), reference_borders=crop.detect_borders(reference),
                           reference_shape=(H, W))

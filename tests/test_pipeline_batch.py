@@ -35,12 +35,13 @@ def test_every_stage_on_a_small_shot_and_the_report_measures_the_model_against_t
     assert len(reports) == 1 and (reports[0].parent / "index.html").exists()
     report = json.loads(reports[0].read_text())
     tables = {entry["key"]: entry["table"] for entry in report["sets"]}
-    # Since #14 the baseline is the strongest global grade the project can fit (a 3D LUT 1 dB above the
-    # earlier one on this shot): the 1500-step model beats it on the held-out pairs, and on the truth
-    # frames it is within half a dB of it (the verdict says which way), far above the faded Source.
+    # The baseline is the strongest global grade the project can fit (#14); the reference-guided model
+    # (the default) beats it on the held-out pairs and, clearly, on the truth frames (measured: 43.3 vs
+    # 39.1 dB), far above the faded Source.
     holdout, truth = tables["holdout"], tables["truth"]
     assert holdout["model"]["psnr"] > holdout["baseline"]["psnr"], holdout
-    assert abs(truth["model"]["psnr"] - truth["baseline"]["psnr"]) < 0.5, truth
+    assert truth["model"]["psnr"] > truth["baseline"]["psnr"] + 1.0, truth
+    assert truth["model"]["delta_e_mean"] < truth["baseline"]["delta_e_mean"], truth
     assert truth["model"]["psnr"] > truth["source"]["psnr"] + 10, truth
     assert report["verdict"] in done.stdout and report["beat_baseline"] == ("NOT" not in report["verdict"])
 
