@@ -85,7 +85,7 @@ def truth_psnr(reel_dir: Path, work: Path, name: str, branch: str, first: int, l
     return sum(values) / len(values)
 
 
-def run(out: Path, steps: int, min_psnr: float | None, threads: int) -> str:
+def run(out: Path, steps: int, min_psnr: float | None, threads: int, guided: bool = True) -> str:
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("reel", "work"):
         shutil.rmtree(out / stale, ignore_errors=True)
@@ -95,6 +95,7 @@ def run(out: Path, steps: int, min_psnr: float | None, threads: int) -> str:
               reference=Plate(path=info.reference_pattern, first_frame=info.first_frame, last_frame=info.last_frame))
     t = job.training
     t.model, t.size, t.steps, t.batch, t.crop_size, t.device = "bilateral", "small", steps, 8, 64, "cpu"
+    t.reference_guided = guided
     t.validate_every, t.checkpoint_every, t.preview_every = 250, 500, 100000
     job.output.aces_exr, job.output.review = False, "none"
     save_job(job, out / "job.json")
@@ -128,9 +129,11 @@ def run(out: Path, steps: int, min_psnr: float | None, threads: int) -> str:
              "a warm balance over the reel's fade). Plan: one sequence unit, "
              f"{sum(p['accepted'] and not p['holdout'] for p in sequence.pairs)} training pairs and one held-out "
              "pair per shot; small bilateral model, "
-             f"{steps} steps, batch 8 x 64^2 crops, CPU, one thread per task; reference-guided (the default: "
-             "inference takes each frame's aligned Reference where it covers; `ml score` scores the model's "
-             "Source-only prediction, which is what tells the shots apart). Fallback rule: the defaults, a shot "
+             f"{steps} steps, batch 8 x 64^2 crops, CPU, one thread per task; "
+             + ("reference-guided (the default: inference takes each frame's aligned Reference where it covers; "
+                "`ml score` scores the model's Source-only prediction, which is what tells the shots apart). "
+                if guided else "Source-only models (`training.reference_guided` off, `--source-only`). ")
+             + "Fallback rule: the defaults, a shot "
              "that loses to the unit's 3D-LUT baseline or scores more than 3 dB below the unit's median shot"
              + (f", and the artist's PSNR threshold of {min_psnr:g} dB" if min_psnr is not None else "") + ".", "",
              "Per shot, on its held-out pair (PSNR of Cb,Cr in dB against the pair's ground truth; CIEDE2000 mean "
@@ -177,10 +180,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "work" / "bench_farm"))
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--min-psnr", type=float, default=None, help="the artist's threshold (default: none)")
+    parser.add_argument("--source-only", action="store_true",
+                        help="train Source-only models (training.reference_guided off)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
-    section = run(Path(args.out), args.steps, args.min_psnr, args.threads)
+    section = run(Path(args.out), args.steps, args.min_psnr, args.threads, guided=not args.source_only)
     print(section)
     if args.write_docs:
         RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ returned bit-identical.
 `degrain` (Source, training copies only): separable Gaussian, sigma = strength on luma and
 2 * strength on chroma (inference runs the same on the device: `models.degrain_ycbcr`).
 
-The median and the Gaussian use OpenCV where it is importable (about 80x and 5x faster on a 2K
+The median and the Gaussian use OpenCV where it is importable (about 37x and 13x faster on a 2K
 frame, docs/benchmarks.md) and numpy otherwise (Blender's own Python): the same reflected edges,
 the same kernel, the same result (tests/test_cleanup_primitives.py).
 """

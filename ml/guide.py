@@ -46,7 +46,7 @@ _MAX_DISAGREEING_FRACTION = 0.35
 # corpus's kinds); another picture below ~0.2.
 _MIN_STRUCTURE_MATCH = 0.3
 _EDGE_PX = 2  # Source pixels next to the warped Reference's edge blend with black: no coverage
-DETAIL_SCALE = 0.5
+DETAIL_SCALE = 0.5  # chroma: the Reference corrects frequencies below this x its warp scale (`detail_sigma`)
 _MAX_PARTNER_TRIES = 3  # sync offsets tried for a frame without a pair
 
 
@@ -153,7 +153,8 @@ def structure_match(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.nd
 def coverage(source_rgb: np.ndarray, aligned_rgb: np.ndarray, matrix: np.ndarray,
              reference_shape: tuple[int, int], reference_borders: crop.Borders | None = None
              ) -> tuple[np.ndarray, str]:
-    """(HxW float32 0/1 coverage, note): real Reference picture that agrees with the Source."""
+    """(HxW float32 coverage, 0 to 1, feathered inside; note): real Reference picture that agrees
+    with the Source."""
     borders = reference_borders if reference_borders is not None else (0, 0, 0, 0)
     live = _erode(crop.live_mask(matrix, reference_shape, source_rgb.shape, borders), _EDGE_PX)
     if not live.any():
