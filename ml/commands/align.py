@@ -17,29 +17,22 @@ same rules as the add-on's Solve Alignment (ml.alignment_apply.apply_alignment_r
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 
-import numpy as np
-
-from .. import align, crop, ingest, warp
-from ..alignment_apply import ALIGN_FILE, apply_alignment_result, solves_digest
-from ..errors import FilmRecoveryError
+from ..align import MODELS
+from ..align_stage import align_shot
+from ..alignment_apply import ALIGN_FILE, apply_alignment_result
 from ..imageio import atomic_path
 from ..job import Job, save_job
 
 HELP = "align the Reference to the Source (auto solve), score pairs, propose the shared crop"
 NEEDS_JOB = True
 
-_SCHEMA = "film_recovery.align"
-_CACHE_FRAMES = 12  # decoded frames kept while solving (a 2K frame is ~38 MB)
-
 
 def add_arguments(parser) -> None:
     parser.add_argument("--frames", default="", help="Source frame range A-B (default: the accepted pairs, "
                         "or the whole Source when there are none)")
-    parser.add_argument("--model", choices=align.MODELS, default=None, help="motion model (default: job.alignment.model)")
+    parser.add_argument("--model", choices=MODELS, default=None, help="motion model (default: job.alignment.model)")
     parser.add_argument("--mode", choices=["global", "per_frame"], default=None,
                         help="one matrix for the shot, or per-frame gate-weave tracking (default: job.alignment.mode)")
     parser.add_argument("--apply", action="store_true",
@@ -47,116 +40,8 @@ def add_arguments(parser) -> None:
                              "into job.json, as the add-on's Solve Alignment does")
 
 
-def _parse_range(text: str) -> list[int]:
-    first, sep, last = text.partition("-")
-    try:
-        a, b = int(first), int(last) if sep else int(first)
-    except ValueError as exc:
-        raise FilmRecoveryError(f"--frames {text!r} is not a range A-B.", where="--frames",
-                                fix="Give two frame numbers, e.g. 1001-1048.") from exc
-    if b < a:
-        raise FilmRecoveryError(f"--frames {text!r} ends before it starts.", where="--frames")
-    return list(range(a, b + 1))
-
-
-def _frames_and_pairs(job: Job, frames_arg: str) -> tuple[list[int], dict[int, int], list[int]]:
-    """(frames to solve, Source→Reference frame map, frames to score)."""
-    accepted = {p.source_frame: p.reference_frame for p in job.pairs if p.accepted}
-    offset = job.reference.first_frame - job.source.first_frame
-    if frames_arg:
-        frames = _parse_range(frames_arg)
-    elif accepted:
-        frames = sorted(accepted)
-    else:
-        frames = ingest.plate_frames(job.source)
-    if not frames:
-        raise FilmRecoveryError("no frames to align.", where="job.pairs",
-                                fix="Accept some pairs, or pass --frames A-B.")
-    # Frames without a pair use the plates' start offset (same shot, same cut).
-    mapping = {f: accepted.get(f, f + offset) for f in frames}
-    scored = [f for f in frames if f in accepted] or align.spread_frames(frames, 9)
-    return frames, mapping, scored
-
-
 def run(args, job: Job, reporter) -> None:
-    settings = job.alignment
-    model = args.model or settings.model
-    mode = args.mode or settings.mode
-    frames, mapping, scored = _frames_and_pairs(job, args.frames)
-
-    source = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.source_frame(job, f))
-    reference = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.reference_frame(job, f))
-    first_src, first_ref = source(frames[0]), reference(mapping[frames[0]])
-    src_shape, ref_shape = first_src.shape[:2], first_ref.shape[:2]
-    init = ingest.conform_matrix(job.conform, (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]),
-                                 job.reference.pixel_aspect, job.source.pixel_aspect)
-
-    solve_total = 0
-
-    def progress(done: int, total: int, frame: int, solve: align.Solve) -> None:
-        nonlocal solve_total
-        solve_total = total
-        reporter.progress(done, total + len(scored), "align", f"frame {frame}: {solve.status} ({solve.message})")
-
-    solves = align.solve_sequence(source, reference, frames, model=model, mode=mode, smoothing=settings.smoothing,
-                                  roi=settings.roi, init=init, pairs=mapping, progress=progress)
-    for f, s in solves.items():
-        if s.status != "ok":
-            reporter.message(f"frame {f}: {s.message}", level="warning")
-
-    ref_live = crop.detect_borders([reference(mapping[f]) for f in align.spread_frames(scored, 3)])
-    # Score the pairs with the matrix the dataset will use (a manual key wins where switched on).
-    pairs_out, sources, aligned, masks = [], [], [], []
-    for i, f in enumerate(scored):
-        key = str(f)
-        if f in settings.use_manual and key in settings.manual:
-            m, origin = warp.as_matrix(settings.manual[key]), "manual"
-        else:
-            m, origin = solves[f].matrix, "auto" if solves[f].usable else "conform"
-        src, ref = source(f), reference(mapping[f])
-        warped = warp.warp_to_source(ref, m, src.shape)
-        mask = warp.valid_mask(m, ref.shape, src.shape)
-        score = align.alignment_score(src, warped, mask)
-        live = crop.live_mask(m, ref.shape, src.shape, ref_live)
-        finite = bool(np.isfinite(score))
-        pairs_out.append({"source_frame": f, "reference_frame": mapping[f], "align_score": score if finite else None,
-                          "misaligned": bool(not finite or score > align.MISALIGNED_THRESHOLD),
-                          "matrix_from": origin, "confidence": solves[f].confidence})
-        sources.append(src)
-        aligned.append(warped)
-        masks.append(live)
-        reporter.metric("align_score", score, frame=f)
-        reporter.progress(solve_total + i + 1, solve_total + len(scored), "align", f"scored frame {f}: {score:.2f} px")
-
-    misaligned = [p["source_frame"] for p in pairs_out if p["misaligned"]]
-    if mode == "global" and len(misaligned) > len(pairs_out) // 2:
-        reporter.message(f"{len(misaligned)} of {len(pairs_out)} pairs stay misaligned under one shared matrix: "
-                         "the Source probably weaves; try --mode per_frame", level="warning")
-    margin = max(4, int(round(0.005 * src_shape[1])))
-    proposal = crop.shared_crop(sources, aligned, masks, margin=margin)
-    by_text: dict[str, list[int]] = {}
-    for f in scored:
-        in_use = crop.crop_at_frame(job.crop, f) if job.crop.enabled else proposal
-        for text in align.edge_check(solves[f].matrix, ref_shape, src_shape, in_use, ref_live=ref_live):
-            by_text.setdefault(text, []).append(f)
-    warnings = [f"frame{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}: {text}" for text, fs in by_text.items()]
-    for text in warnings:
-        reporter.message(text, level="warning")
-
-    solved = {str(f): warp.matrix_to_list(s.matrix) for f, s in solves.items() if s.usable}
-    if mode == "global" and solves and any(s.usable for s in solves.values()):
-        solved["global"] = warp.matrix_to_list(next(s for s in solves.values() if s.usable).matrix)
-    crop_dict = dataclasses.asdict(proposal)
-    payload = {
-        "schema": _SCHEMA, "version": 1, "model": model, "mode": mode, "roi": settings.roi,
-        "solves": solved,
-        "frames": {str(f): {k: v for k, v in s.to_dict().items() if k != "matrix"} for f, s in solves.items()},
-        "pairs": pairs_out,
-        "misaligned_threshold": align.MISALIGNED_THRESHOLD,
-        "crop": crop_dict,
-        "edge_warnings": warnings,
-        "solves_sha256": solves_digest(solved),
-    }
+    payload = align_shot(job, reporter, args.frames, args.model, args.mode)
     out = job.work_path(*ALIGN_FILE)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
@@ -166,5 +51,5 @@ def run(args, job: Job, reporter) -> None:
         applied = apply_alignment_result(job, payload)
         save_job(applied, args.job)
         crop_note = "the proposed crop" if applied.crop != job.crop else "the job's own crop kept"
-        reporter.message(f"{len(solved)} warp(s) and pair scores written to {args.job}; {crop_note}.")
+        reporter.message(f"{len(payload['solves'])} warp(s) and pair scores written to {args.job}; {crop_note}.")
     reporter.result(path=str(out), applied=bool(args.apply), **payload)
