@@ -21,10 +21,11 @@ sys.path.insert(0, str(ROOT))
 
 from ml.baseline import apply_baseline, collect_samples, fit_baseline  # noqa: E402
 from ml.dataset_io import load_dataset  # noqa: E402
+from ml.evaluation import branch_truth, crop_box, evenly_spaced, sample_truth_grade  # noqa: E402
 from ml.imageio import frame_path, read_image  # noqa: E402
 from ml.ingest import source_frame  # noqa: E402
 from ml.job import load_job  # noqa: E402
-from ml.metrics import branch_truth, crop_box, evenly_spaced, sample_truth_grade, score_image  # noqa: E402
+from ml.metrics import score_image  # noqa: E402
 from ml.sample import apply_reference_grade  # noqa: E402
 
 # name -> (fit_baseline keyword arguments, drop target pixels the dataset's 0..1 clamp touched)

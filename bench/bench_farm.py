@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from ml.evaluation import branch_truth  # noqa: E402
 from ml.imageio import frame_path, read_image  # noqa: E402
 from ml.job import Job, Plate, save_job  # noqa: E402
-from ml.metrics import branch_psnr, branch_truth  # noqa: E402
+from ml.metrics import branch_psnr  # noqa: E402
 from ml.plan import build_plan, load_plan, save_plan, write_unit_jobs  # noqa: E402
 from ml.reel import generate_reel  # noqa: E402
 

@@ -323,17 +323,17 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
     not training pairs (ml.metrics throughout)."""
     from ml.baseline import apply_baseline, load_fit
     from ml.dataset import build_target
-    from ml.imageio import frame_path, read_image
-    from ml.ingest import reference_frame, source_frame
-    from ml.metrics import (
+    from ml.evaluation import (
         branch_truth,
         crop_box,
         evenly_spaced,
         fit_to,
         model_frame_path,
         sample_truth_grade,
-        score_image,
     )
+    from ml.imageio import frame_path, read_image
+    from ml.ingest import reference_frame, source_frame
+    from ml.metrics import score_image
     from ml.sample import apply_reference_grade
     from ml.warp import as_matrix, valid_mask, warp_to_source
 

@@ -13,7 +13,7 @@ OUT/<kind>/:
 
 - source/source.####.exr, reference/reference.####.exr (the plates);
 - truth/clean.####.exr and truth/truth.json in the sample's format (`ml.sample.load_truth` and
-  `ml.metrics.evaluate_truth` read it): the clean frames on the Source raster and, per Reference
+  `ml.evaluation.evaluate_truth` read it): the clean frames on the Source raster and, per Reference
   frame, the exact warp M (Reference px -> Source px) and the Source frame it shows;
 - shot.json: the kind, frame ranges, fps, pixel aspects and the recipe settings a user would
   give this shot (`settings`, dotted job fields), which bench/field.py applies to both front doors.

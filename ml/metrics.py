@@ -1,4 +1,4 @@
-"""Image metrics and the evaluation of Source, baseline and model side by side.
+"""Image metrics, pure functions of pictures (the evaluation that applies them is `ml.evaluation`).
 
 Metrics (numpy only; the tests check each against scikit-image / colour-science):
 
@@ -18,18 +18,14 @@ Metrics (numpy only; the tests check each against scikit-image / colour-science)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from .colour import luma, rgb_to_ycbcr
-from .errors import FilmRecoveryError, InputImageError
-from .imageio import read_image
+from .errors import InputImageError
 
-METHODS = ("source", "baseline", "model")
 DELTA_E_BIN = 0.01  # width of the histogram bins that pool CIEDE2000 for the 95th percentile
 DELTA_E_MAX = 100.0
 
@@ -200,7 +196,7 @@ def _histogram(values: np.ndarray) -> np.ndarray:
     return np.bincount(index, minlength=bins)
 
 
-def _percentile_from_histogram(histogram: np.ndarray, q: float) -> float:
+def percentile_from_histogram(histogram: np.ndarray, q: float) -> float:
     cumulative = np.cumsum(histogram)
     position = int(np.searchsorted(cumulative, q / 100.0 * cumulative[-1]))
     return (position + 0.5) * DELTA_E_BIN
@@ -219,130 +215,6 @@ def score_image(prediction: np.ndarray, reference: np.ndarray, branch: str) -> I
 def branch_error_map(prediction: np.ndarray, reference: np.ndarray, branch: str) -> np.ndarray:
     """Per-pixel error in the branch's channels: |(Cb, Cr)| for chroma, |Y| for spatial."""
     return np.linalg.norm(branch_channels(prediction, branch) - branch_channels(reference, branch), axis=-1)
-
-
-@dataclass
-class Comparison:
-    """One evaluated image: scores per method, and the pictures the report shows."""
-
-    name: str
-    frame: int
-    scores: dict[str, ImageScores]
-    images: dict[str, np.ndarray]   # downscaled: source, baseline, model (if any), reference
-    errors: dict[str, np.ndarray]   # downscaled branch error maps of baseline and model vs reference
-    crops: dict[str, np.ndarray] = field(default_factory=dict)  # 1:1 detail crops, same keys as images
-    crop_origin: tuple[int, int] = (0, 0)  # (row, column) of the crops in the evaluated image
-
-
-DETAIL_CROP = 160  # px: the 1:1 crops the report and the Review panel show
-
-
-def detail_window(reference: np.ndarray, size: int = DETAIL_CROP) -> tuple[slice, slice]:
-    """The size x size window (clipped to the image) where the reference's luma has the most
-    edge and texture energy: where sharpening, or its absence, shows at 1:1."""
-    height, width = reference.shape[:2]
-    h, w = min(size, height), min(size, width)
-    y = luma(reference).astype(np.float64)
-    energy = np.zeros_like(y)
-    energy[:, 1:] += np.abs(np.diff(y, axis=1))
-    energy[1:, :] += np.abs(np.diff(y, axis=0))
-    table = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    sums = table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
-    top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return slice(int(top), int(top) + h), slice(int(left), int(left) + w)
-
-
-def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, model: np.ndarray | None,
-            reference: np.ndarray, branch: str, thumbnail_width: int = 480) -> Comparison:
-    from .plots import downscale
-
-    outputs = {"source": source, "baseline": baseline}
-    if model is not None:
-        outputs["model"] = model
-    scores = {method: score_image(image, reference, branch) for method, image in outputs.items()}
-    images = {method: downscale(image, thumbnail_width) for method, image in outputs.items()}
-    images["reference"] = downscale(reference, thumbnail_width)
-    errors = {method: downscale(branch_error_map(outputs[method], reference, branch)[..., None], thumbnail_width)[..., 0]
-              for method in ("baseline", "model") if method in outputs}
-    window = detail_window(reference)
-    crops = {method: np.ascontiguousarray(image[window]) for method, image in {**outputs, "reference": reference}.items()}
-    return Comparison(name, frame, scores, images, errors, crops, (window[0].start, window[1].start))
-
-
-def summarise(comparisons: list[Comparison]) -> dict[str, dict[str, float]]:
-    """Per method: mean PSNR / SSIM / CIEDE2000 mean over the images (the images count equally),
-    and the 95th percentile of CIEDE2000 over all their pixels pooled."""
-    table: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        scored = [c.scores[method] for c in comparisons if method in c.scores]
-        if not scored:
-            continue
-        table[method] = {
-            "psnr": float(np.mean([s.psnr for s in scored])),
-            "delta_e_mean": float(np.mean([s.delta_e_mean for s in scored])),
-            "delta_e_p95": _percentile_from_histogram(sum(s.delta_e_histogram for s in scored), 95.0),
-            "ssim": float(np.mean([s.ssim for s in scored])),
-            "images": len(scored)}
-    return table
-
-
-def verdict(table: dict[str, dict[str, float]], branch: str) -> tuple[bool, str]:
-    """Does the model beat the baseline? It must win on PSNR of the branch channels and on the
-    branch's perceptual measure (CIEDE2000 mean for chroma, luma SSIM for spatial)."""
-    if "model" not in table:
-        return False, "No model outputs were found for the evaluated frames, so nothing beats the baseline yet."
-    model, base = table["model"], table["baseline"]
-    channel = "CbCr" if branch == "chroma" else "Y"
-    psnr_win = model["psnr"] > base["psnr"]
-    if branch == "chroma":
-        second_win = model["delta_e_mean"] < base["delta_e_mean"]
-        second = f"CIEDE2000 mean {model['delta_e_mean']:.2f} vs {base['delta_e_mean']:.2f}"
-    else:
-        second_win = model["ssim"] > base["ssim"]
-        second = f"SSIM {model['ssim']:.4f} vs {base['ssim']:.4f}"
-    detail = f"PSNR {channel} {model['psnr']:.2f} vs {base['psnr']:.2f} dB, {second} (model vs baseline)"
-    if psnr_win and second_win:
-        return True, f"The model beats the baseline: {detail}."
-    return False, f"The model does NOT beat the baseline: {detail}."
-
-
-# --------------------------------------------------------------------------- crops, truth
-
-def crop_box(crop, height: int, width: int, frame: int) -> tuple[slice, slice]:
-    """Rows and columns of the job's crop in effect at `frame` (the whole frame when it is off)."""
-    from .crop import crop_at_frame, crop_to_slices
-
-    return crop_to_slices(crop_at_frame(crop, frame), height, width)
-
-
-def branch_truth(source: np.ndarray, clean: np.ndarray, branch: str) -> np.ndarray:
-    """The ideal output of a branch, built like the dataset targets with the clean frame in
-    place of the Reference: chroma -> Source Y + clean CbCr; spatial -> clean Y + Source CbCr."""
-    from .colour import ycbcr_to_rgb
-
-    source_ycc, clean_ycc = rgb_to_ycbcr(source), rgb_to_ycbcr(clean)
-    keep = source_ycc.copy()
-    if branch == "chroma":
-        keep[..., 1:] = clean_ycc[..., 1:]
-    else:
-        keep[..., :1] = clean_ycc[..., :1]
-    return ycbcr_to_rgb(keep).astype(np.float32)
-
-
-def model_frame_path(model_dir: str | os.PathLike, name: str, frame: int) -> Path:
-    return Path(model_dir) / f"{name}.{frame:04d}.exr"
-
-
-def fit_to(image: np.ndarray, shape: tuple[int, ...], box: tuple[slice, slice] | None, where: str) -> np.ndarray:
-    """A full-frame output cut to the evaluated crop; an output already that size passes."""
-    if image.shape == shape:
-        return image
-    cropped = image if box is None else image[box]
-    if cropped.shape != shape:
-        raise InputImageError(f"is {image.shape[1]}x{image.shape[0]}, but the evaluated image is "
-                              f"{shape[1]}x{shape[0]} and the job's crop does not relate them.", where=where,
-                              fix="Run inference again with this job (same crop), or pass --model-dir.")
-    return cropped
 
 
 # --------------------------------------------------------------------------- temporal stability
@@ -404,165 +276,3 @@ def temporal_stability(frames: Iterable[int], readers: dict[str, Callable[[int],
                     "first_frame": frames[0] if frames else None, "last_frame": frames[-1] if frames else None}
     result["chroma_change"] = {name: (sums[name] / counted if counted else float("nan")) for name in readers}
     return result
-
-
-def longest_run(frames: Iterable[int], limit: int) -> list[int]:
-    """The longest run of consecutive frames (the first such run), cut to `limit` frames."""
-    ordered = sorted(set(frames))
-    best: list[int] = []
-    run: list[int] = []
-    for frame in ordered:
-        run = run + [frame] if run and frame == run[-1] + 1 else [frame]
-        if len(run) > len(best):
-            best = run
-    return best[:limit]
-
-
-# --------------------------------------------------------------------------- evaluation
-
-@dataclass
-class EvaluationSet:
-    """The comparisons made on one set of images (held-out pairs, or truth frames)."""
-
-    key: str                 # "holdout", "training" (no pairs held out) or "truth"
-    label: str
-    comparisons: list[Comparison]
-    table: dict[str, dict[str, float]]
-    notes: list[str] = field(default_factory=list)
-
-
-def _finish_set(key: str, label: str, comparisons: list[Comparison], notes: list[str]) -> EvaluationSet:
-    with_model = [c for c in comparisons if "model" in c.scores]
-    if with_model and len(with_model) < len(comparisons):
-        notes.append(f"Model output exists for {len(with_model)} of {len(comparisons)} images; "
-                     "the table compares all methods on those only.")
-    return EvaluationSet(key, label, comparisons, summarise(with_model or comparisons), notes)
-
-
-def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_width: int = 480,
-                   progress: Callable[[int, int], None] | None = None) -> EvaluationSet:
-    """Source, baseline and model against the target of each held-out pair (all pairs, flagged,
-    when none is held out). Model outputs are full frames cut to the dataset's crop."""
-    import json
-
-    from .baseline import apply_baseline
-
-    folder = Path(dataset.folder)
-    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    frames = {(folder / p["input"]).resolve(): int(p["source_frame"]) for p in manifest["pairs"]}
-    pairs, key, label, notes = dataset.holdout_pairs, "holdout", "Held-out pairs", []
-    if not pairs:
-        pairs, key, label = dataset.pairs, "training", "Training pairs (none held out)"
-        notes.append("No pair is held out, so these numbers are measured on the pairs the model and the "
-                     "baseline were fitted on: they flatter both. Hold out a pair or two for an honest test.")
-    comparisons = []
-    for done, pair in enumerate(pairs, start=1):
-        frame = frames[Path(pair.input_path).resolve()]
-        model_path = model_frame_path(model_dir, job.name, frame)
-        model = None
-        if model_path.exists():
-            full = read_image(str(model_path))
-            model = fit_to(full, pair.input.shape, crop_box(job.crop, *full.shape[:2], frame), str(model_path))
-        comparisons.append(compare(pair.name, frame, pair.input, apply_baseline(pair.input, fit), model,
-                                   pair.target, dataset.branch, thumbnail_width))
-        if progress:
-            progress(done, len(pairs))
-    return _finish_set(key, label, comparisons, notes)
-
-
-def sample_truth_grade(truth_dir: str | os.PathLike) -> dict | None:
-    """The sample shot's Reference grade when `truth_dir` holds its truth.json, else None:
-    the ideal recovery has the graded colour of the clean frame, not the clean colour."""
-    import json
-
-    path = Path(truth_dir) / "truth.json"
-    if not path.exists():
-        return None
-    try:
-        truth = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return truth.get("reference_grade") if truth.get("schema") == "film_recovery.sample_truth" else None
-
-
-def truth_frames(truth_dir: str | os.PathLike) -> list[int]:
-    """Frame numbers of truth_dir/clean.####.exr."""
-    frames = []
-    for path in Path(truth_dir).glob("clean.*.exr"):
-        number = path.name[len("clean."):-len(".exr")]
-        if number.isdigit():
-            frames.append(int(number))
-    return sorted(frames)
-
-
-def evenly_spaced(frames: list[int], count: int) -> list[int]:
-    if len(frames) <= count:
-        return list(frames)
-    return [frames[int(round(i))] for i in np.linspace(0, len(frames) - 1, count)]
-
-
-def evaluate_truth(job, fit, truth_dir: str | os.PathLike, model_dir: str | os.PathLike,
-                   read_source: Callable[[int], np.ndarray], max_frames: int = 12, thumbnail_width: int = 480,
-                   progress: Callable[[int, int], None] | None = None) -> EvaluationSet:
-    """Source, baseline and model against clean truth frames (truth_dir/clean.####.exr, Source
-    frame numbers, Source resolution), inside the job's crop. The truth for a branch keeps
-    what the branch does not predict from the Source (see `branch_truth`)."""
-    from .baseline import apply_baseline
-
-    available = [f for f in truth_frames(truth_dir) if job.source.first_frame <= f <= job.source.last_frame]
-    if not available:
-        raise FilmRecoveryError("no clean.####.exr frames inside the Source frame range.", where=str(truth_dir),
-                                fix="Point --truth at a folder of clean frames numbered like the Source.")
-    with_model = [f for f in available if model_frame_path(model_dir, job.name, f).exists()]
-    frames = evenly_spaced(with_model or available, max_frames)
-    grade = sample_truth_grade(truth_dir)
-    notes = []
-    if grade is not None:
-        from .sample import apply_reference_grade
-
-        notes.append("Sample shot: the truth is the clean frame in the Reference's grade "
-                     "(ml.sample.apply_reference_grade), the colour an ideal recovery has.")
-    notes.append(f"Truth for the {job.branch} branch: "
-                 + ("Source Y + clean CbCr." if job.branch == "chroma" else "clean Y + Source CbCr."))
-    comparisons = []
-    for done, frame in enumerate(frames, start=1):
-        source_full = read_source(frame)
-        box = crop_box(job.crop, *source_full.shape[:2], frame)
-        source = source_full[box]
-        clean_path = Path(truth_dir) / f"clean.{frame:04d}.exr"
-        clean = fit_to(read_image(str(clean_path)), source_full.shape, None, str(clean_path))[box]
-        if grade is not None:
-            clean = apply_reference_grade(clean, grade)
-        model_path = model_frame_path(model_dir, job.name, frame)
-        model = fit_to(read_image(str(model_path)), source.shape, box, str(model_path)) if model_path.exists() else None
-        comparisons.append(compare(f"frame {frame}", frame, source, apply_baseline(source, fit), model,
-                                   branch_truth(source, clean, job.branch), job.branch, thumbnail_width))
-        if progress:
-            progress(done, len(frames))
-    return _finish_set("truth", "Truth frames", comparisons, notes)
-
-
-def evaluate_temporal(job, fit, model_dir: str | os.PathLike, read_source: Callable[[int], np.ndarray],
-                      max_frames: int = 48, threshold: float = 0.01,
-                      progress: Callable[[int, int], None] | None = None) -> dict | None:
-    """Temporal stability of Source, baseline and model over the longest run of consecutive
-    frames that have model output (None when there is no run of two frames)."""
-    from .baseline import apply_baseline
-
-    inferred = [f for f in range(job.source.first_frame, job.source.last_frame + 1)
-                if model_frame_path(model_dir, job.name, f).exists()]
-    frames = longest_run(inferred, max_frames)
-    if len(frames) < 2:
-        return None
-    cache: dict[int, np.ndarray] = {}
-
-    def source(frame: int) -> np.ndarray:
-        if frame not in cache:  # the baseline reader needs the same frame again
-            cache.clear()
-            cache[frame] = read_source(frame)
-        return cache[frame]
-
-    readers = {"source": source, "baseline": lambda f: apply_baseline(source(f), fit),
-               "model": lambda f: fit_to(read_image(str(model_frame_path(model_dir, job.name, f))),
-                                         source(f).shape, None, str(model_frame_path(model_dir, job.name, f)))}
-    return temporal_stability(frames, readers, threshold, progress)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluation import METHODS, EvaluationSet
 from .imageio import atomic_path, write_png
-from .metrics import METHODS, EvaluationSet
 
 REPORT_SCHEMA = "film_recovery.report"
 SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Detail at 1:1", "Difference heat maps", "Reference guide",

@@ -16,7 +16,7 @@ held-out pairs (the frames training never optimised on):
 
 each against the pair's target, with `ml.metrics.score_image` (PSNR of the branch channels,
 CIEDE2000 mean and 95th percentile, luma SSIM) averaged over the shot's held-out pairs
-(`ml.metrics.summarise`). A shot with no held-out pair, or no training pair to fit its baseline
+(`ml.evaluation.summarise`). A shot with no held-out pair, or no training pair to fit its baseline
 on, is reported unscored. Needs torch (the model); the engine's other modules do not.
 """
 
@@ -53,7 +53,7 @@ def score_shots(dataset_dir: str | os.PathLike, model_path: str | os.PathLike, b
     from . import checkpoint as ckpt
     from .baseline import apply_baseline, collect_samples, fit_baseline, fit_from_dataset
     from .dataset_io import load_dataset
-    from .metrics import compare, summarise
+    from .evaluation import compare, summarise
     from .predict import resolve_device
 
     dataset = load_dataset(dataset_dir)

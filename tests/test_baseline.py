@@ -15,10 +15,10 @@ from skimage import data, transform
 from ml import baseline as bl
 from ml.cli import main
 from ml.errors import InputImageError
+from ml.evaluation import branch_truth
 from ml.events import Reporter
 from ml.imageio import read_header, read_image, write_exr
 from ml.job import Crop, Job, Plate, save_job
-from ml.metrics import branch_truth
 
 
 # A .cube reader for checking what `baseline` writes (the engine itself only writes .cube files).

@@ -10,6 +10,7 @@ import pytest
 from skimage import data, transform
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from ml import evaluation as ev
 from ml import metrics as mt
 from ml.colour import rgb_to_ycbcr
 
@@ -90,20 +91,20 @@ def test_score_image_reports_all_metrics(pair):
 def test_pooled_percentile_from_histograms_matches_numpy(pair):
     damaged, clean = pair
     halves = [(damaged[:48], clean[:48]), (damaged[48:] * 0.9, clean[48:])]
-    comparisons = [mt.compare(f"h{i}", i, d, d, None, c, "chroma", 64) for i, (d, c) in enumerate(halves)]
+    comparisons = [ev.compare(f"h{i}", i, d, d, None, c, "chroma", 64) for i, (d, c) in enumerate(halves)]
     pooled = np.concatenate([mt.delta_e_map(d, c).ravel() for d, c in halves])
-    table = mt.summarise(comparisons)
+    table = ev.summarise(comparisons)
     assert table["source"]["delta_e_p95"] == pytest.approx(np.percentile(pooled, 95), abs=mt.DELTA_E_BIN)
     assert "model" not in table
 
 
 def test_verdict_requires_the_model_to_win_on_both_measures():
     base = {"psnr": 30.0, "delta_e_mean": 3.0, "ssim": 0.9}
-    assert mt.verdict({"baseline": base, "model": {"psnr": 32.0, "delta_e_mean": 2.0, "ssim": 0.9}}, "chroma")[0]
-    beat, text = mt.verdict({"baseline": base, "model": {"psnr": 32.0, "delta_e_mean": 3.5, "ssim": 0.9}}, "chroma")
+    assert ev.verdict({"baseline": base, "model": {"psnr": 32.0, "delta_e_mean": 2.0, "ssim": 0.9}}, "chroma")[0]
+    beat, text = ev.verdict({"baseline": base, "model": {"psnr": 32.0, "delta_e_mean": 3.5, "ssim": 0.9}}, "chroma")
     assert not beat and "NOT" in text
-    assert not mt.verdict({"baseline": base, "model": {"psnr": 31.0, "delta_e_mean": 2.0, "ssim": 0.8}}, "spatial")[0]
-    assert not mt.verdict({"baseline": base}, "chroma")[0]
+    assert not ev.verdict({"baseline": base, "model": {"psnr": 31.0, "delta_e_mean": 2.0, "ssim": 0.8}}, "spatial")[0]
+    assert not ev.verdict({"baseline": base}, "chroma")[0]
 
 
 def make_sequence(frames: int, flicker: float, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -149,13 +150,13 @@ def test_temporal_stability_counts_only_consecutive_frames():
     frames = {1001: sources[0], 1002: sources[1], 1005: sources[2], 1006: sources[3]}
     result = mt.temporal_stability(frames, {"source": frames.__getitem__})
     assert result["frame_pairs"] == 2
-    assert mt.longest_run([1001, 1002, 1005, 1006, 1007, 1009], 10) == [1005, 1006, 1007]
+    assert ev.longest_run([1001, 1002, 1005, 1006, 1007, 1009], 10) == [1005, 1006, 1007]
 
 
 def test_branch_truth_keeps_what_the_branch_does_not_predict(pair):
     source, clean = pair
-    chroma = rgb_to_ycbcr(mt.branch_truth(source, clean, "chroma"))
+    chroma = rgb_to_ycbcr(ev.branch_truth(source, clean, "chroma"))
     np.testing.assert_allclose(chroma[..., 0], rgb_to_ycbcr(source)[..., 0], atol=1e-5)
     np.testing.assert_allclose(chroma[..., 1:], rgb_to_ycbcr(clean)[..., 1:], atol=1e-5)
-    spatial = rgb_to_ycbcr(mt.branch_truth(source, clean, "spatial"))
+    spatial = rgb_to_ycbcr(ev.branch_truth(source, clean, "spatial"))
     np.testing.assert_allclose(spatial[..., 0], rgb_to_ycbcr(clean)[..., 0], atol=1e-5)

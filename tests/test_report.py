@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_baseline import fade, photo, run_cli, write_synthetic_shot
 
-from ml import metrics as mt
+from ml import evaluation as ev
 from ml import report as rp
 from ml.imageio import read_image, write_exr
 from ml.job import Crop, load_job
@@ -85,20 +85,20 @@ def test_heat_colours_run_dark_to_bright():
     assert np.all(np.diff(brightness) >= 0) and brightness[0] < 0.05 and brightness[-1] > 2.5
 
 
-def synthetic_set(model_quality: str | None) -> mt.EvaluationSet:
+def synthetic_set(model_quality: str | None) -> ev.EvaluationSet:
     clean = photo("rocket", (64, 96))
     source = fade(clean)
     baseline = 0.5 * (source + clean)
     model = {"good": clean, "bad": source, None: None}[model_quality]
-    comparison = mt.compare("pair_1003", 1003, source, baseline, model, clean, "chroma", 48)
-    return mt.EvaluationSet("holdout", "Held-out pairs", [comparison], mt.summarise([comparison]))
+    comparison = ev.compare("pair_1003", 1003, source, baseline, model, clean, "chroma", 48)
+    return ev.EvaluationSet("holdout", "Held-out pairs", [comparison], ev.summarise([comparison]))
 
 
 @pytest.mark.parametrize("model_quality", ["good", "bad", None])
 def test_report_has_every_section_and_flags_a_losing_model(tmp_path, model_quality):
     job = load_job(write_synthetic_shot(tmp_path, [1001, 1002], holdout={1002}))
     evaluation = synthetic_set(model_quality)
-    beat, text = mt.verdict(evaluation.table, "chroma")
+    beat, text = ev.verdict(evaluation.table, "chroma")
     assert beat == (model_quality == "good")
     out = tmp_path / "report" / "run"
     report = rp.write_report(out, job=job, sets=[evaluation], beat_baseline=beat, verdict=text, temporal=None,
@@ -154,7 +154,7 @@ def test_evaluate_command_reports_a_model_that_beats_the_baseline(tmp_path):
     for frame in frames:  # a near-perfect chroma model: Source luma, clean colour
         source = read_image(str(tmp_path / "plates" / f"source.{frame:04d}.exr"))
         clean = read_image(str(tmp_path / "truth" / f"clean.{frame:04d}.exr"))
-        write_exr(infer / f"shot.{frame:04d}.exr", mt.branch_truth(source, clean, "chroma"))
+        write_exr(infer / f"shot.{frame:04d}.exr", ev.branch_truth(source, clean, "chroma"))
     code, events = run_cli(["evaluate", str(job_path), "--run-id", "win"])
     assert code == 0, events[-1]
     result = events[-1]

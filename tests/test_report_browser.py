@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_baseline import write_synthetic_shot
 
-from ml import metrics as mt
+from ml import evaluation as ev
 from ml import report as rp
 from ml.imageio import read_image
 from ml.job import load_job
@@ -34,8 +34,8 @@ def _report(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
     reference = np.clip(0.5 + 0.2 * rng.standard_normal((200, 240, 1)), 0, 1).repeat(3, axis=2).astype(np.float32)
     # Source red, baseline blue, model green: which one the screenshot shows where is plain to see.
-    comparison = mt.compare("pair_1002", 1002, _flat(RED), _flat(BLUE), _flat(GREEN), reference, "spatial", 120)
-    evaluation = mt.EvaluationSet("holdout", "Held-out pairs", [comparison], mt.summarise([comparison]))
+    comparison = ev.compare("pair_1002", 1002, _flat(RED), _flat(BLUE), _flat(GREEN), reference, "spatial", 120)
+    evaluation = ev.EvaluationSet("holdout", "Held-out pairs", [comparison], ev.summarise([comparison]))
     out = tmp_path / "report" / "run"
     rp.write_report(out, job=job, sets=[evaluation], beat_baseline=True, verdict="test", temporal=None,
                     baseline={"kind": "lut", "domain": "display", "fit_rmse": 0.01}, training_log=[], options={})
@@ -63,7 +63,7 @@ def test_wipe_loads_its_images_and_moves(tmp_path):
     assert "http" not in index.read_text().split("<script>")[1]  # the wipe needs no network
     left = _screenshot(tmp_path, index, 25)
     right = _screenshot(tmp_path, index, 75)
-    crop = mt.DETAIL_CROP
+    crop = ev.DETAIL_CROP
     for image, wipe in ((left, 25), (right, 75)):
         red, green = _columns(image, RED), _columns(image, GREEN)
         # Both inline images decoded and drawn at 1:1: A (Source, red) left of the line, B (model, green) right.

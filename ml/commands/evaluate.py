@@ -44,8 +44,8 @@ def _baseline(job, dataset, path: Path, reporter):
 
 def run(args, job, reporter) -> None:
     from ..dataset_io import load_dataset
+    from ..evaluation import evaluate_pairs, evaluate_temporal, evaluate_truth, verdict
     from ..ingest import source_frame
-    from ..metrics import evaluate_pairs, evaluate_temporal, evaluate_truth, verdict
     from ..report import finite_json, new_run_id, read_training_log, write_report
     from .baseline import dataset_folder
 
