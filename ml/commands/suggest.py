@@ -53,52 +53,19 @@ def _load_scores(path: str) -> dict[int, float]:
 
 
 def run(args, job, reporter) -> None:
-    from .. import curation
-    from ..ingest import plate_frames, reference_frame, source_frame
+    from ..ingest import plate_frames
     from ..job import save_job
-    from ..pairs import build_records, save_records, timecode
+    from ..pairs import build_records, save_records
+    from ..suggest_stage import suggest_for_job
 
-    frames = plate_frames(job.source)
+    frames = None
     if args.frames:
         first, last = parse_range(args.frames, "--frames")
-        frames = [f for f in frames if first <= f <= last]
-    if not frames:
-        raise FilmRecoveryError("no Source frames in the range.", where="--frames",
-                                fix=f"Pick frames within {job.source.first_frame}-{job.source.last_frame}.")
-    nominal = curation.nominal_mapping(job.source, job.reference)
-    ref_first, ref_last = job.reference.first_frame, job.reference.last_frame
-    has_reference = bool(job.reference.path)
-
-    def progress(stage: str):
-        return lambda done, total, *_: reporter.progress(done, total, stage)
-
-    partner: dict[int, int | None] = {}
-    if has_reference and not args.no_match:
-        match = curation.match_frames(
-            lambda f: source_frame(job, f), lambda f: reference_frame(job, f), frames, (ref_first, ref_last),
-            nominal=nominal, search=args.search, conform=job.conform,
-            pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect), workers=args.workers,
-            progress=lambda d, t, stage: reporter.progress(d, t, f"match {stage}"))
-        stats, cuts = match.source_stats, match.source_cuts
-        partner = {m.source_frame: m.reference_frame if m.in_range else None for m in match.frames}
-        for shot in match.shots:
-            reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
-                             f"({shot.method})")
-    else:
-        stats = curation.analyse_frames(lambda f: source_frame(job, f), frames, args.workers, progress("analyse"))
-        cuts = curation.detect_cuts(stats)
-        for f in frames:
-            r = nominal(f)
-            partner[f] = r if (ref_first <= r <= ref_last or not has_reference) else None
-
-    options = {} if args.max_align_error is None else {"max_align_error": args.max_align_error}
-    suggestion = curation.suggest_pairs(
-        stats, args.count, args.scope, cuts=cuts,
-        align_scores=_load_scores(args.align_scores) if args.align_scores else None,
-        reference_for=partner.get, timecode_for=lambda f: timecode(f, job.source.fps), **options)
-    for text in suggestion.warnings:
-        reporter.message(text, "warning")
-
+        frames = [f for f in plate_frames(job.source) if first <= f <= last]
+    suggestion = suggest_for_job(job, reporter, args.count, args.scope, frames, match=not args.no_match,
+                                 search=args.search,
+                                 align_scores=_load_scores(args.align_scores) if args.align_scores else None,
+                                 max_align_error=args.max_align_error, workers=args.workers)
     out = Path(args.out) if args.out else job.work_path("pairs", "suggested.json")
     records = build_records(job, suggestion.pairs + suggestion.rejected, checksums=False)
     save_records(out, records, job.name)
