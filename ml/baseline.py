@@ -466,3 +466,8 @@ def render_baseline_frames(fit: BaselineFit, frames: list[int], read_frame: Call
         written += 1
         reporter.progress(done, total, "baseline", f"frame {frame}")
     return {"written": written, "skipped": skipped}
+
+
+def dataset_folder(job) -> Path:
+    """The job's dataset folder (job.dataset_dir, else work_dir/dataset)."""
+    return Path(job.dataset_dir) if job.dataset_dir else job.work_path("dataset")

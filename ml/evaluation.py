@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -299,3 +300,83 @@ def evaluate_temporal(job, fit, model_dir: str | os.PathLike, read_source: Calla
                "model": lambda f: fit_to(read_image(str(model_frame_path(model_dir, job.name, f))),
                                          source(f).shape, None, str(model_frame_path(model_dir, job.name, f)))}
     return temporal_stability(frames, readers, threshold, progress)
+
+
+def fitted_baseline(job, dataset, path: Path, reporter):
+    """The baseline fit at `path` when it was fitted on this dataset, else a 17^3 LUT fitted now (saved)."""
+    from .baseline import fit_from_dataset, load_fit, save_fit
+
+    if path.exists():
+        fit = load_fit(path)
+        if fit.settings.get("dataset_hash") == dataset.manifest_hash:
+            return fit
+        reporter.message(f"{path} was fitted on another dataset; fitting the baseline again.", "warning")
+    else:
+        reporter.message("No baseline fit yet; fitting a 17^3 LUT on the training pairs.")
+    fit = fit_from_dataset(dataset, seed=job.training.seed)
+    save_fit(fit, path)
+    return fit
+
+
+def evaluate_job(job, reporter, truth: str = "", model_dir: str = "", baseline_fit: str = "",
+                 truth_frames: int = 12, temporal_frames: int = 48, static_threshold: float = 0.01,
+                 run_id: str = "") -> dict[str, Any]:
+    """The whole `evaluate` stage: Source, baseline and model on the held-out pairs (and the truth
+    frames when `truth` names them), temporal stability, and the HTML + JSON report under
+    work_dir/report/<run id>/. Metrics, previews and warnings go to `reporter`; returns the result."""
+    import json
+
+    from .baseline import dataset_folder
+    from .dataset_io import load_dataset
+    from .ingest import source_frame
+    from .report import finite_json, new_run_id, read_training_log, write_report
+
+    dataset = load_dataset(dataset_folder(job))
+    fit = fitted_baseline(job, dataset, Path(baseline_fit) if baseline_fit else job.work_path("baseline", "fit.json"),
+                          reporter)
+    frames_dir = Path(model_dir) if model_dir else job.work_path("infer", "display")
+
+    def read_source(frame: int):
+        return source_frame(job, frame)
+
+    sets = [evaluate_pairs(job, fit, dataset, frames_dir,
+                           progress=lambda done, total: reporter.progress(done, total, "evaluate pairs"))]
+    if truth:
+        sets.append(evaluate_truth(job, fit, truth, frames_dir, read_source, truth_frames,
+                                   progress=lambda done, total: reporter.progress(done, total, "evaluate truth")))
+    temporal = evaluate_temporal(job, fit, frames_dir, read_source, temporal_frames, static_threshold,
+                                 progress=lambda done, total: reporter.progress(done, total, "temporal"))
+    primary = sets[-1]  # the truth, when given, is the better judge than the pairs' targets
+    beat, text = verdict(primary.table, job.branch)
+    for method, scores in primary.table.items():
+        for name in ("psnr", "delta_e_mean", "delta_e_p95", "ssim"):
+            reporter.metric(f"{method}_{name}", scores[name], set=primary.key)
+    if temporal:
+        for name, value in temporal["chroma_change"].items():
+            reporter.metric(f"{name}_temporal_chroma_change", value)
+    if not beat:
+        reporter.message(text, "warning")
+
+    report_root = job.work_path("report")
+    run_dir = report_root / (run_id or new_run_id(report_root))
+    options = {"truth": truth, "model_dir": str(frames_dir), "baseline_fit": fit.fit_id,
+               "truth_frames": truth_frames, "temporal_frames": temporal_frames,
+               "static_threshold": static_threshold}
+    baseline = {"kind": fit.kind, "domain": fit.domain, "fit_id": fit.fit_id, **fit.settings, **fit.stats}
+    guide_file = frames_dir.parent / "guide.json"
+    guide = json.loads(guide_file.read_text())["summary"] if guide_file.exists() else None
+    report = write_report(run_dir, job=job, sets=sets, beat_baseline=beat, verdict=text, temporal=temporal,
+                          baseline=baseline, training_log=read_training_log(job.work_path("train", "log.jsonl")),
+                          options=options, guide=guide)
+    index = run_dir / "index.html"
+    # The Review panel shows the first evaluated image's 1:1 crops and luma difference.
+    items = next((s["items"] for s in report["sets"] if s["key"] == primary.key), [])
+    for kind in ("detail", "luma_difference"):
+        if items and items[0].get(kind):
+            reporter.preview(str(run_dir / items[0][kind]), kind)
+    reporter.preview(str(index), "report")
+    headline = {method: {k: primary.table[method][k] for k in ("psnr", "delta_e_mean", "delta_e_p95", "ssim")}
+                for method in primary.table}
+    return {"report": str(index), "report_json": str(run_dir / "report.json"), "run_id": run_dir.name,
+            "evaluated_on": primary.key, "beat_baseline": beat, "verdict": text, "headline": finite_json(headline),
+            "temporal": finite_json(temporal["chroma_change"]) if temporal else None}

@@ -4,9 +4,7 @@ has something specific to beat."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..baseline import DEFAULT_SMOOTHNESS
+from ..baseline import DEFAULT_SMOOTHNESS, dataset_folder
 
 HELP = ("fit a global colour baseline (3D LUT, affine or root-polynomial) on the training pairs, "
         "export a .cube and render it over the Source into work_dir/baseline/")
@@ -27,10 +25,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-samples", type=int, default=2_000_000, help="pixels sampled from the pairs")
     parser.add_argument("--no-render", action="store_true", help="fit and export only; do not render frames")
     parser.add_argument("--force", action="store_true", help="re-render frames this fit already rendered")
-
-
-def dataset_folder(job) -> Path:
-    return Path(job.dataset_dir) if job.dataset_dir else job.work_path("dataset")
 
 
 def run(args, job, reporter) -> None:
