@@ -4,13 +4,11 @@ has something specific to beat."""
 
 from __future__ import annotations
 
-from ..baseline import DEFAULT_SMOOTHNESS, dataset_folder
+from ..baseline import DEFAULT_SMOOTHNESS
 
 HELP = ("fit a global colour baseline (3D LUT, affine or root-polynomial) on the training pairs, "
         "export a .cube and render it over the Source into work_dir/baseline/")
 NEEDS_JOB = True
-
-CUBE_TOLERANCE = 1e-4  # OCIO vs numpy on the exported LUT; larger means the export is wrong
 
 
 def add_arguments(parser) -> None:
@@ -28,49 +26,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    from ..baseline import (
-        bake_error,
-        bake_lut,
-        check_cube_with_ocio,
-        fit_from_dataset,
-        render_baseline_frames,
-        save_fit,
-        write_cube,
-    )
-    from ..dataset_io import load_dataset
-    from ..errors import FilmRecoveryError
+    from ..baseline import baseline_job
 
-    dataset = load_dataset(dataset_folder(job))
-    reporter.progress(0, 1, "baseline fit", f"{args.kind} in the {args.domain} domain, "
-                      f"{len(dataset.training_pairs)} training pair(s)")
-    fit = fit_from_dataset(dataset, args.kind, args.domain, args.lut_size, args.smoothness, args.max_samples,
-                           job.training.seed)
-    reporter.progress(1, 1, "baseline fit", f"fit RMSE {fit.stats['fit_rmse']:.4f}")
-    reporter.metric("baseline_fit_rmse", fit.stats["fit_rmse"])
-    if "holdout_rmse" in fit.stats:
-        reporter.metric("baseline_holdout_rmse", fit.stats["holdout_rmse"])
-
-    out_dir = job.work_path("baseline")
-    fit_path = save_fit(fit, out_dir / "fit.json")
-    lut = bake_lut(fit, args.cube_size)
-    cube_path = write_cube(out_dir / f"{job.name}_baseline.cube", lut,
-                           title=f"Film Recovery baseline {fit.kind}/{fit.domain} {fit.fit_id}")
-    ocio_difference = check_cube_with_ocio(cube_path, lut)
-    if ocio_difference > CUBE_TOLERANCE:
-        raise FilmRecoveryError(f"OpenColorIO applies the exported LUT differently (max {ocio_difference:.2g}).",
-                                where=str(cube_path), fix="Report this as a bug; the .cube export is wrong.")
-    cube_error = bake_error(fit, lut)
-    reporter.metric("cube_ocio_difference", ocio_difference)
-    reporter.metric("cube_bake_error", cube_error)
-
-    counts = {"written": 0, "skipped": 0}
-    if not args.no_render:
-        from ..ingest import plate_frames, source_frame
-
-        counts = render_baseline_frames(fit, list(plate_frames(job.source)), lambda frame: source_frame(job, frame),
-                                        out_dir, job.name, reporter, compression=job.output.compression,
-                                        force=args.force)
-    reporter.result(fit=str(fit_path), cube=str(cube_path), fit_id=fit.fit_id, kind=fit.kind, domain=fit.domain,
-                    fit_rmse=fit.stats["fit_rmse"], holdout_rmse=fit.stats.get("holdout_rmse"),
-                    cube_ocio_difference=ocio_difference, cube_bake_error=cube_error,
-                    frames=str(out_dir / f"{job.name}.####.exr"), **counts)
+    reporter.result(**baseline_job(job, reporter, args.kind, args.domain, args.lut_size, args.smoothness,
+                                   args.cube_size, args.max_samples, render=not args.no_render, force=args.force))
