@@ -217,16 +217,18 @@ def precision_name(device: torch.device, dtype: str) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
 
 
-def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions) -> str:
+def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions, guided: bool = False) -> str:
     """SHA-256 of what decides the output pixels besides the model: the Source and its chain,
-    the branch, the precision, the archival transform and the compression."""
+    the branch, the precision, the archival transform and the compression; for a guided model also
+    the Reference, the warps and the pairs it is guided by (a Source-only model's frames stay
+    current when only those change)."""
     recipe = {"source": dataclasses.asdict(job.source), "balance": dataclasses.asdict(job.balance),
-              # A guided model's output also depends on the Reference and the warps it is guided by.
-              "reference": dataclasses.asdict(job.reference), "alignment": dataclasses.asdict(job.alignment),
-              "pairs": [(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted],
               "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
               "compression": job.output.compression}
+    if guided:
+        recipe.update(reference=dataclasses.asdict(job.reference), alignment=dataclasses.asdict(job.alignment),
+                      pairs=[(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted])
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
@@ -666,7 +668,7 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     if isinstance(trained_balance, dict) and trained_balance != dataclasses.asdict(job.balance):
         notes.append("The Source balance changed since training; the model sees the job's current balance.")
     sha = model_hash(metadata)
-    recipe = recipe_hash(job, degrain, precision, options)
+    recipe = recipe_hash(job, degrain, precision, options, guided=model.config.guided)
     archival = "ocio" if options.archival == "ocio" else f"lut{options.lut_size}"
     base = provenance(path, metadata, recipe, precision, archival)
     overwrite = options.overwrite or job.output.overwrite

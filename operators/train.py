@@ -24,10 +24,13 @@ class FILMREC_OT_train(NeedsDataset, jobs.EngineJobOperator, bpy.types.Operator)
         fr = context.scene.film_recovery
         fr.model_path = result.get("best_model") or result.get("final_model") or ""
         metrics = result.get("metrics", {})
-        psnr, source = metrics.get("best_val_psnr"), metrics.get("source_psnr")
+        psnr, source = metrics.get("best_psnr"), metrics.get("source_psnr")
+        fallback = metrics.get("fallback_psnr")  # a guided model without its Reference
         fr.job_state.message = (f"{result.get('steps')} steps; model {fr.model_path}"
                                 + (f"; validation {psnr:.2f} dB (Source {source:.2f} dB)"
-                                   if isinstance(psnr, float) and isinstance(source, float) else ""))
+                                   if isinstance(psnr, float) and isinstance(source, float) else "")
+                                + (f", {fallback:.2f} dB where the Reference is missing"
+                                   if isinstance(fallback, float) else ""))
 
 
 class FILMREC_OT_use_spatial_defaults(bpy.types.Operator):

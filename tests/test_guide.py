@@ -195,3 +195,16 @@ def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail
 def test_the_detail_scale_follows_the_references_resolution():
     assert guide.detail_sigma(np.diag([3.0, 3.0, 1.0])) == pytest.approx(3.0 * guide.DETAIL_SCALE)
     assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)
+
+
+def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(sample, tmp_path):
+    """Re-aligning or re-pairing leaves a Source-only model's written frames current (resume skips
+    them) and makes a guided model's frames stale (they are written again, not kept)."""
+    from ml.infer import InferOptions, recipe_hash
+
+    job = _job(sample, tmp_path)
+    moved = _job(sample, tmp_path)
+    moved.alignment.solves = {k: [v[0], v[1], v[2] + 0.5, *v[3:]] for k, v in moved.alignment.solves.items()}
+    options = InferOptions()
+    assert recipe_hash(job, 0.0, "fp32", options) == recipe_hash(moved, 0.0, "fp32", options)
+    assert recipe_hash(job, 0.0, "fp32", options, guided=True) != recipe_hash(moved, 0.0, "fp32", options, guided=True)
