@@ -67,7 +67,7 @@ def outputs(work: Path) -> dict[str, bytes]:
 
 def shot_lut_numbers(plan, unit_id: str) -> dict[str, float]:
     """The sequence model's held-out pairs against a 3D LUT fitted on each shot alone (for the table)."""
-    from ml.shot_score import score_shots
+    from ml.neural.shot_score import score_shots
 
     scores = score_shots(plan.unit_dir(unit_id) / "dataset", plan.model_path(unit_id), plan.branch, baseline="shot")
     return {shot: n["baseline"]["psnr"] for shot, n in scores["shots"].items() if n["scored"]}

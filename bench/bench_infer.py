@@ -1,6 +1,6 @@
 """End-to-end inference throughput: Source EXR decode -> model -> archival + display EXR encode.
 
-Runs the real `ml.infer.run_inference` pipeline (decode threads, the device, the LUT archival
+Runs the real `ml.neural.infer.run_inference` pipeline (decode threads, the device, the LUT archival
 transform, encode threads) over a generated Source plate and prints a markdown table of frames/s
 with the per-stage breakdown. Needs numpy, OpenImageIO, PyOpenColorIO, torch and safetensors
 only (no bpy); scikit-image, when present, gives photographic frames, else smooth noise.
@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml.checkpoint import save_model  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.imageio import write_exr  # noqa: E402
-from ml.infer import STAGES, InferOptions, run_inference  # noqa: E402
 from ml.job import Job, Output, Plate  # noqa: E402
-from ml.models import build_model, model_config, parameter_count  # noqa: E402
-from ml.predict import resolve_device  # noqa: E402
+from ml.neural.checkpoint import save_model  # noqa: E402
+from ml.neural.infer import STAGES, InferOptions, run_inference  # noqa: E402
+from ml.neural.models import build_model, model_config, parameter_count  # noqa: E402
+from ml.neural.predict import resolve_device  # noqa: E402
 
 DISTINCT_FRAMES = 4  # distinct pictures; the rest of the plate are hard links to them
 

@@ -7,7 +7,7 @@
 Generates the spatial sample (`ml sample --branch spatial`: a soft, grainy Source; a sharper
 Reference in its own grade), builds the spatial dataset with the true warps and a crop inside the
 letterbox (every 4th pair held out), fits the 17^3 3D-LUT baseline on the training pairs and
-trains with `ml.train.train` (the real loop). Then, on the held-out frames against the truth
+trains with `ml.neural.train.train` (the real loop). Then, on the held-out frames against the truth
 (the clean frame's luma in the Reference's grade, the Source's CbCr):
 
 - luma PSNR and SSIM of the Source, the baseline, the model and the Reference's own luma (the
@@ -134,9 +134,9 @@ def score(images: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> tuple[
 def predict_pairs(model_path: Path, pairs: list[DatasetPair], grain: str = "clean") -> dict[str, np.ndarray]:
     """The trained model on each held-out pair's input, placed in its frame as in training (a
     reference-guided model also gets the pair's aligned Reference and coverage, as at inference)."""
-    from ml import checkpoint as ckpt
-    from ml.models import frame_coords, guide_tensor, rgb_to_ycbcr, ycbcr_to_rgb
-    from ml.predict import apply_grain_choice, predict_ycbcr
+    from ml.neural import checkpoint as ckpt
+    from ml.neural.models import frame_coords, guide_tensor, rgb_to_ycbcr, ycbcr_to_rgb
+    from ml.neural.predict import apply_grain_choice, predict_ycbcr
 
     model, _ = ckpt.load_model(model_path, "cpu")
     out = {}
@@ -174,7 +174,7 @@ class Run:
 
 
 def train_run(shot: Shot, root: Path, label: str, settings: dict, device: str = "cpu") -> Run:
-    from ml.train import train
+    from ml.neural.train import train
 
     t = {"checkpoint_every": NEVER, "preview_every": NEVER, "device": device, **settings}
     job = dataclasses.replace(shot.job, work_dir=str(root / label), training=Training(**t, holdout_every=4))

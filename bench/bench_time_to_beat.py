@@ -9,7 +9,7 @@ Builds the sample shot's chroma dataset the way bench_dataset.py does (true warp
 inside the letterbox, every 4th pair held out), fits the 17^3 3D-LUT baseline on the training
 pairs and scores it on the held-out pairs: PSNR on the channels the model predicts (Cb and Cr),
 all held-out pixels pooled, against the dataset's ground truth (Source Y + aligned Reference
-CbCr). Then trains the position-aware small bilateral model with `ml.train.train` (the real
+CbCr). Then trains the position-aware small bilateral model with `ml.neural.train.train` (the real
 loop: its validation runs every `--validate-every` steps on the same held-out pairs with the
 same pooling) and records the wall-clock seconds, counted from the `train()` call (dataset
 load to the device and model build included), until held-out PSNR first exceeds the
@@ -46,8 +46,8 @@ from ml.errors import Cancelled  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.job import Job, Training  # noqa: E402
 from ml.metrics import branch_channels  # noqa: E402
-from ml.predict import resolve_device  # noqa: E402
-from ml.train import train  # noqa: E402
+from ml.neural.predict import resolve_device  # noqa: E402
+from ml.neural.train import train  # noqa: E402
 
 GOAL_DB = 3.0
 NEVER = 10 ** 9  # checkpoint/preview interval that never comes due during the timed run

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml.dataset_io import Dataset, DatasetPair  # noqa: E402
 from ml.job import Job, Training  # noqa: E402
-from ml.models import parameter_count, rgb_to_ycbcr  # noqa: E402
-from ml.predict import predict_ycbcr  # noqa: E402
-from ml.train import _Distributed, _SilentReporter, _Trainer  # noqa: E402
+from ml.neural.models import parameter_count, rgb_to_ycbcr  # noqa: E402
+from ml.neural.predict import predict_ycbcr  # noqa: E402
+from ml.neural.train import _Distributed, _SilentReporter, _Trainer  # noqa: E402
 
 
 def _synthetic_dataset(size: int, pairs: int = 4) -> Dataset:
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, value in zip(("sizes", "batch", "crop", "steps", "warmup", "frame"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    from ml.predict import resolve_device
+    from ml.neural.predict import resolve_device
 
     device = resolve_device(args.device)
     frame = tuple(int(v) for v in args.frame.lower().split("x")) if args.frame != "none" else None

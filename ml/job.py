@@ -189,7 +189,7 @@ class Output:
     grain: Literal["clean", "keep_source"] = _field(
         "clean", "Spatial branch: `clean` delivers the restored luma as the model predicts it (no grain, or the "
         "Reference's); `keep_source` separates the Source's grain (its luma above a 1.5 px Gaussian, "
-        "`ml.predict.source_grain`) and adds it back over the restored luma. Chroma keeps the Source's luma, "
+        "`ml.neural.predict.source_grain`) and adds it back over the restored luma. Chroma keeps the Source's luma, "
         "grain and all, either way.")
 
 

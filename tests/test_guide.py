@@ -19,7 +19,7 @@ from ml.dataset_io import load_dataset  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
 from ml.imageio import write_exr  # noqa: E402
 from ml.job import Crop, Job, Pair, Plate  # noqa: E402
-from ml.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
+from ml.neural.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
 from ml.sample import generate_sample  # noqa: E402
 
 
@@ -172,7 +172,7 @@ def test_every_frame_gets_a_partner_warp_and_coverage(sample, tmp_path):
 def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail():
     """With a detail scale, the covered prediction takes the Reference's low frequencies (its colour)
     and keeps its own fine detail; with none, it takes the Reference whole."""
-    from ml.models import reference_correction
+    from ml.neural.models import reference_correction
 
     _, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     detail = 0.05 * (1.0 - 2.0 * (xx % 2))[None, None]  # 1 px stripes
@@ -200,7 +200,7 @@ def test_the_detail_scale_follows_the_references_resolution():
 def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(sample, tmp_path):
     """Re-aligning or re-pairing leaves a Source-only model's written frames current (resume skips
     them) and makes a guided model's frames stale (they are written again, not kept)."""
-    from ml.infer import InferOptions, recipe_hash
+    from ml.neural.infer import InferOptions, recipe_hash
 
     job = _job(sample, tmp_path)
     moved = _job(sample, tmp_path)

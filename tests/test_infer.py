@@ -25,16 +25,23 @@ torch.set_num_threads(2)
 from skimage import data, transform  # noqa: E402
 
 from ml import cli  # noqa: E402
-from ml.checkpoint import load_model  # noqa: E402
 from ml.colour import aces2065_to_display, rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.imageio import read_header, read_image, write_exr  # noqa: E402
-from ml.infer import InferOptions, check_output_locations, infer_frame, output_patterns, run_inference, select_frames  # noqa: E402
 from ml.ingest import source_frame  # noqa: E402
 from ml.job import Balance, Job, Output, Plate, Training, save_job  # noqa: E402
-from ml.models import build_model, model_config  # noqa: E402
-from ml.train import train  # noqa: E402
+from ml.neural.checkpoint import load_model  # noqa: E402
+from ml.neural.infer import (  # noqa: E402
+    InferOptions,
+    check_output_locations,
+    infer_frame,
+    output_patterns,
+    run_inference,
+    select_frames,
+)
+from ml.neural.models import build_model, model_config  # noqa: E402
+from ml.neural.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FIRST, LAST = 1001, 1006
@@ -248,7 +255,7 @@ def test_the_run_feeds_the_model_the_training_chain(tmp_path, plate, trained, de
 @pytest.mark.parametrize("strength", [0.6, 1.5, 3.0])
 def test_device_degrain_matches_the_numpy_degrain(strength):
     from ml.cleanup import degrain
-    from ml.models import degrain_ycbcr
+    from ml.neural.models import degrain_ycbcr
 
     rng = np.random.default_rng(1)
     image = np.clip(rng.normal(0.5, 0.2, (37, 53, 3)), 0, 1).astype(np.float32)

@@ -14,10 +14,10 @@ torch.set_num_threads(1)  # robust when other processes share the cores
 from skimage import data, transform  # noqa: E402
 
 from ml import colour  # noqa: E402
-from ml.checkpoint import load_model, save_model  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
-from ml.models import build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
-from ml.predict import predict_batch_tensor, predict_frame, predict_ycbcr  # noqa: E402
+from ml.neural.checkpoint import load_model, save_model  # noqa: E402
+from ml.neural.models import build_model, frame_coords, model_config, rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
+from ml.neural.predict import predict_batch_tensor, predict_frame, predict_ycbcr  # noqa: E402
 
 
 def _photo(height: int, width: int) -> np.ndarray:
@@ -143,7 +143,7 @@ sys.addaudithook(lambda event, args: calls.append(event) if event == "pickle.fin
 def watch(frame, event, arg):
     if event == "call" and frame.f_code.co_filename.endswith("serialization.py") and frame.f_code.co_name == "load":
         calls.append("torch.load")
-from ml.checkpoint import load_model
+from ml.neural.checkpoint import load_model
 sys.setprofile(watch)
 model, metadata = load_model(sys.argv[1], "cpu")
 sys.setprofile(None)

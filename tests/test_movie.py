@@ -199,11 +199,11 @@ def test_review_movie_is_playable_rec709_and_atomic(tmp_path):
 def test_inference_reads_a_movie_source_and_writes_the_review_movie(tmp_path, movies):
     import torch
 
-    from ml.checkpoint import save_model
     from ml.events import Reporter
-    from ml.infer import InferOptions, run_inference
     from ml.job import Output
-    from ml.models import build_model, model_config
+    from ml.neural.checkpoint import save_model
+    from ml.neural.infer import InferOptions, run_inference
+    from ml.neural.models import build_model, model_config
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

@@ -12,14 +12,14 @@ import pytest
 import torch
 from test_sample import _reference_on_source
 
-from ml import checkpoint as ckpt
 from ml.cli import main
 from ml.colour import luma
 from ml.guide import GuidePlanner
 from ml.imageio import frame_path, read_image
-from ml.infer import infer_frame
 from ml.job import spatial_training_defaults
-from ml.predict import source_grain
+from ml.neural import checkpoint as ckpt
+from ml.neural.infer import infer_frame
+from ml.neural.predict import source_grain
 from ml.sample import apply_reference_grade, load_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -144,7 +144,7 @@ def test_train_panel_defaults_button_and_grain_field_in_blender(addon, tmp_path)
 
 
 def test_tone_curve_fits_a_known_curve_and_starts_as_the_identity():
-    from ml.models import LumaCurve, build_model, model_config
+    from ml.neural.models import LumaCurve, build_model, model_config
 
     curve = LumaCurve()
     source = torch.rand(50_000)

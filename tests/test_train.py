@@ -17,14 +17,14 @@ torch.set_num_threads(1)  # robust when other processes share the cores
 from skimage import data, transform  # noqa: E402
 
 from ml import cli  # noqa: E402
-from ml.checkpoint import list_checkpoints, load_model  # noqa: E402
 from ml.colour import rgb_to_ycbcr, ycbcr_to_rgb  # noqa: E402
 from ml.errors import Cancelled, FilmRecoveryError  # noqa: E402
 from ml.events import Reporter  # noqa: E402
 from ml.imageio import read_image, write_exr  # noqa: E402
 from ml.job import Job, Training, save_job  # noqa: E402
+from ml.neural.checkpoint import list_checkpoints, load_model  # noqa: E402
+from ml.neural.train import learning_rate_at, plan_steps, train  # noqa: E402
 from ml.plots import AXIS, LABEL_BAND, LOSS_COLOUR, PSNR_COLOUR, contact_sheet, draw_loss_curve  # noqa: E402
-from ml.train import learning_rate_at, plan_steps, train  # noqa: E402
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 
 def run(args, job, reporter) -> None:
     require_torch("infer")
-    from ..infer import InferOptions, run_inference, select_frames
+    from ..neural.infer import InferOptions, run_inference, select_frames
 
     for name in ("tile", "batch", "encode_workers", "decode_workers", "overlap"):
         if getattr(args, name) < 0:

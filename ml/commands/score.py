@@ -1,5 +1,5 @@
 """`score`: a unit's model per shot on that shot's held-out pairs, against a baseline graded for that
-shot alone (what decides the plan's shot-level fallbacks; see ml/shot_score.py)."""
+shot alone (what decides the plan's shot-level fallbacks; see ml/neural/shot_score.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def run(args, job, reporter) -> None:
     require_torch("score")
     from ..errors import FilmRecoveryError
     from ..imageio import atomic_path
-    from ..shot_score import score_shots
+    from ..neural.shot_score import score_shots
 
     dataset = Path(job.dataset_dir) if job.dataset_dir else job.work_path("dataset")
     model = args.model or job.model_path

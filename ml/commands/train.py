@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
 
 def run(args, job, reporter) -> None:
     require_torch("train")
-    from ..train import train
+    from ..neural.train import train
 
     if args.steps is not None:
         if args.steps < 1:

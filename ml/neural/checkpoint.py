@@ -24,8 +24,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import FilmRecoveryError
-from .imageio import atomic_path, file_sha256, is_temp_file
+from ..errors import FilmRecoveryError
+from ..imageio import atomic_path, file_sha256, is_temp_file
 from .models import ModelConfig, RecoveryModel, build_model
 
 MODEL_SCHEMA = "film_recovery.model"

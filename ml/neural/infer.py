@@ -48,15 +48,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__ as ENGINE_VERSION
+from .. import __version__ as ENGINE_VERSION
+from ..colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
+from ..errors import FilmRecoveryError, InputImageError
+from ..events import Reporter
+from ..guide import GuideFrame, GuidePlanner, guide_summary
+from ..imageio import frame_path, remove_temp_files, write_exr, write_png
+from ..ingest import plate_frame_path, read_plate_frame, source_frame
+from ..job import Balance, Job
+from ..writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 from . import checkpoint as ckpt
-from .colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
-from .errors import FilmRecoveryError, InputImageError
-from .events import Reporter
-from .guide import GuideFrame, GuidePlanner, guide_summary
-from .imageio import frame_path, remove_temp_files, write_exr, write_png
-from .ingest import plate_frame_path, read_plate_frame, source_frame
-from .job import Balance, Job
 from .models import (
     RecoveryModel,
     degrain_ycbcr,
@@ -67,7 +68,6 @@ from .models import (
     ycbcr_to_rgb,
 )
 from .predict import amp_dtype_for, apply_grain_choice, check_metadata, predict_ycbcr, resolve_device
-from .writers import ARCHIVAL_HEADER, COMPRESSIONS, DISPLAY_HEADER
 
 OUTPUT_KINDS = ("display", "aces", "review")
 PROVENANCE = "film_recovery:"
@@ -545,7 +545,7 @@ def _encode_frame(frame: int, index: int, launched: _Launched, paths: dict[str, 
     display = launched.display[index].numpy()
     if "aces" in paths:
         if archival == "ocio":
-            from .colour import display_to_aces2065
+            from ..colour import display_to_aces2065
 
             colour_start = time.perf_counter()
             aces = display_to_aces2065(display).astype(np.float16)
@@ -731,7 +731,7 @@ def _write_guide_report(job: Job, records: list[GuideFrame]) -> dict[str, Any]:
     if not summary:
         return {}
     path = job.work_path("infer", "guide.json")
-    from .imageio import atomic_path
+    from ..imageio import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps({"summary": summary, "frames": [dataclasses.asdict(r) for r in records]},
@@ -741,8 +741,8 @@ def _write_guide_report(job: Job, records: list[GuideFrame]) -> dict[str, Any]:
 
 def _write_movie(job: Job, frames: list[int], patterns: dict[str, Path], changed: bool, reporter: Reporter,
                  outputs: dict[str, str]) -> str:
-    from .imageio import read_image
-    from .writers import review_movie_available, write_review_movie
+    from ..imageio import read_image
+    from ..writers import review_movie_available, write_review_movie
 
     if not review_movie_available():
         note = ("No review movie: no ffmpeg (install the imageio-ffmpeg package or put ffmpeg on PATH; "

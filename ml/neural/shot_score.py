@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FilmRecoveryError
+from ..errors import FilmRecoveryError
 
 
 def _predict(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
@@ -50,10 +50,10 @@ def _predict(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
 def score_shots(dataset_dir: str | os.PathLike, model_path: str | os.PathLike, branch: str,
                 device: str = "cpu", progress=None, baseline: str = "unit") -> dict[str, Any]:
     """Numbers per shot (see the module docstring), keyed by shot name."""
+    from ..baseline import apply_baseline, collect_samples, fit_baseline, fit_from_dataset
+    from ..dataset_io import load_dataset
+    from ..evaluation import compare, summarise
     from . import checkpoint as ckpt
-    from .baseline import apply_baseline, collect_samples, fit_baseline, fit_from_dataset
-    from .dataset_io import load_dataset
-    from .evaluation import compare, summarise
     from .predict import resolve_device
 
     dataset = load_dataset(dataset_dir)

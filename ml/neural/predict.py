@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import FilmRecoveryError
+from ..errors import FilmRecoveryError
 from .models import RecoveryModel, frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
 
 YCBCR_CONVENTION = "bt709-full"

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..dataset import check_dataset_recipe
+from ..dataset_io import Dataset, DatasetPair, load_dataset
+from ..errors import Cancelled, FilmRecoveryError
+from ..events import Reporter
+from ..imageio import remove_temp_files, write_png
+from ..job import Job, job_to_dict
+from ..plots import contact_sheet, downscale, write_loss_curve
 from . import checkpoint as ckpt
-from .dataset import check_dataset_recipe
-from .dataset_io import Dataset, DatasetPair, load_dataset
-from .errors import Cancelled, FilmRecoveryError
-from .events import Reporter
-from .imageio import remove_temp_files, write_png
-from .job import Job, job_to_dict
 from .models import (
     CHANNEL_NAMES,
     ModelConfig,
@@ -47,7 +48,6 @@ from .models import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
-from .plots import contact_sheet, downscale, write_loss_curve
 from .predict import YCBCR_CONVENTION, amp_dtype_for, predict_ycbcr, resolve_device
 
 KEEP_CHECKPOINTS = 2
