@@ -24,6 +24,7 @@ from skimage.transform import resize
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml import align, warp  # noqa: E402
+from ml.primitives import luma  # noqa: E402
 
 SHAPE = (1556, 2048)
 CENTRE = (1024, 778)
@@ -63,7 +64,7 @@ def corner_error(m_est: np.ndarray, m_true: np.ndarray) -> float:
 def opencv_ecc(source: np.ndarray, reference: np.ndarray, model: str, levels: int = 4) -> np.ndarray:
     motion = {"translation": cv2.MOTION_TRANSLATION, "similarity": cv2.MOTION_AFFINE,
               "affine": cv2.MOTION_AFFINE, "perspective": cv2.MOTION_HOMOGRAPHY}[model]
-    src_pyr, ref_pyr = [align.luma(source)], [align.luma(reference)]
+    src_pyr, ref_pyr = [luma(source)], [luma(reference)]
     for _ in range(levels - 1):
         src_pyr.append(cv2.pyrDown(src_pyr[-1]))
         ref_pyr.append(cv2.pyrDown(ref_pyr[-1]))

@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ml.cleanup import degrain, gaussian_blur, median_filter  # noqa: E402
+from ml.cleanup import degrain  # noqa: E402
 from ml.colour import rgb_to_ycbcr  # noqa: E402
 from ml.neural.models import degrain_ycbcr  # noqa: E402
+from ml.primitives import gaussian_blur, median_filter  # noqa: E402
 
 TITLE = "## Clean-up primitives at 2K: numpy against OpenCV and the device"
 RESULTS = ROOT / "bench" / "results" / "primitives.md"

@@ -45,7 +45,6 @@ sys.path.insert(0, str(ROOT))
 from bench_dataset import cpu_name, default_crop  # noqa: E402
 
 from ml.baseline import apply_baseline, fit_from_dataset  # noqa: E402
-from ml.colour import luma  # noqa: E402
 from ml.dataset import export_dataset  # noqa: E402
 from ml.dataset_io import DatasetPair, load_dataset  # noqa: E402
 from ml.evaluation import crop_box  # noqa: E402
@@ -53,6 +52,7 @@ from ml.events import Reporter  # noqa: E402
 from ml.imageio import frame_path, read_image  # noqa: E402
 from ml.job import Job, Pair, Plate, Training  # noqa: E402
 from ml.metrics import psnr, ssim  # noqa: E402
+from ml.primitives import luma  # noqa: E402
 from ml.sample import INFO_FILE, TRUTH_FILE, apply_reference_grade, generate_sample  # noqa: E402
 
 NEVER = 10 ** 9

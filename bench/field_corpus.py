@@ -440,7 +440,7 @@ def degrade_reference(image: np.ndarray, spec: ReferenceSpec) -> np.ndarray:
         if spec.compression > 0:
             half = np.stack([_blocky(half[..., c], 2.0 * spec.compression) for c in range(2)], axis=-1)
         up = np.repeat(np.repeat(half, 2, axis=0), 2, axis=1)[:h, :w]
-        ycc[..., 1:] = sample_shot._blur121(up)
+        ycc[..., 1:] = sample_shot.blur121(up)
     elif spec.compression > 0:
         for c in (1, 2):
             ycc[..., c] = _blocky(ycc[..., c], 2.0 * spec.compression)
@@ -575,7 +575,7 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
         progress = (frame - first) / max(last - first, 1)
         image = clean
         if source_spec.soften_sigma > 0:
-            image = sample_shot._gaussian_blur(image, source_spec.soften_sigma * width / 320.0)
+            image = sample_shot.soften(image, source_spec.soften_sigma * width / 320.0)
         strength = source_spec.vignette[0] + (source_spec.vignette[1] - source_spec.vignette[0]) * progress
         if strength > 0:
             cx, cy = vignette_centres[0] + (vignette_centres[1] - vignette_centres[0]) * progress
@@ -593,7 +593,7 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
         big = scene.render(time, points)
         image = big.reshape(rh, SUPERSAMPLE, rw, SUPERSAMPLE, 3).mean(axis=(1, 3))
         if spec.softness > 0:
-            image = sample_shot._gaussian_blur(image, spec.softness)
+            image = sample_shot.soften(image, spec.softness)
         return image
 
     subtitle_frames = set(range(first + frames // 4, first + frames // 2 + 1)) if spec.subtitles else set()

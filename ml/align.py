@@ -34,7 +34,8 @@ from typing import Literal
 
 import numpy as np
 
-from . import colour, warp
+from . import warp
+from .primitives import box_filter, luma
 
 MotionModel = Literal["translation", "similarity", "affine", "perspective"]
 MODELS: tuple[str, ...] = ("translation", "similarity", "affine", "perspective")
@@ -74,41 +75,6 @@ class Solve:
 
 # ----------------------------------------------------------------------------- image preparation
 
-def luma(img: np.ndarray) -> np.ndarray:
-    """BT.709 luma of an (H, W, 3) image (ml.colour.luma), or the image itself if single-channel."""
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim == 2:
-        return img
-    if img.shape[2] == 1:
-        return img[..., 0]
-    return colour.luma(img[..., :3])
-
-
-def _box_blur(img: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Mean over 2r+1 samples along one axis, edges replicated (cumulative sums, O(1) per pixel)."""
-    pad = [(0, 0)] * img.ndim
-    pad[axis] = (radius + 1, radius)
-    c = np.cumsum(np.pad(img, pad, mode="edge"), axis=axis)
-    n = img.shape[axis]
-    hi = [slice(None)] * img.ndim
-    lo = [slice(None)] * img.ndim
-    hi[axis] = slice(2 * radius + 1, 2 * radius + 1 + n)
-    lo[axis] = slice(0, n)
-    out = c[tuple(hi)] - c[tuple(lo)]
-    out *= 1.0 / (2 * radius + 1)
-    return out
-
-
-def gaussian_blur(img: np.ndarray, radius: int) -> np.ndarray:
-    """Three box passes per axis: a Gaussian of sigma ~ sqrt(r (r + 1)). float32 in and out;
-    callers pass zero-mean data so the running sums stay small and exact enough."""
-    out = np.asarray(img, dtype=np.float32)
-    for axis in (1, 0):
-        for _ in range(3):
-            out = _box_blur(out, radius, axis)
-    return out
-
-
 def structure_image(lum: np.ndarray, radius: int = 4) -> np.ndarray:
     """Locally normalised luma: (L - local mean) / local std, clipped to +-3.
 
@@ -116,8 +82,9 @@ def structure_image(lum: np.ndarray, radius: int = 4) -> np.ndarray:
     to full contrast noise. Removes slowly varying gain/offset (fades, grades, lifted blacks).
     """
     centred = lum - np.float32(lum.mean())
-    mean = gaussian_blur(centred, radius)
-    var = np.maximum(gaussian_blur(centred * centred, radius) - mean * mean, 0.0)
+    # three box passes: a near-Gaussian (sigma sqrt(r (r + 1))) that stays fast in Blender's numpy
+    mean = box_filter(centred, radius, passes=3)
+    var = np.maximum(box_filter(centred * centred, radius, passes=3) - mean * mean, 0.0)
     floor = np.float32((0.2 * float(lum.std()) + 1e-6) ** 2)
     out = (centred - mean) / np.sqrt(var + floor)
     return np.clip(out, -3.0, 3.0, out=out)

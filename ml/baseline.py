@@ -33,6 +33,7 @@ from typing import Literal
 
 import numpy as np
 
+from .colour import apply_lut3d
 from .errors import FilmRecoveryError, InputImageError
 from .imageio import atomic_path, read_header, write_exr
 
@@ -150,20 +151,6 @@ def _corner_weights(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarr
 
 def _corner_offsets(size: int) -> np.ndarray:
     return (_CORNERS[:, 0] * size + _CORNERS[:, 1]) * size + _CORNERS[:, 2]
-
-
-def apply_lut(rgb: np.ndarray, lut: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """Trilinear lookup of colours (..., 3) in a LUT (n, n, n, 3) indexed [r, g, b] over 0..1."""
-    size = lut.shape[0]
-    flat = np.asarray(rgb, dtype=np.float32).reshape(-1, 3)
-    nodes = lut.reshape(-1, 3).astype(np.float32)
-    offsets = _corner_offsets(size)
-    out = np.empty_like(flat)
-    for start in range(0, flat.shape[0], chunk):
-        base, weights = _corner_weights(flat[start:start + chunk], size)
-        gathered = nodes[base[:, None] + offsets[None, :]]  # (S, 8, 3)
-        out[start:start + chunk] = np.einsum("sk,skc->sc", weights.astype(np.float32), gathered)
-    return out.reshape(np.shape(rgb))
 
 
 def identity_lut(size: int) -> np.ndarray:
@@ -319,7 +306,7 @@ def fit_baseline(inputs: np.ndarray, targets: np.ndarray, kind: BaselineKind = "
         if lut_size > 17:
             # Coarse-to-fine: a 17^3 solve, upsampled, starts the fine solve near its answer.
             coarse, _ = fit_lut(x, y, 17, smoothness)
-            initial = apply_lut(identity_lut(lut_size), coarse)
+            initial = apply_lut3d(identity_lut(lut_size), coarse, "trilinear")
         params, solver = fit_lut(x, y, lut_size, smoothness, initial=initial)
         stats.update(solver)
     elif kind in _TERMS:
@@ -337,7 +324,7 @@ def apply_baseline(rgb: np.ndarray, fit: BaselineFit) -> np.ndarray:
     rgb = np.asarray(rgb, dtype=np.float32)
     x = to_domain(rgb, fit.domain)
     if fit.kind == "lut":
-        y = apply_lut(x, fit.params)
+        y = apply_lut3d(x, fit.params, "trilinear")
     else:
         y = (_TERMS[fit.kind](x) @ fit.params.T.astype(np.float64)).astype(np.float32).reshape(rgb.shape)
     return from_domain(y, fit.domain).reshape(rgb.shape)
@@ -379,17 +366,17 @@ def apply_cube_with_ocio(path: str | os.PathLike, rgb: np.ndarray) -> np.ndarray
 
 
 def check_cube_with_ocio(path: str | os.PathLike, lut: np.ndarray, samples: int = 4096) -> float:
-    """Largest difference between OCIO applying the exported .cube and `apply_lut` on the
+    """Largest difference between OCIO applying the exported .cube and `colour.apply_lut3d` (trilinear) on the
     same LUT, on random colours inside the domain. Near zero when the export is right."""
     colours = np.random.default_rng(0).random((samples, 3), dtype=np.float32)
-    return float(np.max(np.abs(apply_cube_with_ocio(path, colours) - apply_lut(colours, lut))))
+    return float(np.max(np.abs(apply_cube_with_ocio(path, colours) - apply_lut3d(colours, lut, "trilinear"))))
 
 
 def bake_error(fit: BaselineFit, lut: np.ndarray, samples: int = 4096) -> float:
     """Largest difference between a baked LUT and the exact fit on random display colours:
     what the .cube loses by sampling (zero for a display-domain LUT of the same size)."""
     colours = np.random.default_rng(1).random((samples, 3), dtype=np.float32)
-    return float(np.max(np.abs(apply_lut(colours, lut) - apply_baseline(colours, fit))))
+    return float(np.max(np.abs(apply_lut3d(colours, lut, "trilinear") - apply_baseline(colours, fit))))
 
 
 # --------------------------------------------------------------------------- from a dataset

@@ -17,7 +17,7 @@ returned bit-identical.
 
 The median and the Gaussian use OpenCV where it is importable (about 37x and 13x faster on a 2K
 frame, docs/benchmarks.md) and numpy otherwise (Blender's own Python): the same reflected edges,
-the same kernel, the same result (tests/test_cleanup_primitives.py).
+the same kernel, the same result (`ml.primitives`, tests/test_primitives.py).
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import warnings
 
 import numpy as np
 
-from .colour import luma, rgb_to_ycbcr, ycbcr_to_rgb
+from . import primitives
+from .colour import rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import InputImageError
 from .job import Cleanup
-
-_STRIP_VALUES = 1 << 22  # float32 values per median work strip (bounds memory to ~16 MB)
+from .primitives import box_filter, gaussian_blur, luma
 
 
 def _pad(image: np.ndarray, radius: int) -> np.ndarray:
@@ -38,80 +38,12 @@ def _pad(image: np.ndarray, radius: int) -> np.ndarray:
     return np.pad(image, pad, mode="reflect" if min(image.shape[:2]) > radius else "edge")
 
 
-def _opencv():
-    try:
-        import cv2
-    except ImportError:  # Blender's own Python: the numpy paths
-        return None
-    return cv2
-
-
 def median_filter(image: np.ndarray, size: int, use_opencv: bool = True) -> np.ndarray:
-    """Square median (size 3 or 5) of each channel, edges reflected."""
+    """`primitives.median_filter`, refusing a size the recipe cannot hold with the field to fix."""
     if size not in (3, 5):
         raise InputImageError(f"median size {size} is not supported.", where="job.cleanup.reference_median",
                               fix="Use 0 (off), 3 or 5.")
-    image = np.asarray(image, dtype=np.float32)
-    radius = size // 2
-    padded = _pad(image, radius)
-    cv2 = _opencv() if use_opencv else None
-    if cv2 is not None and (image.ndim == 2 or image.shape[2] in (1, 3, 4)):
-        filtered = cv2.medianBlur(np.ascontiguousarray(padded), size)
-        return np.ascontiguousarray(filtered[radius:radius + image.shape[0], radius:radius + image.shape[1]]
-                                    .reshape(image.shape))
-    height, width = image.shape[:2]
-    per_row = width * size * size * (image.shape[2] if image.ndim == 3 else 1)
-    rows = max(1, _STRIP_VALUES // per_row)
-    out = np.empty_like(image)
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        window = np.stack([padded[top + dy:bottom + dy, dx:dx + width]
-                           for dy in range(size) for dx in range(size)], axis=0)
-        out[top:bottom] = np.median(window, axis=0)
-    return out
-
-
-def _gaussian_kernel(sigma: float) -> np.ndarray:
-    radius = max(1, int(np.ceil(3.0 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).astype(np.float32)
-
-
-def gaussian_blur(image: np.ndarray, sigma: float, use_opencv: bool = True) -> np.ndarray:
-    """Separable Gaussian blur (edges reflected); sigma in pixels, 0 returns a copy."""
-    image = np.asarray(image, dtype=np.float32)
-    if sigma <= 0:
-        return image.copy()
-    kernel = _gaussian_kernel(sigma)
-    radius = len(kernel) // 2
-    height, width = image.shape[:2]
-    cv2 = _opencv() if use_opencv else None
-    if cv2 is not None and (image.ndim == 2 or image.shape[2] <= 4):
-        border = cv2.BORDER_REFLECT_101 if min(height, width) > radius else cv2.BORDER_REPLICATE
-        out = cv2.sepFilter2D(np.ascontiguousarray(image), -1, kernel, kernel, borderType=border)
-        return out.reshape(image.shape)
-    padded = _pad(image, radius)
-    rows = np.zeros((height + 2 * radius, width) + image.shape[2:], dtype=np.float32)
-    for i, weight in enumerate(kernel):
-        rows += weight * padded[:, i:i + width]
-    out = np.zeros_like(image)
-    for i, weight in enumerate(kernel):
-        out += weight * rows[i:i + height]
-    return out
-
-
-def _box_count(mask: np.ndarray, size: int) -> np.ndarray:
-    """Number of set pixels in the size x size window around each pixel (zero outside)."""
-    radius = size // 2
-    padded = np.pad(mask.astype(np.int32), radius + 1)
-    integral = padded.cumsum(0).cumsum(1)
-    h, w = mask.shape
-    a = integral[size:size + h, size:size + w]
-    b = integral[0:h, size:size + w]
-    c = integral[size:size + h, 0:w]
-    d = integral[0:h, 0:w]
-    return a - b - c + d
+    return primitives.median_filter(image, size, use_opencv)
 
 
 def _ring_range(y: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +82,7 @@ def find_dust(image: np.ndarray, min_contrast: float = 0.08, noise_factor: float
     if not specks.any():
         return specks
     # The soft edge of a speck: neighbours that stand out from the same ring, though less.
-    near = _box_count(specks, 3) > 0
+    near = box_filter(specks, 1, edge="constant", normalise=False) > 0
     return specks | (near & (stand_out > 0.35 * threshold))
 
 

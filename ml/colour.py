@@ -37,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .errors import FilmRecoveryError
+from .primitives import BT709_LUMA
 
 OCIO_CONFIG = "ocio://studio-config-v2.2.0_aces-v1.3_ocio-v2.4"
 ACES2065_1 = "ACES2065-1"
@@ -45,8 +46,8 @@ DISPLAY = "Rec.1886 Rec.709 - Display"
 VIEW = "ACES 1.0 - SDR Video"
 
 # Engine YCbCr (BT.709, full range, Cb/Cr centred on 0): ycc = rgb @ RGB_TO_YCBCR.T
-_KR, _KB = 0.2126, 0.0722
-_KG = 1.0 - _KR - _KB
+_KR, _KB = BT709_LUMA[0], BT709_LUMA[2]
+_KG = 1.0 - _KR - _KB  # so a neutral's luma is exactly its level
 RGB_TO_YCBCR = np.array([
     [_KR, _KG, _KB],
     [-_KR / 1.8556, -_KG / 1.8556, (1.0 - _KB) / 1.8556],
@@ -107,12 +108,6 @@ def blender_ycc_to_ycbcr(ycc: np.ndarray) -> np.ndarray:
     """Blender YCC -> engine YCbCr of the RGB that Blender's Combine Color node makes from it."""
     ycc = np.asarray(ycc, dtype=np.float32) - BLENDER_YCC_OFFSET.astype(np.float32)
     return _affine(ycc, RGB_TO_YCBCR @ BLENDER_YCC_TO_RGB)
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """BT.709 luma Y of RGB (..., 3) -> (...)."""
-    rgb = np.asarray(rgb, dtype=np.float32)
-    return rgb[..., 0] * np.float32(_KR) + rgb[..., 1] * np.float32(_KG) + rgb[..., 2] * np.float32(_KB)
 
 
 # --- OCIO -------------------------------------------------------------------------------------

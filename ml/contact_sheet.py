@@ -19,9 +19,10 @@ import numpy as np
 
 from . import warp
 from .bitmap_font import FONT_SCALE, draw_text
-from .curation import FrameLoader, conform_to_matrix, load_parallel, luma, resize, warp_onto
+from .curation import FrameLoader, conform_to_matrix, load_parallel, resize, warp_onto
 from .imageio import atomic_path, write_png
 from .job import Conform, Pair
+from .primitives import luma
 
 THUMB_WIDTH = 240
 GUTTER = 8

@@ -13,15 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .job import Crop, CropKey
+from .primitives import block_mean, luma
 
 Borders = tuple[int, int, int, int]
-
-
-def _luma(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img, dtype=np.float32)
-    if img.ndim == 2:
-        return img
-    return 0.2126 * img[..., 0] + 0.7152 * img[..., 1] + 0.0722 * img[..., 2]
 
 
 # A bar is unexposed film or digital black: near the darkest level of the frames and well below
@@ -46,19 +40,15 @@ def _bar_depth(row_mean: np.ndarray, row_std: np.ndarray, level_tol: float, std_
 def _line_profiles(lum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-row mean and spread; each row is first averaged in runs of 4 pixels along itself so
     film grain in a black bar does not look like picture (the rows themselves stay exact)."""
-    h, w = lum.shape
-    ww = w - w % 4
-    runs = lum[:, :ww].reshape(h, ww // 4, 4).mean(axis=2)
+    runs = block_mean(lum, (1, 4))
     return runs.mean(axis=1), runs.std(axis=1)
 
 
 def _darkest_level(lum: np.ndarray) -> float:
     """The frame's black level with grain averaged out: a low percentile of 4x4 block means."""
-    h, w = lum.shape[0] - lum.shape[0] % 4, lum.shape[1] - lum.shape[1] % 4
-    if h == 0 or w == 0:
+    if min(lum.shape) < 4:
         return float(lum.min())
-    blocks = lum[:h, :w].reshape(h // 4, 4, w // 4, 4).mean(axis=(1, 3))
-    return float(np.percentile(blocks, 0.5))
+    return float(np.percentile(block_mean(lum, 4), 0.5))
 
 
 @dataclass
@@ -70,7 +60,7 @@ class _FrameBars:
 
 
 def _frame_bars(img: np.ndarray, mask: np.ndarray | None) -> _FrameBars:
-    lum = _luma(img)
+    lum = luma(img)
     if mask is not None:
         lum = np.where(mask, lum, 0.0)  # pixels without real data read as black bars
     # Thresholds scale with the picture's own contrast (faded scans have lifted, low-contrast blacks).

@@ -27,6 +27,7 @@ from . import warp
 from .align import MISALIGNED_THRESHOLD
 from .errors import FilmRecoveryError
 from .job import Conform, Pair, Plate
+from .primitives import block_mean, luma
 
 Scope = Literal["shot", "scene", "sequence"]
 FrameLoader = Callable[[int], np.ndarray]
@@ -37,30 +38,17 @@ SCOPE_DEFAULTS = {"shot": 6, "scene": 16, "sequence": 32}
 
 ANALYSIS_LONG_SIDE = 256
 MATCH_WIDTH = 128
-_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
 # Small image helpers (numpy only)
 
 
-def luma(image: np.ndarray) -> np.ndarray:
-    """BT.709 luma of an RGB image."""
-    return np.asarray(image, np.float32) @ _LUMA
-
-
-def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
-    """Average k x k blocks (the right/bottom remainder is dropped)."""
-    h, w = image.shape[0] // k * k, image.shape[1] // k * k
-    cut = image[:h, :w]
-    return cut.reshape(h // k, k, w // k, k, *image.shape[2:]).mean(axis=(1, 3))
-
-
 def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Area-prefiltered bilinear resize (good enough for analysis and thumbnails)."""
     h, w = image.shape[:2]
     k = max(1, int(min(w / width, h / height)))
-    small = _block_mean(image, k) if k > 1 else image
+    small = block_mean(image, k) if k > 1 else image
     # Output pixel centre -> full-res coordinate -> block coordinate (block j covers k*j .. k*j+k-1).
     xs = ((np.arange(width) + 0.5) * w / width - 0.5 - (k - 1) / 2) / k
     ys = ((np.arange(height) + 0.5) * h / height - 0.5 - (k - 1) / 2) / k
@@ -94,7 +82,7 @@ def warp_onto(image: np.ndarray, matrix: np.ndarray, width: int, height: int) ->
     scale = math.sqrt(abs(np.linalg.det(matrix[:2, :2])))
     k = int(1.0 / scale) if scale > 0 else 1
     if k > 1:
-        image = _block_mean(image, k)
+        image = block_mean(image, k)
         matrix = matrix @ np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2], [0, 0, 1]], np.float64)
     return (warp.warp_to_source(image, matrix, (height, width)),
             warp.valid_mask(matrix, image.shape, (height, width)))
@@ -267,22 +255,82 @@ def _local_median(values: np.ndarray, i: int, radius: int) -> float:
     return float(np.median(window)) if window.size else float(values[i])
 
 
-def find_bad_frames(stats: Sequence[FrameStats], shots: Sequence[Shot], *, flash_delta: float = 0.06,
-                    isolation: float = 0.45, blur_ratio: float = 0.55) -> dict[int, str]:
-    """Frames that poison training, with the reason: flashes (exposure spikes), splices or damaged
-    frames (unlike both neighbours, which agree with each other), motion blur (sharpness far below
-    the neighbouring frames of the same shot)."""
+# A flash or a dip: mean luma off what its neighbours predict by 25 % and by 0.05 (a dark frame's
+# small wobble is not a flash). Flicker: a smaller jump, 4 %, once the flashes are taken out.
+FLASH_RELATIVE = 0.25
+FLASH_ABSOLUTE = 0.05
+FLICKER_RELATIVE = 0.04
+
+
+@dataclass
+class ExposureEvents:
+    """Indices (into the levels given) of isolated exposure jumps within one shot."""
+    flashes: list[int]          # brighter than the neighbours predict
+    dips: list[int]             # darker
+    flicker: list[int]          # smaller jumps, flashes and dips excluded
+    predicted: np.ndarray       # each frame's mean luma as its neighbours predict it
+    relative: np.ndarray        # (level - predicted) / predicted
+
+    @property
+    def worst(self) -> float:
+        return max((abs(float(self.relative[i])) for i in self.flashes + self.dips), default=0.0)
+
+
+def temporal_reference(levels: np.ndarray) -> np.ndarray:
+    """What each frame's mean luma should be from its neighbours alone (exact for a steady ramp).
+
+    Inside: the median of the two frames either side; one frame from an end: the mean of its
+    two neighbours; the end frames: extrapolated from the next two.
+    """
+    n = len(levels)
+    out = np.empty(n)
+    for i in range(n):
+        if 2 <= i <= n - 3:
+            out[i] = np.median(levels[[i - 2, i - 1, i + 1, i + 2]])
+        elif 1 <= i <= n - 2:
+            out[i] = 0.5 * (levels[i - 1] + levels[i + 1])
+        elif n >= 3:
+            out[i] = 2 * levels[1] - levels[2] if i == 0 else 2 * levels[n - 2] - levels[n - 3]
+        else:
+            out[i] = levels[1 - i]
+    return out
+
+
+def exposure_events(levels: Sequence[float]) -> ExposureEvents:
+    """Flashes, dips and flicker among one shot's frames (mean luma per frame, in order): the one
+    test QC and pair suggestion share."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if len(levels) < 3:
+        return ExposureEvents([], [], [], levels.copy(), np.zeros(len(levels)))
+    predicted = temporal_reference(levels)
+    deviation = levels - predicted
+    relative = deviation / np.maximum(predicted, 0.02)
+    jumps = [i for i in range(len(levels)) if abs(relative[i]) > FLASH_RELATIVE and abs(deviation[i]) > FLASH_ABSOLUTE]
+    flashes = [i for i in jumps if deviation[i] > 0]
+    dips = [i for i in jumps if deviation[i] < 0]
+    steady = levels.copy()
+    if jumps:  # judge flicker with the jumps taken out, so their neighbours are not blamed
+        steady[jumps] = predicted[jumps]
+    steady_relative = (steady - temporal_reference(steady)) / np.maximum(temporal_reference(steady), 0.02)
+    flicker = [i for i in range(len(levels)) if abs(steady_relative[i]) > FLICKER_RELATIVE and i not in jumps]
+    return ExposureEvents(flashes, dips, flicker, predicted, relative)
+
+
+def find_bad_frames(stats: Sequence[FrameStats], shots: Sequence[Shot], *, isolation: float = 0.45,
+                    blur_ratio: float = 0.55) -> dict[int, str]:
+    """Frames that poison training, with the reason: flashes and exposure dips (`exposure_events`),
+    splices or damaged frames (unlike both neighbours, which agree with each other), motion blur
+    (sharpness far below the neighbouring frames of the same shot)."""
     bad: dict[int, str] = {}
     for shot in shots:
         members = [s for s in stats if s.frame in shot]
         if len(members) < 3:
             continue
-        mean = np.array([s.luma_mean for s in members])
+        events = exposure_events([s.luma_mean for s in members])
         sharp = np.array([s.sharpness for s in members])
         for i, s in enumerate(members):
-            around = _local_median(mean, i, 3)
-            jump = s.luma_mean - around
-            if jump > max(flash_delta, 0.25 * around):
+            around = float(events.predicted[i])
+            if i in events.flashes:
                 bad[s.frame] = f"flash: mean luma {s.luma_mean:.2f} vs {around:.2f} around it"
                 continue
             if 0 < i < len(members) - 1:
@@ -291,7 +339,7 @@ def find_bad_frames(stats: Sequence[FrameStats], shots: Sequence[Shot], *, flash
                         and structure_difference(before, after) < isolation):
                     bad[s.frame] = "splice or damaged frame: unlike both neighbours"
                     continue
-            if -jump > max(flash_delta, 0.25 * around):
+            if i in events.dips:
                 bad[s.frame] = f"exposure dip: mean luma {s.luma_mean:.2f} vs {around:.2f} around it"
                 continue
             typical = _local_median(sharp, i, 6)

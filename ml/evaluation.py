@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .colour import luma, rgb_to_ycbcr
+from .colour import rgb_to_ycbcr
 from .errors import FilmRecoveryError, InputImageError
 from .imageio import read_image
 from .metrics import ImageScores, branch_error_map, percentile_from_histogram, score_image, temporal_stability
+from .primitives import downscale, luma, window_sums
 
 METHODS = ("source", "baseline", "model")
 
@@ -45,16 +46,13 @@ def detail_window(reference: np.ndarray, size: int = DETAIL_CROP) -> tuple[slice
     energy = np.zeros_like(y)
     energy[:, 1:] += np.abs(np.diff(y, axis=1))
     energy[1:, :] += np.abs(np.diff(y, axis=0))
-    table = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    sums = table[h:, w:] - table[:-h, w:] - table[h:, :-w] + table[:-h, :-w]
+    sums = window_sums(energy, h, w)
     top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return slice(int(top), int(top) + h), slice(int(left), int(left) + w)
 
 
 def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, model: np.ndarray | None,
             reference: np.ndarray, branch: str, thumbnail_width: int = 480) -> Comparison:
-    from .plots import downscale
-
     outputs = {"source": source, "baseline": baseline}
     if model is not None:
         outputs["model"] = model

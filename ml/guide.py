@@ -24,6 +24,7 @@ import numpy as np
 from . import align, crop, curation, warp
 from .ingest import conform_matrix, reference_frame, source_frame
 from .job import Job
+from .primitives import box_filter, luma
 
 # Agreement test, on a proxy of at most this many pixels on the long side. Text, logos and other
 # burned-in marks are picture the Source does not have: the Reference's fine structure there is far
@@ -98,7 +99,7 @@ def _tone_map(values: np.ndarray, onto: np.ndarray, bins: int = 16) -> np.ndarra
 
 def _blur_inside(plane: np.ndarray, radius: int, inside: np.ndarray) -> np.ndarray:
     mean = float(plane[inside].mean())
-    return align.gaussian_blur(np.where(inside, plane, mean) - mean, radius) + mean
+    return box_filter(np.where(inside, plane, mean) - mean, radius, passes=3) + mean
 
 
 def disagreement(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarray) -> np.ndarray:
@@ -107,8 +108,8 @@ def disagreement(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarr
     h, w = source_rgb.shape[:2]
     scale = min(1.0, _PROXY_LONG_SIDE / max(h, w))
     pw, ph = max(8, round(w * scale)), max(8, round(h * scale))
-    src = curation.luma(curation.resize(source_rgb, pw, ph) if scale < 1 else source_rgb)
-    ref = curation.luma(curation.resize(aligned_rgb, pw, ph) if scale < 1 else aligned_rgb)
+    src = luma(curation.resize(source_rgb, pw, ph) if scale < 1 else source_rgb)
+    ref = luma(curation.resize(aligned_rgb, pw, ph) if scale < 1 else aligned_rgb)
     inside = _erode(curation.resize(live.astype(np.float32), pw, ph) > 0.99 if scale < 1 else live.copy(),
                     _BLUR_RADIUS + 1)
     if inside.sum() < 64:
@@ -146,8 +147,8 @@ def structure_match(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.nd
     over the live area, at a 160 px proxy."""
     live_proxy = curation.proxy(np.repeat(live.astype(np.float32)[..., None], 3, axis=2), 160)[..., 0] > 0.99
     return curation.structure_correlation(
-        curation.structure_descriptor(curation.luma(curation.proxy(source_rgb, 160)), live_proxy),
-        curation.structure_descriptor(curation.luma(curation.proxy(aligned_rgb, 160)), live_proxy))
+        curation.structure_descriptor(luma(curation.proxy(source_rgb, 160)), live_proxy),
+        curation.structure_descriptor(luma(curation.proxy(aligned_rgb, 160)), live_proxy))
 
 
 def coverage(source_rgb: np.ndarray, aligned_rgb: np.ndarray, matrix: np.ndarray,
@@ -176,7 +177,7 @@ def feather(mask: np.ndarray) -> np.ndarray:
     """Coverage that ramps up over a few pixels inside the covered area (no seam where the model's own
     prediction meets the Reference's channels); 0 wherever `mask` is False."""
     radius = max(1, round(max(mask.shape) / 640))
-    soft = align.gaussian_blur(mask.astype(np.float32) - 0.5, radius) + 0.5
+    soft = box_filter(mask.astype(np.float32) - 0.5, radius, passes=3) + 0.5
     return np.clip(2.0 * soft - 1.0, 0.0, 1.0) * mask
 
 

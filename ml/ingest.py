@@ -195,7 +195,7 @@ def active_area(image: np.ndarray, black: float = 0.03) -> tuple[int, int, int, 
 
     A row or column is a bar when nearly all of it is darker than `black` (display values).
     """
-    from .colour import luma
+    from .primitives import luma
 
     y = luma(image)
     dark_rows = np.mean(y < black, axis=1) > 0.98

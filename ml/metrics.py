@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .colour import luma, rgb_to_ycbcr
+from .colour import rgb_to_ycbcr
 from .errors import InputImageError
+from .primitives import box_filter, gaussian_blur, luma
 
 DELTA_E_BIN = 0.01  # width of the histogram bins that pool CIEDE2000 for the 95th percentile
 DELTA_E_MAX = 100.0
@@ -141,31 +142,19 @@ SSIM_SIGMA = 1.5
 SSIM_RADIUS = int(3.5 * SSIM_SIGMA + 0.5)  # 5: the 11-tap window of Wang et al.
 
 
-def gaussian_blur(image: np.ndarray, sigma: float = SSIM_SIGMA, radius: int = SSIM_RADIUS) -> np.ndarray:
-    """Separable Gaussian filter of a 2D image with mirrored borders (scipy's 'reflect')."""
-    taps = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (taps / sigma) ** 2)
-    kernel /= kernel.sum()
-    out = np.asarray(image, dtype=np.float64)
-    for axis in (0, 1):
-        padding = [(0, 0), (0, 0)]
-        padding[axis] = (radius, radius)
-        padded = np.pad(out, padding, mode="symmetric")
-        length = out.shape[axis]
-        out = sum(k * np.take(padded, np.arange(i, i + length), axis=axis) for i, k in enumerate(kernel))
-    return out
-
-
 def ssim(image1: np.ndarray, image2: np.ndarray, data_range: float = 1.0) -> float:
     """Mean structural similarity of two 2D images (settings in the module docstring)."""
     x, y = np.asarray(image1, np.float64), np.asarray(image2, np.float64)
     if min(x.shape) < 2 * SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs images of at least {2 * SSIM_RADIUS + 1} pixels a side")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mu_x, mu_y = gaussian_blur(x), gaussian_blur(y)
-    var_x = gaussian_blur(x * x) - mu_x * mu_x
-    var_y = gaussian_blur(y * y) - mu_y * mu_y
-    cov = gaussian_blur(x * y) - mu_x * mu_y
+    def window_mean(image: np.ndarray) -> np.ndarray:  # scipy's 'reflect' edges, as skimage's SSIM
+        return gaussian_blur(image, SSIM_SIGMA, SSIM_RADIUS, edge="reflect")
+
+    mu_x, mu_y = window_mean(x), window_mean(y)
+    var_x = window_mean(x * x) - mu_x * mu_x
+    var_y = window_mean(y * y) - mu_y * mu_y
+    cov = window_mean(x * y) - mu_x * mu_y
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     r = SSIM_RADIUS
     return float(s[r:-r, r:-r].mean())
@@ -219,22 +208,12 @@ def branch_error_map(prediction: np.ndarray, reference: np.ndarray, branch: str)
 
 # --------------------------------------------------------------------------- temporal stability
 
-def _box_mean(image: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 box (edge-replicated), via summed-area tables."""
-    size = 2 * radius + 1
-    padded = np.pad(np.asarray(image, np.float64), radius + 1, mode="edge")
-    table = padded.cumsum(0).cumsum(1)
-    h, w = image.shape
-    total = (table[size:size + h, size:size + w] - table[:h, size:size + w]
-             - table[size:size + h, :w] + table[:h, :w])
-    return total / size ** 2
-
-
 def static_mask(source_before: np.ndarray, source_after: np.ndarray, threshold: float = 0.01,
                 radius: int = 2) -> np.ndarray:
     """Pixels whose Source luma, averaged over a small box (to see past grain), changes by less
     than `threshold` between two consecutive frames."""
-    change = _box_mean(luma(source_after), radius) - _box_mean(luma(source_before), radius)
+    after, before = (box_filter(luma(image).astype(np.float64), radius) for image in (source_after, source_before))
+    change = after - before
     return np.abs(change) < threshold
 
 

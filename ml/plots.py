@@ -14,6 +14,7 @@ import numpy as np
 
 from .bitmap_font import draw_text, text_width
 from .imageio import write_png
+from .primitives import nice_ticks, tick_text
 
 BACKGROUND = (0.11, 0.11, 0.12)
 AXIS = (0.6, 0.6, 0.6)
@@ -40,24 +41,12 @@ def _draw_polyline(image: np.ndarray, xs: np.ndarray, ys: np.ndarray, colour: tu
                 image[qy[keep], qx[keep]] = colour
 
 
-def _nice_ticks(low: float, high: float, count: int = 5) -> np.ndarray:
-    span = max(high - low, 1e-12)
-    raw = span / count
-    magnitude = 10 ** np.floor(np.log10(raw))
-    step = min((m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw), default=raw)
-    return np.arange(np.ceil(low / step) * step, high + step * 1e-6, step)
-
-
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     if window <= 1 or len(values) < 3:
         return values
     kernel = np.ones(min(window, len(values))) / min(window, len(values))
     padded = np.pad(values, (len(kernel) // 2, len(kernel) - 1 - len(kernel) // 2), mode="edge")
     return np.convolve(padded, kernel, mode="valid")
-
-
-def _tick_text(value: float) -> str:
-    return f"{value:g}" if abs(value) < 1e5 else f"{value:.0e}"
 
 
 def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] | None = None,
@@ -73,11 +62,11 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
     def to_x(s: np.ndarray) -> np.ndarray:
         return left + (right - left) * np.asarray(s, float) / x_max
 
-    for tick in _nice_ticks(0, x_max, 8):  # vertical grid + bottom ticks
+    for tick in nice_ticks(0, x_max, 8):  # vertical grid + bottom ticks
         x = int(round(to_x(tick)))
         image[top:bottom, x] = GRID
         image[bottom:bottom + 6, x] = AXIS
-        label = _tick_text(tick)
+        label = tick_text(tick)
         draw_text(image, label, x - text_width(label) // 2, bottom + 9, colour=AXIS)
     draw_text(image, "STEP", (left + right - text_width("STEP")) // 2, bottom + 24, colour=AXIS)
     draw_text(image, "TRAINING LOSS (LOG)", left, 8, colour=LOSS_COLOUR)
@@ -109,7 +98,7 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
     if val_steps and val_psnr:
         psnr = np.asarray(val_psnr, float)
         lo, hi = np.floor(psnr.min()) - 0.5, np.ceil(psnr.max()) + 0.5
-        ticks = _nice_ticks(lo, hi, 5)
+        ticks = nice_ticks(lo, hi, 5)
 
         def to_y_psnr(v: np.ndarray) -> np.ndarray:
             return bottom - (bottom - top) * (v - lo) / (hi - lo)
@@ -117,7 +106,7 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
         for tick in ticks:
             y = int(round(to_y_psnr(tick)))
             image[y, right:right + 6] = PSNR_COLOUR
-            draw_text(image, _tick_text(round(float(tick), 1)), right + 9, y - 5, colour=PSNR_COLOUR)
+            draw_text(image, tick_text(round(float(tick), 1)), right + 9, y - 5, colour=PSNR_COLOUR)
         _draw_polyline(image, to_x(val_steps), to_y_psnr(psnr), PSNR_COLOUR, 2)
         for x, y in zip(to_x(val_steps), to_y_psnr(psnr), strict=True):  # markers at each validation
             xi, yi = int(round(x)), int(round(y))
@@ -130,15 +119,6 @@ def draw_loss_curve(steps: list[int], losses: list[float], val_steps: list[int] 
 
 def write_loss_curve(path: str | Path, *args, **kwargs) -> Path:
     return write_png(path, draw_loss_curve(*args, **kwargs))
-
-
-def downscale(image: np.ndarray, max_width: int) -> np.ndarray:
-    """Box-filter an image down by an integer factor so it is at most `max_width` wide."""
-    factor = int(np.ceil(image.shape[1] / max_width))
-    if factor <= 1:
-        return image
-    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
-    return image[:h, :w].reshape(h // factor, factor, w // factor, factor, -1).mean(axis=(1, 3))
 
 
 LABEL_BAND = 16  # pixels above the first row for column labels

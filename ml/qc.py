@@ -36,13 +36,13 @@ from typing import Any
 import numpy as np
 
 from . import curation
-from .colour import luma
 from .errors import FilmRecoveryError, QCFailed
 from .events import Reporter
 from .imageio import atomic_path, read_info
 from .ingest import apply_ingest, is_movie_plate, plate_frame_path, plate_frames, read_plate_raw, read_plate_raw_run
 from .job import Job, Plate
 from .movie import movie_info
+from .primitives import downscale, luma
 
 QC_SCHEMA = "film_recovery.qc"
 QC_VERSION = 1
@@ -50,9 +50,6 @@ STATUS_ORDER = {"pass": 0, "warn": 1, "fail": 2}
 
 THUMBNAIL_SIZE = 64  # long side of the per-frame thumbnail used for temporal checks
 RANGE_TOLERANCE = 1e-3  # display values this far outside 0-1 count as out of range
-FLICKER_RELATIVE = 0.04  # mean-luma deviation from the local temporal median
-FLASH_RELATIVE = 0.25
-FLASH_ABSOLUTE = 0.05
 DUPLICATE_MAD = 2e-4  # mean absolute thumbnail difference below which two frames are the same
 CAST_WARN = 0.02  # display units between a channel's median and the mean of the three
 MOVIE_RUN = 24  # movie frames decoded per QC task (one ffmpeg process each)
@@ -88,12 +85,8 @@ def finding(check: str, status: str, message: str, frames: list[int] | None = No
 def thumbnail(image: np.ndarray, size: int = THUMBNAIL_SIZE) -> np.ndarray:
     """Block-mean downsample so the long side is at most `size` (NaN/Inf treated as 0)."""
     image = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    step = max(1, int(np.ceil(max(image.shape[:2]) / size)))
-    h = image.shape[0] // step * step
-    w = image.shape[1] // step * step
-    if h == 0 or w == 0:
-        return image
-    return image[:h, :w].reshape(h // step, step, w // step, step, -1).mean(axis=(1, 3))
+    image = image if image.ndim == 3 else image[..., None]
+    return downscale(image, max_side=size)
 
 
 def frame_stats(plate: Plate, frame: int) -> FrameStats:
@@ -263,17 +256,18 @@ def _temporal_findings(label: str, stats: list[FrameStats]) -> list[dict[str, An
     flicker: list[int] = []
     worst_flash = 0.0
     for start, end in zip(bounds, bounds[1:], strict=False):
-        shot_flashes, shot_flicker, shot_worst = _luma_events(stats[start:end])
-        flashes += shot_flashes
-        flicker += shot_flicker
-        worst_flash = max(worst_flash, shot_worst)
+        shot = stats[start:end]
+        events = curation.exposure_events([float(luma(s.thumbnail).mean()) for s in shot])
+        flashes += [shot[i].frame for i in sorted(events.flashes + events.dips)]
+        flicker += [shot[i].frame for i in events.flicker]
+        worst_flash = max(worst_flash, events.worst)
     if flashes:
         out.append(finding("flash", "warn", f"{label}: {len(flashes)} isolated bright/dark frame(s) "
                            f"({_ranges(flashes)}; mean luma off its neighbours by up to {100 * worst_flash:.0f}%): "
                            "splice flashes or damage. Fix: exclude them from training pairs or repair them.", flashes))
     if flicker:
         out.append(finding("flicker", "warn", f"{label}: {len(flicker)} frame(s) jump in mean luma by more than "
-                           f"{100 * FLICKER_RELATIVE:.0f}% against their neighbours ({_ranges(flicker)}). Fix: "
+                           f"{100 * curation.FLICKER_RELATIVE:.0f}% against their neighbours ({_ranges(flicker)}). Fix: "
                            "deflicker the plate before export, or avoid those frames as pairs.", flicker))
     if cuts:
         out.append(finding("cuts", "pass", f"{label}: shot cut(s) before frame(s) "
@@ -288,47 +282,6 @@ def _cuts(stats: list[FrameStats]) -> list[int]:
     index = {s.frame: i for i, s in enumerate(stats)}
     return [index[f] for f in curation.detect_cuts([s.analysis for s in stats if s.analysis is not None])
             if f in index]
-
-
-def _luma_events(stats: list[FrameStats]) -> tuple[list[int], list[int], float]:
-    """(flash frames, flicker frames, worst flash deviation) within one shot."""
-    if len(stats) < 3:
-        return [], [], 0.0
-    levels = np.array([float(luma(s.thumbnail).mean()) for s in stats])
-    reference = _temporal_reference(levels)
-    deviation = levels - reference
-    relative = deviation / np.maximum(reference, 0.02)
-    flash_idx = [i for i in range(len(levels))
-                 if abs(relative[i]) > FLASH_RELATIVE and abs(deviation[i]) > FLASH_ABSOLUTE]
-    worst = max((abs(relative[i]) for i in flash_idx), default=0.0)
-    if flash_idx:
-        # Judge flicker with the flashes taken out, so their neighbours are not blamed.
-        levels = levels.copy()
-        levels[flash_idx] = reference[flash_idx]
-        reference = _temporal_reference(levels)
-        relative = (levels - reference) / np.maximum(reference, 0.02)
-    flicker_idx = [i for i in range(len(levels)) if abs(relative[i]) > FLICKER_RELATIVE and i not in flash_idx]
-    return [stats[i].frame for i in flash_idx], [stats[i].frame for i in flicker_idx], float(worst)
-
-
-def _temporal_reference(levels: np.ndarray) -> np.ndarray:
-    """What each frame's mean luma should be from its neighbours alone (exact for a steady ramp).
-
-    Inside: the median of the two frames either side; one frame from an end: the mean of its
-    two neighbours; the end frames: extrapolated from the next two.
-    """
-    n = len(levels)
-    out = np.empty(n)
-    for i in range(n):
-        if 2 <= i <= n - 3:
-            out[i] = np.median(levels[[i - 2, i - 1, i + 1, i + 2]])
-        elif 1 <= i <= n - 2:
-            out[i] = 0.5 * (levels[i - 1] + levels[i + 1])
-        elif n >= 3:
-            out[i] = 2 * levels[1] - levels[2] if i == 0 else 2 * levels[n - 2] - levels[n - 3]
-        else:
-            out[i] = levels[1 - i]
-    return out
 
 
 def plate_cast(stats: list[FrameStats]) -> list[float]:

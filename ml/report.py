@@ -21,6 +21,7 @@ import numpy as np
 
 from .evaluation import METHODS, EvaluationSet
 from .imageio import atomic_path, write_png
+from .primitives import nice_ticks
 
 REPORT_SCHEMA = "film_recovery.report"
 SECTIONS = ("Verdict", "Metrics", "Contact sheets", "Detail at 1:1", "Difference heat maps", "Reference guide",
@@ -80,16 +81,6 @@ def _finite_series(entries: list[dict], key: str) -> tuple[list[float], list[flo
     return steps, values
 
 
-def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    if high <= low:
-        return [low]
-    raw = (high - low) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
-
-
 def loss_curve_svg(entries: list[dict], width: int = 720, height: int = 280) -> str:
     """Training loss (log scale, left axis, orange) and validation PSNR (right axis, blue)."""
     loss_steps, losses = _finite_series(entries, "loss")
@@ -109,7 +100,7 @@ def loss_curve_svg(entries: list[dict], width: int = 720, height: int = 280) -> 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="loss" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="training loss curve">',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#1c1c1f" stroke="#777"/>']
-    for tick in _ticks(x_low, x_high):
+    for tick in nice_ticks(x_low, x_high):
         x = x_of(tick)
         parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#999"/>'
                      f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{tick:g}</text>')
@@ -136,7 +127,7 @@ def loss_curve_svg(entries: list[dict], width: int = 720, height: int = 280) -> 
         def y_psnr(value: float) -> float:
             return top + (p_high - value) / (p_high - p_low) * plot_h
 
-        for tick in _ticks(p_low, p_high, 4):
+        for tick in nice_ticks(p_low, p_high, 4):
             parts.append(f'<text x="{left + plot_w + 6}" y="{y_psnr(tick) + 4:.1f}" fill="#4cf">{tick:g}</text>')
         points = " ".join(f"{x_of(s):.1f},{y_psnr(v):.1f}" for s, v in zip(psnr_steps, psnrs, strict=True))
         parts.append(f'<polyline points="{points}" fill="none" stroke="#4cf" stroke-width="1.5"/>'
@@ -264,7 +255,7 @@ def _write_images(out_dir: Path, sets: list[EvaluationSet], branch: str) -> dict
 
 def luma_difference(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """|Y(image) - Y(reference)| per pixel (BT.709 luma), the detail a method gets wrong."""
-    from .colour import luma
+    from .primitives import luma
 
     return np.abs(luma(image) - luma(reference))
 

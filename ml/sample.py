@@ -31,6 +31,7 @@ import numpy as np
 from .errors import FilmRecoveryError
 from .events import Reporter
 from .imageio import atomic_path, frame_path, write_exr
+from .primitives import gaussian_blur, luma, separable_filter
 
 TRUTH_SCHEMA = "film_recovery.sample_truth"
 TRUTH_VERSION = 1
@@ -161,26 +162,9 @@ def _translate(dx: float, dy: float) -> np.ndarray:
     return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
 
 
-def _luma(image: np.ndarray) -> np.ndarray:
-    return image @ np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
-
-
-def _blur121(image: np.ndarray) -> np.ndarray:
-    """Separable [1, 2, 1] / 4 blur over rows and columns, edges repeated."""
-    padded = np.pad(image, ((1, 1), (0, 0)) + ((0, 0),) * (image.ndim - 2), mode="edge")
-    image = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
-    padded = np.pad(image, ((0, 0), (1, 1)) + ((0, 0),) * (image.ndim - 2), mode="edge")
-    return 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
-
-
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    padded = np.pad(image, ((radius, radius), (0, 0), (0, 0)), mode="edge")
-    image = sum(t * padded[i:i + image.shape[0]] for i, t in enumerate(taps))
-    padded = np.pad(image, ((0, 0), (radius, radius), (0, 0)), mode="edge")
-    return sum(t * padded[:, i:i + image.shape[1]] for i, t in enumerate(taps))
+def blur121(image: np.ndarray) -> np.ndarray:
+    """[1, 2, 1] / 4 over rows and columns, edges repeated: the grain's short correlation."""
+    return separable_filter(image, (0.25, 0.5, 0.25), edge="nearest", use_opencv=False)
 
 
 def _warp(photo: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -197,8 +181,8 @@ def apply_reference_grade(image: np.ndarray, grade: dict[str, Any] | None = None
     image = np.clip(image, 0.0, 1.0)
     image = image - grade["s_curve"] * np.sin(2.0 * np.pi * image) / (2.0 * np.pi)
     image = image * np.asarray(grade["gains"], dtype=np.float32)
-    luma = _luma(image)[..., None]
-    image = luma + grade["saturation"] * (image - luma)
+    lum = luma(image)[..., None]
+    image = lum + grade["saturation"] * (image - lum)
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
@@ -232,8 +216,8 @@ def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarra
     """Clean frame -> faded, grainy Source frame (values stay in 0..1). No grain without a rng.
     `damage` has DAMAGE's keys (the default); the field corpus passes its own."""
     damage = damage or DAMAGE
-    luma = _luma(clean)[..., None]
-    image = luma + damage["saturation"] * (clean - luma)
+    lum = luma(clean)[..., None]
+    image = lum + damage["saturation"] * (clean - lum)
     exponent = 1.0 - np.asarray(damage["dye_loss"], dtype=np.float32) * fade_strength[..., None]
     image = np.clip(image, 1e-6, 1.0) ** exponent
     lift = np.asarray(damage["black_lift"], dtype=np.float32)
@@ -242,8 +226,8 @@ def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarra
     if grain_rng is not None:
         grain = damage["grain"]
         noise = grain_rng.standard_normal((*clean.shape[:2], 4), dtype=np.float32)
-        noise = _blur121(noise) / 0.375  # keep unit variance after the blur (grain ~1.5 px)
-        value = _luma(image)[..., None]
+        noise = blur121(noise) / 0.375  # keep unit variance after the blur (grain ~1.5 px)
+        value = luma(image)[..., None]
         sigma = grain["luma_sigma"] * (grain["shadow_floor"] + 4.0 * (1 - grain["shadow_floor"])
                                        * value * (1.0 - value))
         image = image + sigma * (noise[..., :1] + grain["chroma_ratio"] * noise[..., 1:])
@@ -328,14 +312,15 @@ def _write_json(path: Path, payload: dict) -> None:
 def add_film_grain(image: np.ndarray, rng: np.random.Generator, luma_sigma: float,
                    chroma_ratio: float = 0.3) -> np.ndarray:
     """Grain of a constant strength (~1.5 px, luma-dominant) over an image (values stay in 0..1)."""
-    noise = _blur121(rng.standard_normal((*image.shape[:2], 4), dtype=np.float32)) / 0.375
+    noise = blur121(rng.standard_normal((*image.shape[:2], 4), dtype=np.float32)) / 0.375
     return np.clip(image + luma_sigma * (noise[..., :1] + chroma_ratio * noise[..., 1:]), 0.0, 1.0
                    ).astype(np.float32)
 
 
 def soften(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Optical softness of a later generation: a Gaussian blur of `sigma` pixels (0: unchanged)."""
-    return image if sigma <= 0 else _gaussian_blur(image, sigma).astype(np.float32)
+    """Optical softness of a later generation: a Gaussian blur of `sigma` pixels (0: unchanged).
+    The numpy path on every Python, so a sample is the same with or without OpenCV."""
+    return image if sigma <= 0 else gaussian_blur(image, sigma, edge="nearest", use_opencv=False).astype(np.float32)
 
 
 def spatial_reference_damage(image: np.ndarray, rng: np.random.Generator | None = None,

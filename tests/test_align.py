@@ -17,6 +17,7 @@ from skimage.transform import resize
 
 from ml import align, warp
 from ml.job import Crop
+from ml.primitives import luma  # noqa: E402
 
 SHAPE = (192, 256)
 ROI = 0.6
@@ -73,7 +74,7 @@ def opencv_ecc(source: np.ndarray, reference: np.ndarray, model: str, roi: float
     mask = np.zeros((h, w), np.uint8)
     my, mx = int(round((1 - roi) * h / 2)), int(round((1 - roi) * w / 2))
     mask[my:h - my, mx:w - mx] = 1
-    src_pyr, ref_pyr, mask_pyr = [align.luma(source)], [align.luma(reference)], [mask]
+    src_pyr, ref_pyr, mask_pyr = [luma(source)], [luma(reference)], [mask]
     for _ in range(levels - 1):
         src_pyr.append(cv2.pyrDown(src_pyr[-1]))
         ref_pyr.append(cv2.pyrDown(ref_pyr[-1]))

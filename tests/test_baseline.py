@@ -14,6 +14,7 @@ from skimage import data, transform
 
 from ml import baseline as bl
 from ml.cli import main
+from ml.colour import apply_lut3d
 from ml.errors import InputImageError
 from ml.evaluation import branch_truth
 from ml.events import Reporter
@@ -83,8 +84,8 @@ def test_lut_fit_reproduces_a_known_lut_on_a_held_out_photo():
     train = [photo(n) for n in PHOTOS[:3]]
     held_out = photo(PHOTOS[3])
     inputs = np.concatenate([p.reshape(-1, 3) for p in train])
-    fit = bl.fit_baseline(inputs, bl.apply_lut(inputs, KNOWN_LUT), "lut", lut_size=17)
-    truth = bl.apply_lut(held_out, KNOWN_LUT)
+    fit = bl.fit_baseline(inputs, apply_lut3d(inputs, KNOWN_LUT, "trilinear"), "lut", lut_size=17)
+    truth = apply_lut3d(held_out, KNOWN_LUT, "trilinear")
     error = np.sqrt(np.mean((bl.apply_baseline(held_out, fit) - truth) ** 2))
     untouched = np.sqrt(np.mean((held_out - truth) ** 2))
     assert error < 0.005 and error < untouched / 8, (error, untouched)
@@ -171,7 +172,7 @@ def test_log_domain_round_trips():
 
 def test_cube_round_trip_red_fastest_and_ocio_applies_it_identically(tmp_path):
     inputs = np.concatenate([photo(n).reshape(-1, 3) for n in PHOTOS[:2]])
-    fit = bl.fit_baseline(inputs, bl.apply_lut(inputs, KNOWN_LUT), "lut", lut_size=17)
+    fit = bl.fit_baseline(inputs, apply_lut3d(inputs, KNOWN_LUT, "trilinear"), "lut", lut_size=17)
     path = bl.write_cube(tmp_path / "fit.cube", bl.bake_lut(fit, 17))
     lines = path.read_text().splitlines()
     assert "LUT_3D_SIZE 17" in lines and "DOMAIN_MIN 0.0 0.0 0.0" in lines and "DOMAIN_MAX 1.0 1.0 1.0" in lines
@@ -328,7 +329,7 @@ def test_the_default_baseline_is_as_strong_as_an_independent_least_squares_lut()
     test_in, test_out = pairs(held_out)
 
     def held_out_rmse(lut: np.ndarray) -> float:
-        return float(np.sqrt(np.mean((bl.apply_lut(test_in, lut) - test_out) ** 2)))
+        return float(np.sqrt(np.mean((apply_lut3d(test_in, lut, "trilinear") - test_out) ** 2)))
 
     default = held_out_rmse(bl.fit_baseline(inputs, targets, "lut", lut_size=17).params)
     independent = held_out_rmse(_independent_lut_fit(inputs.astype(np.float64), targets.astype(np.float64),

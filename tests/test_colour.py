@@ -25,6 +25,7 @@ from skimage import data
 
 from ml import colour as C
 from ml.imageio import read_header, read_image
+from ml.primitives import luma  # noqa: E402
 from ml.writers import write_archival_exr, write_display_exr, write_review_png
 
 
@@ -173,7 +174,7 @@ def test_engine_ycbcr_formulae_and_round_trip(photo):
     np.testing.assert_allclose(ycc[1], [0.2126, -0.2126 / 1.8556, 0.5], atol=1e-6)
     np.testing.assert_allclose(ycc[2], [0.0722, 0.5, -0.0722 / 1.5748], atol=1e-6)
     np.testing.assert_allclose(C.ycbcr_to_rgb(C.rgb_to_ycbcr(photo)), photo, atol=1e-6)
-    np.testing.assert_allclose(C.luma(photo), C.rgb_to_ycbcr(photo)[..., 0], atol=1e-6)
+    np.testing.assert_allclose(luma(photo), C.rgb_to_ycbcr(photo)[..., 0], atol=1e-6)
 
 
 # Measured in bpy 5.0.1: Separate Color (YCC, ITU BT.709) of white and of pure red, Combine Color

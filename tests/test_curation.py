@@ -12,6 +12,7 @@ from skimage import data, transform
 
 from ml import curation
 from ml.job import Pair
+from ml.primitives import luma  # noqa: E402
 
 W, H = 160, 90
 FIRST = 1001
@@ -191,10 +192,10 @@ def test_match_recovers_off_by_one_and_constant_offsets_without_crossing_the_cut
 
 def test_match_ignores_grade_but_not_structure(offset_plates):
     source, reference = offset_plates
-    a = curation.structure_descriptor(curation.luma(curation.resize(source[1005], 128, 72)))
+    a = curation.structure_descriptor(luma(curation.resize(source[1005], 128, 72)))
     graded = np.clip(source[1005] ** 0.6 * np.array([0.7, 1.0, 1.2], np.float32), 0, 1)
-    b = curation.structure_descriptor(curation.luma(curation.resize(graded, 128, 72)))
-    c = curation.structure_descriptor(curation.luma(curation.resize(source[1020], 128, 72)))
+    b = curation.structure_descriptor(luma(curation.resize(graded, 128, 72)))
+    c = curation.structure_descriptor(luma(curation.resize(source[1020], 128, 72)))
     assert curation.structure_correlation(a, b) > 0.9
     assert curation.structure_correlation(a, c) < 0.3
 

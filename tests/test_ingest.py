@@ -20,6 +20,7 @@ from ml.ingest import (
     source_frame,
 )
 from ml.job import Balance, Cleanup, Conform, Job, Plate
+from ml.primitives import luma  # noqa: E402
 
 
 def _photo(name: str = "coffee", step: int = 4) -> np.ndarray:
@@ -73,7 +74,7 @@ def test_source_and_reference_frames_apply_job_settings(tmp_path):
     np.testing.assert_allclose(source_frame(job, 1), raw * [1.1, 1.0, 0.9] + [0.01, 0.0, -0.01], atol=1e-6)
     assert np.abs(source_frame(job, 1, degrained=True) - source_frame(job, 1)).max() > 0.01
     cleaned = reference_frame(job, 1)
-    np.testing.assert_allclose(C.luma(cleaned), C.luma(raw), atol=1e-5)  # chroma-only median
+    np.testing.assert_allclose(luma(cleaned), luma(raw), atol=1e-5)  # chroma-only median
     assert np.abs(cleaned - raw).max() > 0.01
     job.branch = "spatial"  # spatial: no median even though it is set
     np.testing.assert_array_equal(reference_frame(job, 1), raw)
@@ -180,7 +181,7 @@ def test_dust_removal_removes_specks_without_touching_other_pixels():
     while placed < 25:
         y, x = rng.integers(6, height - 8), rng.integers(6, width - 8)
         size = int(rng.integers(1, 4))
-        around = C.luma(clean[y - 3:y + size + 3, x - 3:x + size + 3])
+        around = luma(clean[y - 3:y + size + 3, x - 3:x + size + 3])
         value = 1.0 if around.max() < 0.6 else 0.0 if around.min() > 0.4 else None
         if value is None or specks[y - 6:y + size + 6, x - 6:x + size + 6].any():
             continue
@@ -200,6 +201,6 @@ def test_spatial_cleanup_is_dust_only_and_degrain_reduces_noise():
     settings = Cleanup(reference_median=5, reference_denoise=1.5, reference_deband=2.0)
     np.testing.assert_array_equal(clean_reference(image, settings, "spatial"), image)
     chroma = clean_reference(image, settings, "chroma")
-    np.testing.assert_allclose(C.luma(chroma), C.luma(image), atol=1e-5)
+    np.testing.assert_allclose(luma(chroma), luma(image), atol=1e-5)
     noisy = image + np.random.default_rng(1).normal(0, 0.05, image.shape).astype(np.float32)
     assert np.abs(degrain(noisy, 1.0) - image).mean() < 0.7 * np.abs(noisy - image).mean()

@@ -31,6 +31,7 @@ oiio = pytest.importorskip("OpenImageIO")
 from conftest import ADDON_MODULE, _ensure_installed  # noqa: E402
 
 from ml import colour, warp  # noqa: E402
+from ml.primitives import luma  # noqa: E402
 
 W, H = 96, 64
 
@@ -59,7 +60,7 @@ def photo(h: int, w: int, name: str = "astronaut") -> np.ndarray:
 
 def faded(img: np.ndarray) -> np.ndarray:
     """Chroma damage: desaturated towards luma and a warm cast (detail intact)."""
-    y = colour.luma(img)[..., None]
+    y = luma(img)[..., None]
     return np.clip(y + 0.35 * (img - y) + np.array([0.04, 0.0, -0.03], np.float32), 0, 1).astype(np.float32)
 
 

@@ -13,13 +13,13 @@ import torch
 from test_sample import _reference_on_source
 
 from ml.cli import main
-from ml.colour import luma
 from ml.guide import GuidePlanner
 from ml.imageio import frame_path, read_image
 from ml.job import spatial_training_defaults
 from ml.neural import checkpoint as ckpt
 from ml.neural.infer import infer_frame
 from ml.neural.predict import source_grain
+from ml.primitives import luma
 from ml.sample import apply_reference_grade, load_truth
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -36,7 +36,8 @@ from ..errors import Cancelled, FilmRecoveryError
 from ..events import Reporter
 from ..imageio import remove_temp_files, write_png
 from ..job import Job, job_to_dict
-from ..plots import contact_sheet, downscale, write_loss_curve
+from ..plots import contact_sheet, write_loss_curve
+from ..primitives import downscale
 from . import checkpoint as ckpt
 from .models import (
     CHANNEL_NAMES,
