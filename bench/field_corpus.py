@@ -533,7 +533,7 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
         fields = [(first + i, first + i, "clean") for i in range(frames)]
     reference_last = first + video - 1
 
-    shot = sample_shot._load_shot("A", kind.photo, first, last, first, last, 0, width, height, rng,
+    shot = sample_shot._load_shot("A", kind.photo, (first, last), (first, last), 0, (width, height), rng,
                                   photo=PHOTO_MAKERS[kind.photo]())
     scene = Scene(kind, shot, (width, height))
 

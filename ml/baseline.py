@@ -463,18 +463,33 @@ def dataset_folder(job) -> Path:
 CUBE_TOLERANCE = 1e-4  # OCIO vs numpy on the exported LUT; larger means the export is wrong
 
 
-def baseline_job(job, reporter, kind: str = "lut", domain: str = "display", lut_size: int = 17,
-                 smoothness: float = DEFAULT_SMOOTHNESS, cube_size: int = 33, max_samples: int = 2_000_000,
-                 render: bool = True, force: bool = False) -> dict:
+@dataclass(frozen=True)
+class BaselineOptions:
+    """The `baseline` stage's settings (the command's flags)."""
+    kind: str = "lut"                 # lut | affine | rootpoly
+    domain: str = "display"           # display | log
+    lut_size: int = 17
+    smoothness: float = DEFAULT_SMOOTHNESS
+    cube_size: int = 33               # nodes per axis of the exported .cube
+    max_samples: int = 2_000_000      # pixels sampled from the pairs
+    render: bool = True               # render the baseline over every Source frame
+    force: bool = False               # re-render frames this fit already rendered
+
+
+def baseline_job(job, reporter, options: BaselineOptions | None = None) -> dict:
     """The whole `baseline` stage: fit on the job's dataset, save fit.json, export the .cube (checked
     through OpenColorIO) and render the baseline over every Source frame into work_dir/baseline/.
     Progress and metrics go to `reporter`; returns the result."""
     from .dataset_io import load_dataset
 
+    options = options or BaselineOptions()
+    kind, domain = options.kind, options.domain
+
     dataset = load_dataset(dataset_folder(job))
     reporter.progress(0, 1, "baseline fit", f"{kind} in the {domain} domain, "
                       f"{len(dataset.training_pairs)} training pair(s)")
-    fit = fit_from_dataset(dataset, kind, domain, lut_size, smoothness, max_samples, job.training.seed)
+    fit = fit_from_dataset(dataset, kind, domain, options.lut_size, options.smoothness, options.max_samples,
+                           job.training.seed)
     reporter.progress(1, 1, "baseline fit", f"fit RMSE {fit.stats['fit_rmse']:.4f}")
     reporter.metric("baseline_fit_rmse", fit.stats["fit_rmse"])
     if "holdout_rmse" in fit.stats:
@@ -482,7 +497,7 @@ def baseline_job(job, reporter, kind: str = "lut", domain: str = "display", lut_
 
     out_dir = job.work_path("baseline")
     fit_path = save_fit(fit, out_dir / "fit.json")
-    lut = bake_lut(fit, cube_size)
+    lut = bake_lut(fit, options.cube_size)
     cube_path = write_cube(out_dir / f"{job.name}_baseline.cube", lut,
                            title=f"Film Recovery baseline {fit.kind}/{fit.domain} {fit.fit_id}")
     ocio_difference = check_cube_with_ocio(cube_path, lut)
@@ -494,11 +509,12 @@ def baseline_job(job, reporter, kind: str = "lut", domain: str = "display", lut_
     reporter.metric("cube_bake_error", cube_error)
 
     counts = {"written": 0, "skipped": 0}
-    if render:
+    if options.render:
         from .ingest import plate_frames, source_frame
 
         counts = render_baseline_frames(fit, list(plate_frames(job.source)), lambda frame: source_frame(job, frame),
-                                        out_dir, job.name, reporter, compression=job.output.compression, force=force)
+                                        out_dir, job.name, reporter, compression=job.output.compression,
+                                        force=options.force)
     return {"fit": str(fit_path), "cube": str(cube_path), "fit_id": fit.fit_id, "kind": fit.kind, "domain": fit.domain,
             "fit_rmse": fit.stats["fit_rmse"], "holdout_rmse": fit.stats.get("holdout_rmse"),
             "cube_ocio_difference": ocio_difference, "cube_bake_error": cube_error,

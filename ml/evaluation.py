@@ -316,9 +316,19 @@ def fitted_baseline(job, dataset, path: Path, reporter):
     return fit
 
 
-def evaluate_job(job, reporter, truth: str = "", model_dir: str = "", baseline_fit: str = "",
-                 truth_frames: int = 12, temporal_frames: int = 48, static_threshold: float = 0.01,
-                 run_id: str = "") -> dict[str, Any]:
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """The `evaluate` stage's settings (the command's flags)."""
+    truth: str = ""               # a sample's truth folder: score against the undamaged frames too
+    model_dir: str = ""           # the model's display frames (default work_dir/infer/display)
+    baseline_fit: str = ""        # the baseline's fit.json (default work_dir/baseline/fit.json)
+    truth_frames: int = 12
+    temporal_frames: int = 48     # at most this many consecutive inferred frames for temporal stability
+    static_threshold: float = 0.01  # Source luma change below which a pixel counts as static
+    run_id: str = ""              # report folder name (default: a timestamp)
+
+
+def evaluate_job(job, reporter, options: EvaluateOptions | None = None) -> dict[str, Any]:
     """The whole `evaluate` stage: Source, baseline and model on the held-out pairs (and the truth
     frames when `truth` names them), temporal stability, and the HTML + JSON report under
     work_dir/report/<run id>/. Metrics, previews and warnings go to `reporter`; returns the result."""
@@ -329,10 +339,11 @@ def evaluate_job(job, reporter, truth: str = "", model_dir: str = "", baseline_f
     from .ingest import source_frame
     from .report import finite_json, new_run_id, read_training_log, write_report
 
+    options = options or EvaluateOptions()
+    truth = options.truth
     dataset = load_dataset(dataset_folder(job))
-    fit = fitted_baseline(job, dataset, Path(baseline_fit) if baseline_fit else job.work_path("baseline", "fit.json"),
-                          reporter)
-    frames_dir = Path(model_dir) if model_dir else job.work_path("infer", "display")
+    fit = fitted_baseline(job, dataset, Path(options.baseline_fit or job.work_path("baseline", "fit.json")), reporter)
+    frames_dir = Path(options.model_dir) if options.model_dir else job.work_path("infer", "display")
 
     def read_source(frame: int):
         return source_frame(job, frame)
@@ -340,9 +351,9 @@ def evaluate_job(job, reporter, truth: str = "", model_dir: str = "", baseline_f
     sets = [evaluate_pairs(job, fit, dataset, frames_dir,
                            progress=lambda done, total: reporter.progress(done, total, "evaluate pairs"))]
     if truth:
-        sets.append(evaluate_truth(job, fit, truth, frames_dir, read_source, truth_frames,
+        sets.append(evaluate_truth(job, fit, truth, frames_dir, read_source, options.truth_frames,
                                    progress=lambda done, total: reporter.progress(done, total, "evaluate truth")))
-    temporal = evaluate_temporal(job, fit, frames_dir, read_source, temporal_frames, static_threshold,
+    temporal = evaluate_temporal(job, fit, frames_dir, read_source, options.temporal_frames, options.static_threshold,
                                  progress=lambda done, total: reporter.progress(done, total, "temporal"))
     primary = sets[-1]  # the truth, when given, is the better judge than the pairs' targets
     beat, text = verdict(primary.table, job.branch)
@@ -356,16 +367,16 @@ def evaluate_job(job, reporter, truth: str = "", model_dir: str = "", baseline_f
         reporter.message(text, "warning")
 
     report_root = job.work_path("report")
-    run_dir = report_root / (run_id or new_run_id(report_root))
-    options = {"truth": truth, "model_dir": str(frames_dir), "baseline_fit": fit.fit_id,
-               "truth_frames": truth_frames, "temporal_frames": temporal_frames,
-               "static_threshold": static_threshold}
+    run_dir = report_root / (options.run_id or new_run_id(report_root))
+    settings = {"truth": truth, "model_dir": str(frames_dir), "baseline_fit": fit.fit_id,
+                "truth_frames": options.truth_frames, "temporal_frames": options.temporal_frames,
+                "static_threshold": options.static_threshold}
     baseline = {"kind": fit.kind, "domain": fit.domain, "fit_id": fit.fit_id, **fit.settings, **fit.stats}
     guide_file = frames_dir.parent / "guide.json"
     guide = json.loads(guide_file.read_text())["summary"] if guide_file.exists() else None
     report = write_report(run_dir, job=job, sets=sets, beat_baseline=beat, verdict=text, temporal=temporal,
                           baseline=baseline, training_log=read_training_log(job.work_path("train", "log.jsonl")),
-                          options=options, guide=guide)
+                          options=settings, guide=guide)
     index = run_dir / "index.html"
     # The Review panel shows the first evaluated image's 1:1 crops and luma difference.
     items = next((s["items"] for s in report["sets"] if s["key"] == primary.key), [])

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -251,43 +252,40 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# The JSON scalars a recipe field may hold; a bool is never taken for a number.
+_SCALARS: dict[type, Callable[[Any], bool]] = {
+    bool: lambda v: isinstance(v, bool),
+    int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+    float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    str: lambda v: isinstance(v, str),
+}
+
+
 def _convert(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
-    wrong = f"expected {_type_name(tp)}, got {type(value).__name__} {value!r:.60}"
+    wrong = JobFileError(f"expected {_type_name(tp)}, got {type(value).__name__} {value!r:.60}.", where=where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise JobFileError(wrong + ".", where=where, fix="Give an object with the documented fields.")
+            raise JobFileError(wrong.problem, where=where, fix="Give an object with the documented fields.")
         return _from_dict(tp, value, where)
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise JobFileError(wrong + ".", where=where)
+            raise wrong
         return value
     if origin is list:
-        (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise JobFileError(wrong + ".", where=where)
+            raise wrong
+        (item_tp,) = typing.get_args(tp)
         return [_convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
-        key_tp, item_tp = typing.get_args(tp)
         if not isinstance(value, dict):
-            raise JobFileError(wrong + ".", where=where)
+            raise wrong
+        _key_tp, item_tp = typing.get_args(tp)
         return {str(k): _convert(v, item_tp, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise JobFileError(wrong + ".", where=where)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise JobFileError(wrong + ".", where=where)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise JobFileError(wrong + ".", where=where)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise JobFileError(wrong + ".", where=where)
-        return value
+    if tp in _SCALARS:
+        if not _SCALARS[tp](value):
+            raise wrong
+        return float(value) if tp is float else value
     raise TypeError(f"unsupported schema type {tp!r} at {where}")
 
 

@@ -100,7 +100,7 @@ def generate_reel(out_dir: str | Path, shots: int = 4, frames_per_shot: int = 8,
         start = first + index * frames_per_shot
         end = start + frames_per_shot - 1
         photo = PHOTOS[(seed + index) % len(PHOTOS)]
-        plans.append(_load_shot(str(index + 1), photo, start, end, start, end, 0, width, height, rng,
+        plans.append(_load_shot(str(index + 1), photo, (start, end), (start, end), 0, (width, height), rng,
                                 photo=_photo(photo)))
     fade, _ = _fade_map(width, height, rng)
     odd_balance = np.asarray(ODD_DAMAGE_CHANGES["balance"], dtype=np.float32)

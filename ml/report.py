@@ -334,7 +334,7 @@ def _detail_section(out_dir: Path, sets: list[EvaluationSet], links: dict, job) 
     return "".join(parts) if len(parts) > 1 else "<p class='note'>No 1:1 crops in this run.</p>"
 
 
-def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], beat_baseline: bool, verdict: str,
+def write_report(out_dir: str | os.PathLike, *, job, sets: list[EvaluationSet], beat_baseline: bool, verdict: str,  # noqa: PLR0913  keyword-only, one per section of the report
                  temporal: dict | None, baseline: dict, training_log: list[dict], options: dict,
                  guide: dict | None = None) -> dict:
     """Write images/, report.json and index.html (last, so a complete page means a complete run).

@@ -234,14 +234,14 @@ def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarra
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def _load_shot(name: str, photo_name: str, first: int, last: int, content_first: int,
-               content_last: int, offset: int, width: int, height: int,
-               rng: np.random.Generator, photo: np.ndarray | None = None) -> _Shot:
+def _load_shot(name: str, photo_name: str, frames: tuple[int, int], content: tuple[int, int], offset: int,
+               size: tuple[int, int], rng: np.random.Generator, photo: np.ndarray | None = None) -> _Shot:
     """Place a camera window that stays inside the photo for every content time of the shot.
     `photo` (float32 0..1 RGB) replaces skimage.data.<photo_name> (the field corpus's composites)."""
     import skimage.data
     from skimage.transform import resize
 
+    (first, last), (content_first, content_last), (width, height) = frames, content, size
     original = (np.asarray(photo, dtype=np.float32) if photo is not None else
                 np.asarray(getattr(skimage.data, photo_name)(), dtype=np.float32)[..., :3] / 255.0)
     ph, pw = original.shape[:2]
@@ -339,39 +339,30 @@ def spatial_reference_damage(image: np.ndarray, rng: np.random.Generator | None 
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width: int = 640,
-                    height: int = 360, reporter: Reporter | None = None,
-                    reference_width: int | None = None,
-                    reference_height: int | None = None, branch: str = "chroma") -> SampleInfo:
-    """Write the sample shot (Source, Reference, truth) into `out_dir` and describe it.
+@dataclass
+class _ReferenceGeometry:
+    """Reference px -> Source px of every frame: the conform (pixel centres), one similarity about
+    the Source centre (telecine misregistration), and a per-frame gate weave."""
+    conform: np.ndarray
+    similarity: np.ndarray
+    magnification: float
+    rotation_deg: float
+    shift: np.ndarray
+    weave_periods: np.ndarray
+    weave_phases: np.ndarray
 
-    `branch` picks the damage: "chroma" (faded Source, softer graded Reference) or "spatial"
-    (soft, grainy Source with usable colour; sharper Reference in its own grade)."""
-    if branch not in SAMPLE_PROFILES:
-        raise FilmRecoveryError(f"unknown sample branch {branch!r}.", where="branch",
-                                fix=f"Choose one of {', '.join(SAMPLE_PROFILES)}.")
-    profile = SAMPLE_PROFILES[branch]
-    damage = profile["damage"]
-    out_dir = Path(out_dir)
-    reference_width = reference_width or max(24, round(width * profile["reference_scale"]))
-    reference_height = reference_height or max(24, round(height * profile["reference_scale"]))
-    _check_arguments(out_dir, frames, width, height, reference_width, reference_height)
-    rng = np.random.default_rng([seed, 0x5A3])
-    first, last = FIRST_FRAME, FIRST_FRAME + frames - 1
-    cut = FIRST_FRAME + frames // 2
-    offset = SHOT_B_REFERENCE_OFFSET
+    def weave(self, frame: int) -> np.ndarray:
+        waves = np.sin(2 * np.pi * frame / self.weave_periods + self.weave_phases)
+        return waves @ np.array([0.7, 0.3])  # |weave| <= 1 px on each axis
 
-    # The Reference edit holds shot A `offset` frames longer: its frames cut..cut+offset-1 show
-    # shot A content the Source never had, and its shot B starts at cut + offset.
-    photo_a = PHOTOS[(seed + profile["first_photo"]) % len(PHOTOS)]
-    photo_b = PHOTOS[(seed + profile["first_photo"] + 1) % len(PHOTOS)]
-    shots = [_load_shot("A", photo_a, first, cut - 1, first, cut - 1 + offset, 0, width, height, rng),
-             _load_shot("B", photo_b, cut, last, cut, last - offset, offset, width, height, rng)]
+    def matrix(self, frame: int) -> np.ndarray:
+        return _translate(*self.weave(frame)) @ self.similarity @ self.conform
 
-    def reference_content(frame: int) -> tuple[_Shot, int]:
-        return (shots[0], frame) if frame < cut + offset else (shots[1], frame - offset)
 
-    # Reference px -> Source px: conform (pixel centres), similarity about the Source centre, weave.
+def _reference_geometry(rng: np.random.Generator, source_size: tuple[int, int],
+                        reference_size: tuple[int, int]) -> _ReferenceGeometry:
+    """Draw the shot's Reference geometry (the draws keep their order: the sample is seeded)."""
+    (width, height), (reference_width, reference_height) = source_size, reference_size
     conform = np.array([[width / reference_width, 0, 0.5 * width / reference_width - 0.5],
                         [0, height / reference_height, 0.5 * height / reference_height - 0.5],
                         [0, 0, 1.0]])
@@ -383,67 +374,117 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
     similarity = (_translate(*shift) @ _translate((width - 1) / 2, (height - 1) / 2) @ rotate
                   @ np.diag([1 / magnification, 1 / magnification, 1.0])
                   @ _translate(-(width - 1) / 2, -(height - 1) / 2))
-    weave_periods = rng.uniform(5.0, 12.0, (2, 2))
-    weave_phases = rng.uniform(0, 2 * np.pi, (2, 2))
+    return _ReferenceGeometry(conform, similarity, magnification, rotation_deg, shift,
+                              weave_periods=rng.uniform(5.0, 12.0, (2, 2)),
+                              weave_phases=rng.uniform(0, 2 * np.pi, (2, 2)))
 
-    def weave(frame: int) -> np.ndarray:
-        waves = np.sin(2 * np.pi * frame / weave_periods + weave_phases)
-        return waves @ np.array([0.7, 0.3])  # |weave| <= 1 px on each axis
 
-    # Supersampled Reference pixel u -> Reference pixel (u + 0.5) / SUPERSAMPLE - 0.5, so each
-    # box average of SUPERSAMPLE^2 samples is centred on its Reference pixel exactly.
-    supersample = np.array([[1 / SUPERSAMPLE, 0, 0.5 / SUPERSAMPLE - 0.5],
-                            [0, 1 / SUPERSAMPLE, 0.5 / SUPERSAMPLE - 0.5], [0, 0, 1.0]])
-    letterbox = max(1, round(profile["letterbox_fraction"] * reference_height))
+# Supersampled Reference pixel u -> Reference pixel (u + 0.5) / SUPERSAMPLE - 0.5, so each box
+# average of SUPERSAMPLE^2 samples is centred on its Reference pixel exactly.
+_SUPERSAMPLE_MATRIX = np.array([[1 / SUPERSAMPLE, 0, 0.5 / SUPERSAMPLE - 0.5],
+                                [0, 1 / SUPERSAMPLE, 0.5 / SUPERSAMPLE - 0.5], [0, 0, 1.0]])
 
-    fade_strength, blotches = _fade_map(width, height, rng, damage["fade_map"])
-    breathing_phases = rng.uniform(0, 2 * np.pi, 3).astype(np.float32)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_frames(out_dir, first, last)
-    write_exr(out_dir / FADE_MAP, np.repeat(fade_strength[..., None], 3, axis=2))
-    attributes = {"film_recovery:sample_seed": int(seed)}
-    def render_frame(frame: int) -> tuple[dict, dict, list[float]]:
-        """Write one frame's Source, clean and Reference; return its truth entries."""
-        shot = shots[0] if frame < cut else shots[1]
-        clean = _warp(shot.photo, shot.camera(frame, width, height), (height, width))
-        gains = _breathing(frame, breathing_phases, damage["breathing"])
-        source = damage_source(soften(clean, profile["source_blur_sigma"]), fade_strength, gains,
-                               np.random.default_rng([seed, frame, 1]), damage)
-        write_exr(frame_path(str(out_dir / SOURCE_PATTERN), frame), source, attributes=attributes)
-        write_exr(frame_path(str(out_dir / CLEAN_PATTERN), frame), clean, attributes=attributes)
+@dataclass
+class _SamplePlan:
+    """Everything drawn before the first frame is rendered."""
+    out_dir: Path
+    seed: int
+    branch: str
+    first: int
+    last: int
+    cut: int
+    offset: int  # the Reference edit holds shot A this many frames longer (shot B starts at cut + offset)
+    source_size: tuple[int, int]
+    reference_size: tuple[int, int]
+    shots: list[_Shot]
+    geometry: _ReferenceGeometry
+    letterbox: int
+    fade_strength: np.ndarray
+    blotches: list[dict]
+    breathing_phases: np.ndarray
 
-        content_shot, content_time = reference_content(frame)
-        wave = weave(frame)
-        warp_matrix = _translate(*wave) @ similarity @ conform
-        big = _warp(content_shot.photo,
-                    content_shot.camera(content_time, width, height) @ warp_matrix @ supersample,
-                    (reference_height * SUPERSAMPLE, reference_width * SUPERSAMPLE))
-        reference = big.reshape(reference_height, SUPERSAMPLE, reference_width, SUPERSAMPLE, 3)
-        reference = soften(reference.mean(axis=(1, 3)), profile["reference_softness_sigma"])
-        reference = apply_reference_grade(reference, profile["reference_grade"])
-        if profile["reference_grain_sigma"] > 0:
-            reference = add_film_grain(reference, np.random.default_rng([seed, frame, 2]),
-                                       profile["reference_grain_sigma"])
-        reference[:letterbox] = 0.0
-        reference[reference_height - letterbox:] = 0.0
-        write_exr(frame_path(str(out_dir / REFERENCE_PATTERN), frame), reference, attributes=attributes)
+    @property
+    def profile(self) -> dict[str, Any]:
+        return SAMPLE_PROFILES[self.branch]
 
-        shown = content_time if content_shot.first_frame <= content_time <= content_shot.last_frame else None
-        partner = frame + shot.reference_offset
-        return ({"frame": frame, "shot": content_shot.name, "content_time": content_time,
-                 "source_frame": shown, "weave_px": wave.tolist(),
-                 "M": (warp_matrix / warp_matrix[2, 2]).reshape(-1).tolist()},
-                {"source_frame": frame, "shot": shot.name,
-                 "reference_frame": partner if partner <= last else None},
-                gains.tolist())
+    def reference_content(self, frame: int) -> tuple[_Shot, int]:
+        """The shot and content time a Reference frame shows: frames cut..cut+offset-1 still show
+        shot A, content the Source never had."""
+        return (self.shots[0], frame) if frame < self.cut + self.offset else (self.shots[1], frame - self.offset)
 
-    # Frames are independent (each has its own grain seed), and the heavy parts (warp, numpy,
-    # EXR encode) release the GIL, so threads give a real speed-up with identical pixels.
+
+def _plan_sample(out_dir: Path, seed: int, frames: int, source_size: tuple[int, int],
+                 reference_size: tuple[int, int], branch: str) -> _SamplePlan:
+    """Draw the two shots, the Reference geometry, the fade map and the breathing, in that order."""
+    profile = SAMPLE_PROFILES[branch]
+    rng = np.random.default_rng([seed, 0x5A3])
+    first, last = FIRST_FRAME, FIRST_FRAME + frames - 1
+    cut, offset = FIRST_FRAME + frames // 2, SHOT_B_REFERENCE_OFFSET
+    photo_a = PHOTOS[(seed + profile["first_photo"]) % len(PHOTOS)]
+    photo_b = PHOTOS[(seed + profile["first_photo"] + 1) % len(PHOTOS)]
+    shots = [_load_shot("A", photo_a, (first, cut - 1), (first, cut - 1 + offset), 0, source_size, rng),
+             _load_shot("B", photo_b, (cut, last), (cut, last - offset), offset, source_size, rng)]
+    geometry = _reference_geometry(rng, source_size, reference_size)
+    fade_strength, blotches = _fade_map(*source_size, rng, profile["damage"]["fade_map"])
+    return _SamplePlan(out_dir, seed, branch, first, last, cut, offset, source_size, reference_size, shots,
+                       geometry, letterbox=max(1, round(profile["letterbox_fraction"] * reference_size[1])),
+                       fade_strength=fade_strength, blotches=blotches,
+                       breathing_phases=rng.uniform(0, 2 * np.pi, 3).astype(np.float32))
+
+
+def _render_reference(plan: _SamplePlan, frame: int) -> tuple[np.ndarray, _Shot, int]:
+    """One Reference frame: supersampled through its warp, softened, graded, grained, letterboxed."""
+    profile, (width, height), (reference_width, reference_height) = plan.profile, plan.source_size, plan.reference_size
+    content_shot, content_time = plan.reference_content(frame)
+    big = _warp(content_shot.photo,
+                content_shot.camera(content_time, width, height) @ plan.geometry.matrix(frame) @ _SUPERSAMPLE_MATRIX,
+                (reference_height * SUPERSAMPLE, reference_width * SUPERSAMPLE))
+    reference = big.reshape(reference_height, SUPERSAMPLE, reference_width, SUPERSAMPLE, 3)
+    reference = soften(reference.mean(axis=(1, 3)), profile["reference_softness_sigma"])
+    reference = apply_reference_grade(reference, profile["reference_grade"])
+    if profile["reference_grain_sigma"] > 0:
+        reference = add_film_grain(reference, np.random.default_rng([plan.seed, frame, 2]),
+                                   profile["reference_grain_sigma"])
+    reference[:plan.letterbox] = 0.0
+    reference[reference_height - plan.letterbox:] = 0.0
+    return reference, content_shot, content_time
+
+
+def _render_frame(plan: _SamplePlan, frame: int) -> tuple[dict, dict, list[float]]:
+    """Write one frame's Source, clean and Reference; return its truth entries."""
+    profile, (width, height) = plan.profile, plan.source_size
+    attributes = {"film_recovery:sample_seed": int(plan.seed)}
+    shot = plan.shots[0] if frame < plan.cut else plan.shots[1]
+    clean = _warp(shot.photo, shot.camera(frame, width, height), (height, width))
+    gains = _breathing(frame, plan.breathing_phases, profile["damage"]["breathing"])
+    source = damage_source(soften(clean, profile["source_blur_sigma"]), plan.fade_strength, gains,
+                           np.random.default_rng([plan.seed, frame, 1]), profile["damage"])
+    write_exr(frame_path(str(plan.out_dir / SOURCE_PATTERN), frame), source, attributes=attributes)
+    write_exr(frame_path(str(plan.out_dir / CLEAN_PATTERN), frame), clean, attributes=attributes)
+    reference, content_shot, content_time = _render_reference(plan, frame)
+    write_exr(frame_path(str(plan.out_dir / REFERENCE_PATTERN), frame), reference, attributes=attributes)
+
+    warp_matrix = plan.geometry.matrix(frame)
+    shown = content_time if content_shot.first_frame <= content_time <= content_shot.last_frame else None
+    partner = frame + shot.reference_offset
+    return ({"frame": frame, "shot": content_shot.name, "content_time": content_time,
+             "source_frame": shown, "weave_px": plan.geometry.weave(frame).tolist(),
+             "M": (warp_matrix / warp_matrix[2, 2]).reshape(-1).tolist()},
+            {"source_frame": frame, "shot": shot.name,
+             "reference_frame": partner if partner <= plan.last else None},
+            gains.tolist())
+
+
+def _render_frames(plan: _SamplePlan, reporter: Reporter | None) -> tuple[list[dict], list[dict], dict]:
+    """Render every frame on a few threads: frames are independent (each has its own grain seed),
+    and the heavy parts (warp, numpy, EXR encode) release the GIL, so the pixels are the same."""
     reference_frames, pairs, breathing = [], [], {}
+    frames = plan.last - plan.first + 1
     pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
     try:
-        for index, (reference_entry, pair, gains) in enumerate(pool.map(render_frame, range(first, last + 1))):
+        results = pool.map(lambda frame: _render_frame(plan, frame), range(plan.first, plan.last + 1))
+        for index, (reference_entry, pair, gains) in enumerate(results):
             reference_frames.append(reference_entry)
             pairs.append(pair)
             breathing[str(pair["source_frame"])] = gains
@@ -451,40 +492,39 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
                 reporter.progress(index + 1, frames, "sample", f"frame {pair['source_frame']}")
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return reference_frames, pairs, breathing
 
-    info = SampleInfo(
-        out_dir=str(out_dir.resolve()), source_pattern=str((out_dir / SOURCE_PATTERN).resolve()),
-        reference_pattern=str((out_dir / REFERENCE_PATTERN).resolve()),
-        clean_pattern=str((out_dir / CLEAN_PATTERN).resolve()),
-        truth_dir=str((out_dir / TRUTH_FILE).parent.resolve()),
-        truth_path=str((out_dir / TRUTH_FILE).resolve()), first_frame=first, last_frame=last,
-        cut_frame=cut, reference_offset=offset, source_size=(width, height),
-        reference_size=(reference_width, reference_height), letterbox_rows=letterbox, seed=seed,
-        shot_offsets={shot.name: shot.reference_offset for shot in shots}, branch=branch)
-    truth = {
-        "schema": TRUTH_SCHEMA, "version": TRUTH_VERSION, "seed": seed, "branch": branch,
-        "first_frame": first, "last_frame": last, "cut_frame": cut,
-        "reference_cut_frame": cut + offset,
+
+def _truth_document(plan: _SamplePlan, reference_frames: list[dict], pairs: list[dict],
+                    breathing: dict) -> dict[str, Any]:
+    """truth/truth.json: the frames' exact warps, shots, pairs and damage."""
+    profile, geometry = plan.profile, plan.geometry
+    (width, height), (reference_width, reference_height) = plan.source_size, plan.reference_size
+    damage = profile["damage"]
+    return {
+        "schema": TRUTH_SCHEMA, "version": TRUTH_VERSION, "seed": plan.seed, "branch": plan.branch,
+        "first_frame": plan.first, "last_frame": plan.last, "cut_frame": plan.cut,
+        "reference_cut_frame": plan.cut + plan.offset,
         "source": {"pattern": SOURCE_PATTERN, "width": width, "height": height,
-                   "first_frame": first, "last_frame": last},
+                   "first_frame": plan.first, "last_frame": plan.last},
         "reference": {"pattern": REFERENCE_PATTERN, "width": reference_width, "height": reference_height,
-                      "first_frame": first, "last_frame": last,
-                      "letterbox": {"top": letterbox, "bottom": letterbox,
-                                    "active_rows": [letterbox, reference_height - letterbox]}},
+                      "first_frame": plan.first, "last_frame": plan.last,
+                      "letterbox": {"top": plan.letterbox, "bottom": plan.letterbox,
+                                    "active_rows": [plan.letterbox, reference_height - plan.letterbox]}},
         "clean_pattern": CLEAN_PATTERN, "fade_strength_map": FADE_MAP,
-        "shots": [shot.describe() for shot in shots],
+        "shots": [shot.describe() for shot in plan.shots],
         "pairs": pairs,
         "reference_frames": reference_frames,
         "reference_transform": {
             "convention": "M maps Reference px to Source px: [xs, ys, 1] ~ M @ [xr, yr, 1]; "
                           "M = translate(weave) @ similarity @ conform",
-            "conform": conform.reshape(-1).tolist(), "similarity": similarity.reshape(-1).tolist(),
-            "magnification": magnification, "rotation_deg": rotation_deg, "offset_px": shift.tolist(),
-            "weave_max_px": 1.0, "supersample": SUPERSAMPLE,
+            "conform": geometry.conform.reshape(-1).tolist(), "similarity": geometry.similarity.reshape(-1).tolist(),
+            "magnification": geometry.magnification, "rotation_deg": geometry.rotation_deg,
+            "offset_px": geometry.shift.tolist(), "weave_max_px": 1.0, "supersample": SUPERSAMPLE,
             "softness_sigma_px": profile["reference_softness_sigma"],
             "grain_luma_sigma": profile["reference_grain_sigma"]},
         "reference_grade": profile["reference_grade"],
-        "damage": {**damage, "fade_map": {**damage["fade_map"], "blotch_list": blotches},
+        "damage": {**damage, "fade_map": {**damage["fade_map"], "blotch_list": plan.blotches},
                    "breathing_gains": breathing, "source_blur_sigma_px": profile["source_blur_sigma"]},
         "notes": ["Source frame f <-> Reference frame f + shots[i].reference_offset (pairs lists them; "
                   "null where the partner lies past the last frame).",
@@ -493,7 +533,47 @@ def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width:
                   "Source frame f has the colour of ml.sample.apply_reference_grade(C_f) (with the grade "
                   "in reference_grade); the ideal spatial recovery has its luma and the Source's CbCr."],
     }
-    _write_json(out_dir / TRUTH_FILE, truth)
+
+
+def _sample_info(plan: _SamplePlan) -> SampleInfo:
+    out_dir = plan.out_dir
+    return SampleInfo(
+        out_dir=str(out_dir.resolve()), source_pattern=str((out_dir / SOURCE_PATTERN).resolve()),
+        reference_pattern=str((out_dir / REFERENCE_PATTERN).resolve()),
+        clean_pattern=str((out_dir / CLEAN_PATTERN).resolve()),
+        truth_dir=str((out_dir / TRUTH_FILE).parent.resolve()),
+        truth_path=str((out_dir / TRUTH_FILE).resolve()), first_frame=plan.first, last_frame=plan.last,
+        cut_frame=plan.cut, reference_offset=plan.offset, source_size=plan.source_size,
+        reference_size=plan.reference_size, letterbox_rows=plan.letterbox, seed=plan.seed,
+        shot_offsets={shot.name: shot.reference_offset for shot in plan.shots}, branch=plan.branch)
+
+
+def generate_sample(out_dir: str | Path, seed: int = 0, frames: int = 24, width: int = 640,
+                    height: int = 360, reporter: Reporter | None = None,
+                    reference_size: tuple[int | None, int | None] | None = None,
+                    branch: str = "chroma") -> SampleInfo:
+    """Write the sample shot (Source, Reference, truth) into `out_dir` and describe it.
+
+    `branch` picks the damage: "chroma" (faded Source, softer graded Reference) or "spatial"
+    (soft, grainy Source with usable colour; sharper Reference in its own grade). `reference_size`
+    (width, height; either may be None) defaults to the branch's scale of the Source."""
+    if branch not in SAMPLE_PROFILES:
+        raise FilmRecoveryError(f"unknown sample branch {branch!r}.", where="branch",
+                                fix=f"Choose one of {', '.join(SAMPLE_PROFILES)}.")
+    scale = SAMPLE_PROFILES[branch]["reference_scale"]
+    reference_width, reference_height = reference_size or (None, None)
+    reference_width = reference_width or max(24, round(width * scale))
+    reference_height = reference_height or max(24, round(height * scale))
+    out_dir = Path(out_dir)
+    _check_arguments(out_dir, frames, width, height, reference_width, reference_height)
+    plan = _plan_sample(out_dir, seed, frames, (width, height), (reference_width, reference_height), branch)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_frames(out_dir, plan.first, plan.last)
+    write_exr(out_dir / FADE_MAP, np.repeat(plan.fade_strength[..., None], 3, axis=2))
+    reference_frames, pairs, breathing = _render_frames(plan, reporter)
+    info = _sample_info(plan)
+    _write_json(out_dir / TRUTH_FILE, _truth_document(plan, reference_frames, pairs, breathing))
     _write_json(out_dir / INFO_FILE, {"schema": "film_recovery.sample", "version": 1, **info.as_dict(),
                                       "description": ("Built-in sample shot: faded Source, graded "
                                       "letterboxed Reference" if branch == "chroma" else "Built-in spatial "

@@ -26,7 +26,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    from ..baseline import baseline_job
+    from ..baseline import BaselineOptions, baseline_job
 
-    reporter.result(**baseline_job(job, reporter, args.kind, args.domain, args.lut_size, args.smoothness,
-                                   args.cube_size, args.max_samples, render=not args.no_render, force=args.force))
+    options = BaselineOptions(args.kind, args.domain, args.lut_size, args.smoothness, args.cube_size,
+                              args.max_samples, render=not args.no_render, force=args.force)
+    reporter.result(**baseline_job(job, reporter, options))

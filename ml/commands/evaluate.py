@@ -25,9 +25,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    from ..evaluation import evaluate_job
+    from ..evaluation import EvaluateOptions, evaluate_job
 
-    result = evaluate_job(job, reporter, truth=args.truth, model_dir=args.model_dir, baseline_fit=args.baseline_fit,
-                          truth_frames=args.truth_frames, temporal_frames=args.temporal_frames,
-                          static_threshold=args.static_threshold, run_id=args.run_id)
+    options = EvaluateOptions(truth=args.truth, model_dir=args.model_dir, baseline_fit=args.baseline_fit,
+                              truth_frames=args.truth_frames, temporal_frames=args.temporal_frames,
+                              static_threshold=args.static_threshold, run_id=args.run_id)
+    result = evaluate_job(job, reporter, options)
     reporter.result(**result)

@@ -27,7 +27,7 @@ def add_arguments(parser) -> None:
 def run(args, job, reporter) -> None:
     info = generate_sample(args.out, seed=args.seed, frames=args.frames, width=args.width,
                            height=args.height, reporter=reporter,
-                           reference_width=args.reference_width, reference_height=args.reference_height,
+                           reference_size=(args.reference_width, args.reference_height),
                            branch=args.branch)
     reporter.result(source=info.source_pattern, reference=info.reference_pattern,
                     clean=info.clean_pattern, truth=info.truth_path,
