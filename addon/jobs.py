@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
 
@@ -27,6 +27,14 @@ from . import interpreter, preferences, recipe
 
 # Seconds a cancelled engine gets to write its checkpoint before it is killed.
 CANCEL_GRACE_S = 5.0
+
+if TYPE_CHECKING:
+    # The base of operator mixins (this module's EngineJobOperator, the poll checks): to the type checker an
+    # Operator, so their calls to report() or poll_message_set() are checked; at run time a plain class, as
+    # Blender registers the concrete operators, which name bpy.types.Operator themselves.
+    OperatorMixin = bpy.types.Operator
+else:
+    OperatorMixin = object
 
 
 class EngineJob:
@@ -110,8 +118,9 @@ def active_job() -> EngineJob | None:
 
 def start(command: str, job_path: Path | None, args: list[str]) -> EngineJob:
     global _active
-    if active_job() is not None:
-        raise RuntimeError(f"A '{_active.command}' job is still running; cancel it or wait.")
+    running = active_job()
+    if running is not None:
+        raise RuntimeError(f"A '{running.command}' job is still running; cancel it or wait.")
     python = interpreter.resolve_python(preferences.get().python_path)
     _active = EngineJob(command, job_path, args, python)
     return _active
@@ -176,7 +185,7 @@ def _tag_redraw() -> None:
                 area.tag_redraw()
 
 
-class EngineJobOperator:
+class EngineJobOperator(OperatorMixin):
     """Mixin for operators that run one engine command on the scene's recipe.
 
     Subclasses set `command` and may override `job_args`, `on_result` and `needs_job`.
@@ -277,15 +286,15 @@ class EngineJobOperator:
         return {"PASS_THROUGH"}
 
 
-def draw_status(self, context) -> None:
+def draw_status(self: bpy.types.Header, context: bpy.types.Context) -> None:
     """Status-bar progress while a job runs."""
     fr = getattr(context.scene, "film_recovery", None)
-    if fr is None or not fr.job_state.running:
+    layout = self.layout
+    if fr is None or not fr.job_state.running or layout is None:
         return
     state = fr.job_state
-    self.layout.progress(factor=state.progress, type="BAR",
-                         text=f"Film Recovery {state.stage}: {state.progress:.0%}")
-    self.layout.operator("film_recovery.cancel_job", text="", icon="CANCEL")
+    layout.progress(factor=state.progress, type="BAR", text=f"Film Recovery {state.stage}: {state.progress:.0%}")
+    layout.operator("film_recovery.cancel_job", text="", icon="CANCEL")
 
 
 def register() -> None:

@@ -28,12 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import bpy
 import numpy as np
 
 from ..ml import warp
+from .colorspace import set_colorspace
 
 INGEST = "FR Ingest"
 ALIGN = "FR Align"
@@ -212,21 +213,29 @@ def _group(name: str) -> bpy.types.NodeTree:
     return group
 
 
-def _interface(group: bpy.types.NodeTree, spec: Sequence[tuple[str, str, str, Any]]) -> None:
+def _sockets(group: bpy.types.NodeTree) -> list[bpy.types.NodeTreeInterfaceSocket]:
+    """The group's interface sockets (its items that are not panels)."""
+    interface = group.interface
+    assert interface is not None  # every node group has one; the stubs mark it optional
+    return [item for item in interface.items_tree if isinstance(item, bpy.types.NodeTreeInterfaceSocket)]
+
+
+def _interface(group: bpy.types.NodeTree,
+               spec: Sequence[tuple[Literal["INPUT", "OUTPUT"], str, str, Any]]) -> None:
     """Make the group's interface exactly `spec`: (in_out, name, socket_type, default)."""
-    items = [item for item in group.interface.items_tree if item.item_type == "SOCKET"]
+    interface = group.interface
+    assert interface is not None
     wanted = {(in_out, name) for in_out, name, _, _ in spec}
-    for item in items:
-        if (item.in_out, item.name) not in wanted:
-            group.interface.remove(item)
+    for socket in _sockets(group):
+        if (socket.in_out, socket.name) not in wanted:
+            interface.remove(socket)
     for in_out, name, socket_type, default in spec:
-        item = next((i for i in group.interface.items_tree if i.item_type == "SOCKET"
-                     and i.in_out == in_out and i.name == name), None)
+        item = next((i for i in _sockets(group) if i.in_out == in_out and i.name == name), None)
         if item is not None and item.socket_type != socket_type:
-            group.interface.remove(item)
+            interface.remove(item)
             item = None
         if item is None:
-            item = group.interface.new_socket(name, in_out=in_out, socket_type=socket_type)
+            item = interface.new_socket(name, in_out=in_out, socket_type=socket_type)
         if default is not None and hasattr(item, "default_value"):
             item.default_value = default
 
@@ -288,7 +297,8 @@ def _clear_keys(group: bpy.types.NodeTree, node_names: Iterable[str]) -> None:
     ad = group.animation_data
     if ad is None or ad.action is None:
         return
-    bag = anim_utils.animdata_get_channelbag_for_assigned_slot(ad)
+    # The stub says this returns None; it returns the slot's channelbag, or None when there is none.
+    bag = anim_utils.animdata_get_channelbag_for_assigned_slot(ad)  # type: ignore[func-returns-value]
     if bag is None:
         return
     prefixes = tuple(f'nodes["{name}"].' for name in node_names)
@@ -296,7 +306,8 @@ def _clear_keys(group: bpy.types.NodeTree, node_names: Iterable[str]) -> None:
         bag.fcurves.remove(fc)
 
 
-def _key(group: bpy.types.NodeTree, socket: Any, keys: Sequence[tuple[int, Any]], interpolation: str) -> None:
+def _key(group: bpy.types.NodeTree, socket: Any, keys: Sequence[tuple[int, Any]],
+         interpolation: Literal["CONSTANT", "LINEAR"]) -> None:
     """Key `socket.default_value` at each (frame, value); scalar or vector values.
 
     Call `_clear_keys` for the node first: keys are added to what is there.
@@ -552,8 +563,8 @@ def build_review_group() -> bpy.types.NodeTree:
         ("INPUT", "Wipe", "NodeSocketFloat", 0.5),
         ("OUTPUT", "Image", "NodeSocketColor", None),
     ])
-    for item in group.interface.items_tree:
-        if item.item_type == "SOCKET" and item.name == "Wipe":
+    for item in _sockets(group):
+        if item.name == "Wipe" and isinstance(item, bpy.types.NodeTreeInterfaceSocketFloat):
             item.min_value, item.max_value = 0.0, 1.0
     n = _Nodes(group)
     gin = n.add("NodeGroupInput", "Group Input", (-700, 0))
@@ -592,7 +603,7 @@ def _image_node(n: _Nodes, name: str, image: bpy.types.Image, location: tuple[fl
     """An Image node reading `image` as raw values; a sequence's file frame = scene frame + offset."""
     node = n.add("CompositorNodeImage", name, location)
     node.image = image
-    image.colorspace_settings.name = "Non-Color"
+    set_colorspace(image, "Non-Color")
     if image.source in {"SEQUENCE", "MOVIE"}:
         first, last = frames
         node.frame_duration = max(1, last - first + 1)
@@ -628,7 +639,7 @@ def crop_active(settings: RecipeSettings) -> bool:
 def set_crop_bypass(tree: bpy.types.NodeTree, bypass: bool) -> None:
     """Mute (bypass) or unmute both instances of the shared crop in a recipe tree."""
     for node in tree.nodes:
-        if node.bl_idname == "CompositorNodeGroup" and node.node_tree is not None \
+        if isinstance(node, bpy.types.CompositorNodeGroup) and node.node_tree is not None \
                 and node.node_tree.name == CROP:
             node.mute = bypass
 
@@ -659,8 +670,7 @@ def build_recipe_tree(scene: bpy.types.Scene, source_image: bpy.types.Image,
 
     ingest = build_ingest_group()
     fallback = warp.conform_matrix(settings.conform_mode, reference_size, source_size,
-                                   scale_x=settings.conform_scale[0], scale_y=settings.conform_scale[1],
-                                   offset_x=settings.conform_offset[0], offset_y=settings.conform_offset[1])
+                                   scale=settings.conform_scale, offset=settings.conform_offset)
     align = build_align_group(reference_size, source_size, settings.solves, settings.manual,
                               settings.use_manual, fallback=fallback)
     crop = build_crop_group(tuple(settings.crop), settings.crop_keys)  # type: ignore[arg-type]

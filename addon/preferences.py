@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import bpy
 
 # The extension's own package (e.g. bl_ext.user_default.film_recovery): preferences are keyed by it.
@@ -28,7 +30,7 @@ class FILMREC_AddonPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH", default="")
     interpreter_report: bpy.props.StringProperty(name="Interpreter check", default="")
 
-    def draw(self, context):
+    def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.prop(self, "python_path")
         row = layout.row()
@@ -40,7 +42,10 @@ class FILMREC_AddonPreferences(bpy.types.AddonPreferences):
 
 
 def get() -> FILMREC_AddonPreferences:
-    return bpy.context.preferences.addons[ADDON_PACKAGE].preferences
+    preferences = bpy.context.preferences
+    assert preferences is not None  # None only while Blender starts or quits, never while the add-on runs
+    # Blender hands back the registered class's instance; the stubs know the base AddonPreferences only.
+    return cast(FILMREC_AddonPreferences, preferences.addons[ADDON_PACKAGE].preferences)
 
 
 classes = (FILMREC_AddonPreferences,)

@@ -60,16 +60,16 @@ def _limits(meta: Any, kind: type) -> dict[str, Any]:
 
 def _bpy_property(cls_name: str, name: str, tp: Any, default: Any, meta: Any) -> Any:
     """A bpy property for one dataclass field, by its type hint and range."""
-    options = {"name": name.replace("_", " ").title(), "description": FIELD_HELP.get(name, "")}
+    options: dict[str, Any] = {"name": name.replace("_", " ").title(), "description": FIELD_HELP.get(name, "")}
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return bpy.props.PointerProperty(type=_GENERATED[tp.__name__], **options)
     if origin is Literal:
         items = [(value, value.replace("_", " ").title(), "") for value in typing.get_args(tp)]
         return bpy.props.EnumProperty(items=items, default=default, **options)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
-        if dataclasses.is_dataclass(item_tp):
+        if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp):
             return bpy.props.CollectionProperty(type=_GENERATED[item_tp.__name__], **options)
         if item_tp is int:
             return bpy.props.CollectionProperty(type=FILMREC_PG_FrameRef, **options)
@@ -85,7 +85,9 @@ def _bpy_property(cls_name: str, name: str, tp: Any, default: Any, meta: Any) ->
     if tp is float:
         return bpy.props.FloatProperty(default=default, **_limits(meta, float), **options)
     if tp is str:
-        subtype = "DIR_PATH" if name.endswith("_dir") else "FILE_PATH" if name in ("path", "model_path", "init_weights") else "NONE"
+        subtype: Literal["DIR_PATH", "FILE_PATH", "NONE"] = (
+            "DIR_PATH" if name.endswith("_dir")
+            else "FILE_PATH" if name in ("path", "model_path", "init_weights") else "NONE")
         return bpy.props.StringProperty(default=default, subtype=subtype, **options)
     raise TypeError(f"{cls_name}.{name}: no bpy property for {tp!r}")
 
@@ -229,15 +231,23 @@ def _build_classes() -> list[type]:
 _registered: list[type] = []
 
 
+def recipe_of(scene: bpy.types.Scene | None) -> Any:
+    """The scene's recipe, `scene.film_recovery`. Its PropertyGroup is generated at register time, so no
+    stub knows its fields: it is typed Any here, in one place, rather than ignored at every use."""
+    owner: Any = scene
+    return owner.film_recovery
+
+
 def register() -> None:
     _registered[:] = _build_classes()
     for cls in _registered:
         bpy.utils.register_class(cls)
-    bpy.types.Scene.film_recovery = bpy.props.PointerProperty(type=_GENERATED["Job"])
+    # The stubs know Blender's own Scene properties only: this one is added here, at run time.
+    bpy.types.Scene.film_recovery = bpy.props.PointerProperty(type=_GENERATED["Job"])  # type: ignore[attr-defined]
 
 
 def unregister() -> None:
-    del bpy.types.Scene.film_recovery
+    del bpy.types.Scene.film_recovery  # type: ignore[attr-defined]
     for cls in reversed(_registered):
         bpy.utils.unregister_class(cls)
     _registered.clear()

@@ -27,11 +27,11 @@ def _read(pg: Any, cls: type) -> Any:
         tp = hints[field.name]
         value = getattr(pg, field.name)
         origin = typing.get_origin(tp)
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             values[field.name] = _read(value, tp)
         elif origin is list:
             (item_tp,) = typing.get_args(tp)
-            if dataclasses.is_dataclass(item_tp):
+            if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp):
                 values[field.name] = [_read(item, item_tp) for item in value]
             elif item_tp is int:
                 values[field.name] = [item.frame for item in value]

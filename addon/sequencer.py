@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import cast
 
 import bpy
 
 from ..ml.imageio import frame_path, is_sequence
+from . import props
+from .colorspace import set_colorspace
 
 SOURCE_CHANNEL, REFERENCE_CHANNEL, RESULT_CHANNEL = 1, 2, 3
 
@@ -15,7 +18,7 @@ INGEST_COLORSPACE = {"display": "Rec.1886", "aces2065-1": "ACES2065-1"}
 
 
 def _remove_named(scene: bpy.types.Scene, name: str) -> None:
-    strips = scene.sequence_editor.strips
+    strips = scene.sequence_editor_create().strips
     existing = strips.get(name)
     if existing is not None:
         strips.remove(existing)
@@ -26,22 +29,24 @@ def load_plate_strip(scene: bpy.types.Scene, plate, name: str, channel: int) -> 
     editor = scene.sequence_editor_create()
     _remove_named(scene, name)
     pattern = bpy.path.abspath(plate.path)
+    strip: bpy.types.ImageStrip | bpy.types.MovieStrip
+    # new_image / new_movie make an ImageStrip / a MovieStrip; the stubs say Strip, their base.
     if is_sequence(pattern):
         first = frame_path(pattern, plate.first_frame)
-        strip = editor.strips.new_image(name=name, filepath=first, channel=channel,
-                                        frame_start=plate.first_frame, fit_method="FIT")
+        strip = cast(bpy.types.ImageStrip, editor.strips.new_image(
+            name=name, filepath=first, channel=channel, frame_start=plate.first_frame, fit_method="FIT"))
         for frame in range(plate.first_frame + 1, plate.last_frame + 1):
             strip.elements.append(os.path.basename(frame_path(pattern, frame)))
     else:
-        strip = editor.strips.new_movie(name=name, filepath=pattern, channel=channel,
-                                        frame_start=plate.first_frame, fit_method="FIT")
-    strip.colorspace_settings.name = INGEST_COLORSPACE[plate.ingest]
+        strip = cast(bpy.types.MovieStrip, editor.strips.new_movie(
+            name=name, filepath=pattern, channel=channel, frame_start=plate.first_frame, fit_method="FIT"))
+    set_colorspace(strip, INGEST_COLORSPACE[plate.ingest])
     return strip
 
 
 def load_plates(scene: bpy.types.Scene) -> list[str]:
     """Source on channel 1, Reference on channel 2; the scene frame range follows the Source."""
-    fr = scene.film_recovery
+    fr = props.recipe_of(scene)
     loaded = []
     if fr.source.path:
         load_plate_strip(scene, fr.source, "FR Source", SOURCE_CHANNEL)
@@ -68,7 +73,7 @@ def show_pair(scene: bpy.types.Scene, source_frame: int, reference_frame: int) -
     reference = strips.get("FR Reference")
     if reference is None:
         return
-    fr = scene.film_recovery
+    fr = props.recipe_of(scene)
     reference.frame_start = fr.reference.first_frame - (reference_frame - source_frame)
 
 

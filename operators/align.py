@@ -124,7 +124,8 @@ class FILMREC_OT_difference_view(NeedsPlates, bpy.types.Operator):
     def execute(self, context):
         fr = context.scene.film_recovery
         view = "ground_truth" if fr.compositor_view == "alignment_difference" else "alignment_difference"
-        return bpy.ops.film_recovery.build_node_trees(view=view)
+        # The stubs know Blender's own operators only: this add-on's are registered at run time.
+        return bpy.ops.film_recovery.build_node_trees(view=view)  # type: ignore[attr-defined]
 
 
 classes = (FILMREC_OT_solve_alignment, FILMREC_OT_key_manual, FILMREC_OT_toggle_manual_frame,

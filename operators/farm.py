@@ -24,7 +24,7 @@ class FILMREC_OT_plan_reel(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operat
         fr.job_state.message = f"{len(result.get('shots', []))} shot(s), {len(result.get('units', []))} unit(s)"
 
 
-class _NeedsPlan:
+class _NeedsPlan(jobs.OperatorMixin):
     @classmethod
     def poll(cls, context):
         fr = context.scene.film_recovery

@@ -2,7 +2,7 @@
 
 import bpy
 
-from ..addon import sequencer
+from ..addon import jobs, sequencer
 
 
 def _active_pair(context):
@@ -12,7 +12,7 @@ def _active_pair(context):
     return None
 
 
-class _NeedsActivePair:
+class _NeedsActivePair(jobs.OperatorMixin):
     @classmethod
     def poll(cls, context):
         if _active_pair(context) is None:

@@ -3,7 +3,7 @@
 from ..addon import jobs
 
 
-class NeedsPlates:
+class NeedsPlates(jobs.OperatorMixin):
     """The Source and Reference are set; engine-job operators also wait for a running job."""
 
     @classmethod

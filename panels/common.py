@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import bpy
 
 CATEGORY = "Film Recovery"
 
+# A stage panel's body: draw_<stage>(layout, context).
+StageDraw = Callable[[bpy.types.UILayout, bpy.types.Context], None]
 
-def draw_job_state(layout, fr) -> None:
+
+def draw_job_state(layout: bpy.types.UILayout, fr: Any) -> None:
     """Progress bar, message and Cancel while a job runs; the last error otherwise."""
     state = fr.job_state
     if state.running:
@@ -31,14 +37,15 @@ class SidebarPanel:
     bl_category = CATEGORY
 
 
-def _panel_draw(draw_stage):
-    def draw(self, context):  # Blender checks that draw takes exactly (self, context)
-        draw_stage(self.layout, context)
+def _panel_draw(draw_stage: StageDraw) -> Callable[[bpy.types.Panel, bpy.types.Context], None]:
+    def draw(self: bpy.types.Panel, context: bpy.types.Context) -> None:  # Blender checks: exactly (self, context)
+        if self.layout is not None:  # always, while Blender draws the panel
+            draw_stage(self.layout, context)
 
     return draw
 
 
-def make_panels(stage_panels: list[tuple[str, str, object]]) -> list[type]:
+def make_panels(stage_panels: Sequence[tuple[str, str, StageDraw]]) -> list[type]:
     """One panel class per stage in the Sequencer and in the Compositor sidebar."""
     classes = []
     for space, short, poll in (("SEQUENCE_EDITOR", "sequencer", None),

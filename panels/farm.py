@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from ..addon import farm
+import bpy
+
+from ..addon import farm, props
 from .common import draw_job_state
 
 
-def draw_farm(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_farm(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     settings = fr.farm
     draw_job_state(layout, fr)
     col = layout.column()

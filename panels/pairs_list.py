@@ -1,12 +1,18 @@
 """The pairs list (UIList) shown in the Pairs panel."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import bpy
 
 
 class FILMREC_UL_pairs(bpy.types.UIList):
     """Source -> Reference frame, label, accepted/rejected, hold-out, alignment score."""
 
-    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+    def draw_item(self, context: bpy.types.Context, layout: bpy.types.UILayout, data: Any, item: Any,
+                  icon: int | None, active_data: Any, active_propname: str | None, index: int | None,
+                  flt_flag: int | None = None) -> None:
         row = layout.row(align=True)
         row.label(text="", icon="CHECKMARK" if item.accepted else "CANCEL")
         row.label(text=f"{item.source_frame} > {item.reference_frame}")

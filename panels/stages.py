@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import bpy
 
-from ..addon import preferences, recipe
+from ..addon import preferences, props, recipe
 from .common import draw_job_state
 
+if TYPE_CHECKING:
+    from bpy.stub_internal.rna_enums import IconItems
 
-def draw_ingest(layout, context) -> None:
-    fr = context.scene.film_recovery
+
+def draw_ingest(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     layout.operator("film_recovery.setup_aces", icon="COLOR")
     layout.operator("film_recovery.generate_sample", icon="FILE_IMAGE")
@@ -27,7 +32,7 @@ def draw_ingest(layout, context) -> None:
     if fr.qc_checks:
         box = layout.box()
         box.label(text=f"QC: {fr.qc_status.upper()}")
-        icons = {"pass": "CHECKMARK", "warn": "ERROR", "fail": "CANCEL"}
+        icons: dict[str, IconItems] = {"pass": "CHECKMARK", "warn": "ERROR", "fail": "CANCEL"}
         for item in fr.qc_checks:
             row = box.row()
             row.alert = item.status == "fail"
@@ -54,8 +59,8 @@ def draw_ingest(layout, context) -> None:
         row.prop(fr.conform, name)
 
 
-def draw_pairs(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_pairs(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     layout.prop(fr, "pair_scope")
     for warning in recipe.scope_warnings(fr)[:3]:
@@ -92,8 +97,8 @@ def draw_pairs(layout, context) -> None:
     layout.operator("film_recovery.contact_sheet", icon="IMAGE_DATA")
 
 
-def draw_align(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_align(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     col = layout.column()
     col.prop(fr.alignment, "model")
@@ -104,14 +109,15 @@ def draw_align(layout, context) -> None:
     for line in fr.align_warnings.splitlines()[:4]:
         layout.label(text=line[:110], icon="ERROR")
     box = layout.box()
-    box.label(text=f"Manual warp (frame {context.scene.frame_current})")
+    frame = context.scene.frame_current if context.scene is not None else 0
+    box.label(text=f"Manual warp (frame {frame})")
     box.prop(fr, "manual_offset")
     row = box.row()
     row.prop(fr, "manual_angle")
     row.prop(fr, "manual_scale")
     row = box.row(align=True)
     row.operator("film_recovery.key_manual", icon="KEYFRAME")
-    manual = context.scene.frame_current in {ref.frame for ref in fr.alignment.use_manual}
+    manual = frame in {ref.frame for ref in fr.alignment.use_manual}
     row.operator("film_recovery.toggle_manual_frame", text="Manual" if manual else "Auto", icon="ARROW_LEFTRIGHT")
     row = layout.row(align=True)
     row.operator("film_recovery.build_node_trees", icon="NODETREE")
@@ -129,8 +135,8 @@ def draw_align(layout, context) -> None:
     row.label(text=f"{len(fr.crop.keys)} key(s)")
 
 
-def draw_ground_truth(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_ground_truth(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     layout.prop(fr, "branch", expand=True)
     layout.label(text="Chroma: Source Y + Reference CbCr" if fr.branch == "chroma"
@@ -143,14 +149,14 @@ def draw_ground_truth(layout, context) -> None:
         layout.label(text=f"Dataset: {fr.dataset_dir}"[:110])
 
 
-def _preview(layout, kind: str) -> None:
+def _preview(layout: bpy.types.UILayout, kind: str) -> None:
     """A training/inference preview image (loaded by the job runner when the engine announces it)."""
     image = bpy.data.images.get(f"FR {kind}")
     if image is not None and image.preview is not None:
         layout.template_icon(icon_value=image.preview.icon_id, scale=10.0)
 
 
-def _draw_spatial_defaults(layout, training) -> None:
+def _draw_spatial_defaults(layout: bpy.types.UILayout, training: Any) -> None:
     """The spatial branch's measured defaults, the ones that differ marked, and a button to use them."""
     from ..ml.job import spatial_training_defaults
 
@@ -167,8 +173,8 @@ def _draw_spatial_defaults(layout, training) -> None:
     box.operator("film_recovery.use_spatial_defaults", icon="CHECKMARK")
 
 
-def draw_train(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_train(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     training = fr.training
     col = layout.column()
@@ -192,8 +198,8 @@ def draw_train(layout, context) -> None:
         layout.label(text=f"Model: {fr.model_path}"[:110], icon="CHECKMARK")
 
 
-def draw_inference(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_inference(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     layout.prop(fr, "model_path")
     col = layout.column()
@@ -204,8 +210,8 @@ def draw_inference(layout, context) -> None:
         layout.label(text=f"Frames: {fr.infer_display}"[:110])
 
 
-def draw_review(layout, context) -> None:
-    fr = context.scene.film_recovery
+def draw_review(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    fr = props.recipe_of(context.scene)
     draw_job_state(layout, fr)
     row = layout.row(align=True)
     for mode, label in (("result", "Result"), ("wipe", "A/B Wipe"), ("difference", "Difference")):
