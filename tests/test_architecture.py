@@ -96,3 +96,23 @@ def test_dependencies_point_one_way():
                     if target in forbidden:
                         offenders.append(f"{path.relative_to(ROOT)}:{line} imports {target}")
     assert not offenders, offenders
+
+
+MAX_FUNCTION_LINES = 80
+LONG_REASON = "# long function:"  # on the line above a def: why this one may run longer
+
+
+def test_no_engine_function_runs_over_80_lines_without_a_written_reason():
+    offenders = []
+    for path in _engine_files():
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines), filename=str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            length = node.end_lineno - node.lineno + 1
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            reason = lines[first - 2].strip() if first >= 2 else ""
+            if length > MAX_FUNCTION_LINES and not reason.startswith(LONG_REASON):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} is {length} lines")
+    assert not offenders, "split these into named phases, or write why above the def " \
+                          f"('{LONG_REASON} ...'): {offenders}"

@@ -9,6 +9,7 @@ is called. `python tests/test_typecheck.py` prints the report.
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -100,3 +101,79 @@ if __name__ == "__main__":
         outcome = run_mypy(Path(folder), ROOT / ".mypy_cache")
         print(outcome.stdout + outcome.stderr, end="")
     sys.exit(outcome.returncode)
+
+
+# --- what the stubs cannot see: our own operator ids and their properties ---------------------------------------
+
+def _operator_classes() -> dict[str, set[str]]:
+    """bl_idname -> property names (class annotations, with those of base classes defined in the add-on)."""
+    classes: dict[str, ast.ClassDef] = {}
+    for path in [*(ROOT / "operators").glob("*.py"), *(ROOT / "addon").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                classes[node.name] = node
+
+    def properties(cls: ast.ClassDef) -> set[str]:
+        names = {n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+        for base in cls.bases:
+            name = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+            if name in classes and classes[name] is not cls:
+                names |= properties(classes[name])
+        return names
+
+    ids = {}
+    for cls in classes.values():
+        for node in cls.body:
+            if (isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "bl_idname" for t in node.targets)
+                    and isinstance(node.value, ast.Constant)):
+                ids[node.value.value] = properties(cls)
+    return ids
+
+
+def _operator_call(node: ast.AST) -> str | None:
+    """The id of `<layout>.operator("film_recovery.x", ...)`, else None."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "operator"
+            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        return node.args[0].value
+    return None
+
+
+def test_every_operator_the_ui_calls_exists_with_the_properties_it_sets() -> None:
+    operators = _operator_classes()
+    assert len(operators) > 20
+    problems = []
+    for path in sorted([*(ROOT / "panels").glob("*.py"), *(ROOT / "addon").glob("*.py")]):
+        tree = ast.parse(path.read_text())
+        bound: dict[str, str] = {}  # op = layout.operator("film_recovery.x") -> {"op": "film_recovery.x"}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if (op_id := _operator_call(node.value)) is not None:
+                    bound[node.targets[0].id] = op_id
+        for node in ast.walk(tree):
+            if (op_id := _operator_call(node)) is not None and op_id.startswith("film_recovery."):
+                if op_id not in operators:
+                    problems.append(f"{path.name}:{node.lineno} calls unknown operator {op_id}")
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if not isinstance(target, ast.Attribute):
+                        continue
+                    owner = target.value
+                    op_id = _operator_call(owner) or (bound.get(owner.id) if isinstance(owner, ast.Name) else None)
+                    if op_id in operators and target.attr not in operators[op_id]:
+                        problems.append(f"{path.name}:{node.lineno} sets {op_id}.{target.attr}, "
+                                        f"which is not one of its properties {sorted(operators[op_id])}")
+    assert not problems, problems
+
+
+def test_every_bpy_ops_film_recovery_call_names_a_registered_operator() -> None:
+    operators = _operator_classes()
+    problems = []
+    for path in sorted([*ROOT.glob("*.py"), *(ROOT / "addon").glob("*.py"), *(ROOT / "operators").glob("*.py"),
+                        *(ROOT / "panels").glob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            # bpy.ops.film_recovery.<name>
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "film_recovery" and isinstance(node.value.value, ast.Attribute)
+                    and node.value.value.attr == "ops" and f"film_recovery.{node.attr}" not in operators):
+                problems.append(f"{path.relative_to(ROOT)}:{node.lineno} bpy.ops.film_recovery.{node.attr}")
+    assert not problems, problems
