@@ -10,7 +10,7 @@ import bpy
 class FILMREC_UL_pairs(bpy.types.UIList):
     """Source -> Reference frame, label, accepted/rejected, hold-out, alignment score."""
 
-    def draw_item(self, context: bpy.types.Context, layout: bpy.types.UILayout, data: Any, item: Any,
+    def draw_item(self, context: bpy.types.Context, layout: bpy.types.UILayout, data: Any, item: Any,  # noqa: PLR0913  Blender calls it with these
                   icon: int | None, active_data: Any, active_propname: str | None, index: int | None,
                   flt_flag: int | None = None) -> None:
         row = layout.row(align=True)
