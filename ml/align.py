@@ -327,6 +327,136 @@ def _check_warp(w_pix: np.ndarray, box: tuple[float, float, float, float]) -> st
     return ""
 
 
+def _fit_conform(src_shape: Sequence[int], ref_shape: Sequence[int]) -> np.ndarray:
+    """The default init: the Reference fitted inside the Source (uniform scale, centred)."""
+    return warp.conform_matrix("fit", (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]))
+
+
+def _failed(m_init: np.ndarray, reason: str, iterations: int = 0, confidence: float = 0.0) -> Solve:
+    """A failed solve: it keeps the init matrix and says why."""
+    return Solve(m_init.copy(), max(confidence, 0.0), "failed", iterations, f"alignment failed: {reason}")
+
+
+@dataclass
+class _Pyramid:
+    """Both images on the Source raster, fine (0) to coarse, and the ROI geometry of one solve."""
+
+    source: list[np.ndarray]  # Source luma
+    reference: list[np.ndarray]  # Reference luma, pre-warped by the init matrix
+    valid: list[np.ndarray]  # 1 where the pre-warped Reference holds real data
+    box: tuple[float, float, float, float]  # ROI, full-resolution Source pixels
+    to_norm: np.ndarray  # full-resolution pixel -> ROI-normalised coordinates
+    ecc_levels: int  # ECC runs on levels ecc_levels - 1 .. 0
+    phase_level: int  # the level of the phase correlation
+    confidence_level: int  # the level where the confidence is read
+
+
+def _level_counts(box: tuple[float, float, float, float], src_shape: Sequence[int]) -> tuple[int, int, int]:
+    """(ECC levels, phase-correlation level, confidence level) for a ROI on a Source raster."""
+    roi_min = min(box[2] - box[0], box[3] - box[1])
+    ecc_levels = 1
+    while roi_min / 2 ** ecc_levels >= _MIN_LEVEL_SIDE and ecc_levels < 7:
+        ecc_levels += 1
+    phase_level = max(0, int(round(math.log2(max(src_shape) / _PHASE_SIDE))))
+    # The confidence is read at the finest level whose ROI is at most _CONFIDENCE_SIDE px: at full
+    # 2K/4K resolution grain decorrelates the images and would make every good solve look weak.
+    roi_long = max(box[2] - box[0], box[3] - box[1])
+    confidence_level = min(ecc_levels - 1, max(0, math.ceil(math.log2(max(roi_long / _CONFIDENCE_SIDE, 1.0)))))
+    return ecc_levels, phase_level, confidence_level
+
+
+def _build_pyramid(source_img: np.ndarray, reference_img: np.ndarray, m_init: np.ndarray,
+                   roi: float) -> _Pyramid:
+    """Resample the Reference onto the Source raster and build the pyramids the solve needs."""
+    src_shape = source_img.shape[:2]
+    ref_on_source = warp.warp_to_source(luma(reference_img), m_init, src_shape)
+    ref_valid = warp.valid_mask(m_init, reference_img.shape[:2], src_shape).astype(np.float32)
+    src_lum = luma(source_img)
+    box = _roi_box(src_shape, roi)
+    ecc_levels, phase_level, confidence_level = _level_counts(box, src_shape)
+    src_pyr, ref_pyr, valid_pyr = [src_lum], [ref_on_source], [ref_valid]
+    for _ in range(1, max(ecc_levels, phase_level + 1)):
+        src_pyr.append(_downsample(src_pyr[-1]))
+        ref_pyr.append(_downsample(ref_pyr[-1]))
+        # A coarse pixel is valid only where its whole footprint was; the threshold trims ~2 px.
+        valid_pyr.append((_downsample(valid_pyr[-1]) > 0.999).astype(np.float32))
+    return _Pyramid(src_pyr, ref_pyr, valid_pyr, box, _normaliser(box), ecc_levels, phase_level, confidence_level)
+
+
+def _make_level(pyr: _Pyramid, lv: int) -> _Level:
+    """Structure images, sample points and samplers of one ECC level."""
+    lm = _level_matrix(lv)
+    x0, y0, x1, y1 = (v * 0.5 ** lv for v in pyr.box)
+    # Structure images only around the ROI: the warp moves the ROI a little once the coarse
+    # levels have done the travelling, and samples beyond the window count as invalid.
+    margin = max(32.0, 0.15 * max(x1 - x0, y1 - y0))
+    hl, wl = pyr.source[lv].shape
+    wx0, wy0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
+    wx1, wy1 = min(wl, int(x1 + margin) + 1), min(hl, int(y1 + margin) + 1)
+    window = (slice(wy0, wy1), slice(wx0, wx1))
+    s_feat = structure_image(pyr.source[lv][window])
+    r_valid = pyr.valid[lv][window]
+    r_feat = structure_image(pyr.reference[lv][window]) * r_valid
+    xs = np.arange(math.ceil(x0), math.floor(x1) + 1)
+    ys = np.arange(math.ceil(y0), math.floor(y1) + 1)
+    stride = max(1, int(math.ceil(math.sqrt(len(xs) * len(ys) / _MAX_POINTS))))
+    gx, gy = np.meshgrid(xs[::stride], ys[::stride])
+    px, py = gx.ravel().astype(np.float64), gy.ravel().astype(np.float64)
+    to_norm = pyr.to_norm @ np.linalg.inv(lm)
+    xn, yn = warp.apply_matrix(to_norm, px, py)
+    return _Level(template=s_feat[gy.ravel() - wy0, gx.ravel() - wx0].astype(np.float64), px=px, py=py,
+                  xn=xn, yn=yn, sampler=warp.BilinearSampler(_gradients(r_feat)),
+                  valid=warp.BilinearSampler(r_valid), to_norm=to_norm,
+                  scale=1.0 / to_norm[0, 0], origin=(wx0, wy0))
+
+
+def _coarse_search(pyr: _Pyramid, coarse: _Level) -> np.ndarray:
+    """The starting W: the phase-correlation shift where it correlates better than none."""
+    lv = pyr.phase_level
+    s_feat = structure_image(pyr.source[lv])
+    r_feat = structure_image(pyr.reference[lv]) * pyr.valid[lv]
+    dx, dy, _ = phase_correlation(s_feat, r_feat)
+    # a(x) = b(x - d) with a = Source, b = Reference: Source x shows Reference x - d.
+    shift_pix = warp.translation(-dx * 2 ** lv, -dy * 2 ** lv)
+    candidate = pyr.to_norm @ shift_pix @ np.linalg.inv(pyr.to_norm)
+    identity = np.eye(3)
+    return candidate if _correlation(coarse, candidate)[0] > _correlation(coarse, identity)[0] else identity
+
+
+def _refine(pyr: _Pyramid, coarse: _Level, w_norm: np.ndarray, model: str,
+            max_iterations: int) -> tuple[np.ndarray, float, int, str]:
+    """ECC from the coarsest level to the finest: (W, confidence, iterations, why it failed or '')."""
+    iterations = 0
+    levels: dict[int, _Level] = {}
+    try:
+        for lv in range(pyr.ecc_levels - 1, -1, -1):
+            levels[lv] = level = coarse if lv == pyr.ecc_levels - 1 else _make_level(pyr, lv)
+            # Coarse levels do the travelling; the finest level only polishes.
+            w_norm, it = _ecc_level(level, w_norm, model, max_iterations, eps_px=0.01 if lv else 0.005)
+            iterations += it
+        rho = _correlation(levels[pyr.confidence_level], w_norm)[0]
+    except _SolveFailed as exc:
+        return w_norm, 0.0, iterations, str(exc)
+    return w_norm, rho, iterations, ""
+
+
+def _verdict(pyr: _Pyramid, w_norm: np.ndarray, m_init: np.ndarray, rho: float, iterations: int) -> Solve:
+    """The Reference->Source matrix of a converged W, judged by its plausibility and correlation."""
+    w_pix = np.linalg.inv(pyr.to_norm) @ w_norm @ pyr.to_norm
+    problem = _check_warp(w_pix, pyr.box)
+    if problem:
+        return _failed(m_init, problem, iterations, rho)
+    m = np.linalg.inv(w_pix) @ m_init
+    m = m / m[2, 2]
+    if rho < FAILED_CORRELATION:
+        return _failed(m_init, f"correlation {rho:.2f} in the region of interest is below {FAILED_CORRELATION} "
+                       "(different pictures, or too little structure)", iterations, rho)
+    if rho < LOW_CORRELATION:
+        return Solve(m, rho, "low_confidence", iterations,
+                     f"correlation {rho:.2f} is low: check this frame's alignment by eye")
+    return Solve(m, rho, "ok", iterations, f"correlation {rho:.2f}")
+
+
 def solve_alignment(source_img: np.ndarray, reference_img: np.ndarray, model: MotionModel = "similarity",
                     roi: float = 0.6, init: np.ndarray | Sequence[float] | None = None,
                     max_iterations: int = 60, coarse_search: bool = True) -> Solve:
@@ -341,102 +471,14 @@ def solve_alignment(source_img: np.ndarray, reference_img: np.ndarray, model: Mo
         raise ValueError(f"unknown motion model {model!r}; use one of {', '.join(MODELS)}")
     if not 0.05 <= roi <= 1.0:
         raise ValueError(f"roi must be within 0.05..1, got {roi}")
-    src_shape = source_img.shape[:2]
-    ref_shape = reference_img.shape[:2]
-    if init is None:
-        m_init = warp.conform_matrix("fit", (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]))
-    else:
-        m_init = warp.as_matrix(init)
-
-    def failed(reason: str, iterations: int = 0, confidence: float = 0.0) -> Solve:
-        return Solve(m_init.copy(), max(confidence, 0.0), "failed", iterations, f"alignment failed: {reason}")
-
-    ref_on_source = warp.warp_to_source(luma(reference_img), m_init, src_shape)
-    ref_valid = warp.valid_mask(m_init, ref_shape, src_shape).astype(np.float32)
-    src_lum = luma(source_img)
-    box = _roi_box(src_shape, roi)
-    to_norm0 = _normaliser(box)
-
-    # Pyramid: enough levels for the coarse ECC level and for the phase-correlation level.
-    roi_min = min(box[2] - box[0], box[3] - box[1])
-    ecc_levels = 1
-    while roi_min / 2 ** ecc_levels >= _MIN_LEVEL_SIDE and ecc_levels < 7:
-        ecc_levels += 1
-    phase_level = max(0, int(round(math.log2(max(src_shape) / _PHASE_SIDE))))
-    n_levels = max(ecc_levels, phase_level + 1)
-    src_pyr, ref_pyr, valid_pyr = [src_lum], [ref_on_source], [ref_valid]
-    for _ in range(1, n_levels):
-        src_pyr.append(_downsample(src_pyr[-1]))
-        ref_pyr.append(_downsample(ref_pyr[-1]))
-        # A coarse pixel is valid only where its whole footprint was; the threshold trims ~2 px.
-        valid_pyr.append((_downsample(valid_pyr[-1]) > 0.999).astype(np.float32))
-
-    def make_level(lv: int) -> _Level:
-        lm = _level_matrix(lv)
-        x0, y0, x1, y1 = (v * 0.5 ** lv for v in box)
-        # Structure images only around the ROI: the warp moves the ROI a little once the coarse
-        # levels have done the travelling, and samples beyond the window count as invalid.
-        margin = max(32.0, 0.15 * max(x1 - x0, y1 - y0))
-        hl, wl = src_pyr[lv].shape
-        wx0, wy0 = max(0, int(x0 - margin)), max(0, int(y0 - margin))
-        wx1, wy1 = min(wl, int(x1 + margin) + 1), min(hl, int(y1 + margin) + 1)
-        window = (slice(wy0, wy1), slice(wx0, wx1))
-        s_feat = structure_image(src_pyr[lv][window])
-        r_valid = valid_pyr[lv][window]
-        r_feat = structure_image(ref_pyr[lv][window]) * r_valid
-        xs = np.arange(math.ceil(x0), math.floor(x1) + 1)
-        ys = np.arange(math.ceil(y0), math.floor(y1) + 1)
-        stride = max(1, int(math.ceil(math.sqrt(len(xs) * len(ys) / _MAX_POINTS))))
-        gx, gy = np.meshgrid(xs[::stride], ys[::stride])
-        px, py = gx.ravel().astype(np.float64), gy.ravel().astype(np.float64)
-        to_norm = to_norm0 @ np.linalg.inv(lm)
-        xn, yn = warp.apply_matrix(to_norm, px, py)
-        return _Level(template=s_feat[gy.ravel() - wy0, gx.ravel() - wx0].astype(np.float64), px=px, py=py,
-                      xn=xn, yn=yn, sampler=warp.BilinearSampler(_gradients(r_feat)),
-                      valid=warp.BilinearSampler(r_valid), to_norm=to_norm,
-                      scale=1.0 / to_norm[0, 0], origin=(wx0, wy0))
-
-    coarse = make_level(ecc_levels - 1)
-    w_norm = np.eye(3)
-    if coarse_search:
-        s_feat = structure_image(src_pyr[phase_level])
-        r_feat = structure_image(ref_pyr[phase_level]) * valid_pyr[phase_level]
-        dx, dy, _ = phase_correlation(s_feat, r_feat)
-        # a(x) = b(x - d) with a = Source, b = Reference: Source x shows Reference x - d.
-        shift_pix = warp.translation(-dx * 2 ** phase_level, -dy * 2 ** phase_level)
-        candidate = to_norm0 @ shift_pix @ np.linalg.inv(to_norm0)
-        if _correlation(coarse, candidate)[0] > _correlation(coarse, w_norm)[0]:
-            w_norm = candidate
-
-    # The confidence is read at the finest level whose ROI is at most _CONFIDENCE_SIDE px: at full
-    # 2K/4K resolution grain decorrelates the images and would make every good solve look weak.
-    roi_long = max(box[2] - box[0], box[3] - box[1])
-    confidence_level = min(ecc_levels - 1, max(0, math.ceil(math.log2(max(roi_long / _CONFIDENCE_SIDE, 1.0)))))
-    iterations = 0
-    levels: dict[int, _Level] = {}
-    try:
-        for lv in range(ecc_levels - 1, -1, -1):
-            levels[lv] = level = coarse if lv == ecc_levels - 1 else make_level(lv)
-            # Coarse levels do the travelling; the finest level only polishes.
-            w_norm, it = _ecc_level(level, w_norm, model, max_iterations, eps_px=0.01 if lv else 0.005)
-            iterations += it
-        rho = _correlation(levels[confidence_level], w_norm)[0]
-    except _SolveFailed as exc:
-        return failed(str(exc), iterations)
-
-    w_pix = np.linalg.inv(to_norm0) @ w_norm @ to_norm0
-    problem = _check_warp(w_pix, box)
-    if problem:
-        return failed(problem, iterations, rho)
-    m = np.linalg.inv(w_pix) @ m_init
-    m = m / m[2, 2]
-    if rho < FAILED_CORRELATION:
-        return failed(f"correlation {rho:.2f} in the region of interest is below {FAILED_CORRELATION} "
-                      "(different pictures, or too little structure)", iterations, rho)
-    if rho < LOW_CORRELATION:
-        return Solve(m, rho, "low_confidence", iterations,
-                     f"correlation {rho:.2f} is low: check this frame's alignment by eye")
-    return Solve(m, rho, "ok", iterations, f"correlation {rho:.2f}")
+    m_init = _fit_conform(source_img.shape, reference_img.shape) if init is None else warp.as_matrix(init)
+    pyr = _build_pyramid(source_img, reference_img, m_init, roi)
+    coarse = _make_level(pyr, pyr.ecc_levels - 1)
+    w_norm = _coarse_search(pyr, coarse) if coarse_search else np.eye(3)
+    w_norm, rho, iterations, failure = _refine(pyr, coarse, w_norm, model, max_iterations)
+    if failure:
+        return _failed(m_init, failure, iterations)
+    return _verdict(pyr, w_norm, m_init, rho, iterations)
 
 
 # ----------------------------------------------------------------------------- sequences
@@ -474,96 +516,155 @@ def spread_frames(frames: Sequence[int], count: int) -> list[int]:
     return [frames[i] for i in idx]
 
 
+@dataclass(frozen=True)
+class SequenceOptions:
+    """How solve_sequence solves a shot (the recipe's alignment settings)."""
+
+    model: MotionModel = "similarity"  # motion model of the shot's matrix
+    mode: Literal["global", "per_frame"] = "global"  # one matrix for the shot, or per-frame weave on top
+    smoothing: int = 5  # per_frame: window (frames) of the weave outlier check; <= 1 disables it
+    roi: float = 0.6  # side fraction of the central Source region each solve looks at
+    max_global_frames: int = 9  # frames (spread over the run) the shot's matrix is solved on
+
+
+@dataclass
+class _SequenceRun:
+    """What the phases of one solve_sequence call share: frame access, the conform, the progress count."""
+
+    get_src: Callable[[int], np.ndarray]
+    get_ref: Callable[[int], np.ndarray]
+    pairs: dict[int, int]
+    roi: float
+    total: int  # frame solves reported through `progress`
+    progress: Callable[[int, int, int, Solve], None] | None
+    m_init: np.ndarray | None  # None until the first frame gives the `fit` conform
+    done: int = 0
+    source_shape: Sequence[int] | None = None
+
+    def images(self, f: int) -> tuple[np.ndarray, np.ndarray]:
+        """(Source, Reference) of Source frame f."""
+        return self.get_src(f), self.get_ref(self.pairs.get(f, f))
+
+    def report(self, f: int, solve: Solve) -> None:
+        """Pass one frame solve to `progress`."""
+        if self.progress:
+            self.progress(self.done, self.total, f, solve)
+
+    def solve_sample(self, sample: Sequence[int], model: MotionModel) -> dict[int, Solve]:
+        """Solve the sample frames each on their own, from the conform."""
+        solved = {}
+        for f in sample:
+            src, ref = self.images(f)
+            self.source_shape = src.shape[:2]
+            if self.m_init is None:
+                self.m_init = _fit_conform(src.shape, ref.shape)
+            solved[f] = solve_alignment(src, ref, model, self.roi, self.m_init)
+            self.done = min(self.done + 1, self.total)
+            self.report(f, solved[f])
+        return solved
+
+
+def _trusted(solves: dict[int, Solve]) -> list[Solve]:
+    """The confident solves, or failing those every usable one."""
+    return [s for s in solves.values() if s.status == "ok"] or [s for s in solves.values() if s.usable]
+
+
+def _shot_matrix(run: _SequenceRun, sample: Sequence[int],
+                 model: MotionModel) -> tuple[dict[int, Solve], list[Solve], np.ndarray, str]:
+    """The shot's matrix from the sample's solves: (solves, those combined, matrix, summary).
+
+    No trusted solve gives an empty list and the conform.
+    """
+    own = run.solve_sample(sample, model)
+    good = _trusted(own)
+    if not good:
+        return own, good, run.m_init, ""
+    global_m = combine_solves(good, run.m_init, run.source_shape, model, run.roi)
+    summary = f"global solve from {len(good)} of {len(own)} frames"
+    stretch = _stretch_beyond_conform(global_m, run.m_init)
+    if model in ("affine", "perspective") and stretch > MAX_SHOT_STRETCH:
+        # A real transfer differs from its conform by a fraction of a percent per axis; more than
+        # this is the solve fitting noise (low-texture frames), not geometry.
+        similar = run.solve_sample(sample, "similarity")
+        fallback = _trusted(similar)
+        if fallback:
+            own, good = similar, fallback
+            global_m = combine_solves(good, run.m_init, run.source_shape, "similarity", run.roi)
+            summary = (f"global similarity from {len(good)} of {len(own)} frames (the {model} solve stretched "
+                       f"the picture {stretch:.1%} beyond the conform: too little structure to trust)")
+    return own, good, global_m, summary
+
+
+def _all_failed(frames: Sequence[int], own: dict[int, Solve], m_init: np.ndarray) -> dict[int, Solve]:
+    """Every frame keeps the conform when no sample frame solved."""
+    reasons = "; ".join(f"{f}: {s.message}" for f, s in own.items())
+    return {f: Solve(m_init.copy(), 0.0, "failed", own[f].iterations if f in own else 0,
+                     f"alignment failed on every solved frame ({reasons})") for f in frames}
+
+
+def _global_solves(frames: Sequence[int], own: dict[int, Solve], good: list[Solve], global_m: np.ndarray,
+                   summary: str) -> dict[int, Solve]:
+    """Every frame takes the shot's matrix; a sample frame keeps its own confidence and note."""
+    status = "ok" if all(s.status == "ok" for s in good) else "low_confidence"
+    median_conf = float(np.median([s.confidence for s in good]))
+    out = {}
+    for f in frames:
+        s = own.get(f)
+        note = summary if s is None or s.status == "ok" else f"{summary}; this frame alone: {s.message}"
+        out[f] = Solve(global_m.copy(), s.confidence if s else median_conf, status,
+                       s.iterations if s else 0, note)
+    return out
+
+
+def _per_frame_solves(run: _SequenceRun, frames: Sequence[int], global_m: np.ndarray, model: MotionModel,
+                      smoothing: int) -> dict[int, Solve]:
+    """Each frame's weave on top of the shot's matrix, outliers solved again (_filter_weave)."""
+    frame_model: Literal["translation", "similarity"] = "translation" if model == "translation" else "similarity"
+    residual: dict[int, Solve] = {}
+    for f in frames:
+        residual[f] = solve_frame_on_shot(*run.images(f), global_m, run.roi, frame_model)
+        run.done += 1
+        run.report(f, residual[f])
+
+    def resolve(f: int, start: np.ndarray) -> Solve:
+        return solve_frame_on_shot(*run.images(f), start, run.roi, frame_model, coarse_search=False)
+
+    return _filter_weave(residual, global_m, smoothing, resolve, _roi_corners(run.source_shape, run.roi))
+
+
 def solve_sequence(source_frames: FrameSource, reference_frames: FrameSource, frames: Sequence[int],
-                   model: MotionModel = "similarity", mode: Literal["global", "per_frame"] = "global",
-                   smoothing: int = 5, roi: float = 0.6, init: np.ndarray | None = None,
-                   pairs: Mapping[int, int] | None = None, max_global_frames: int = 9,
+                   options: SequenceOptions = SequenceOptions(), init: np.ndarray | None = None,
+                   pairs: Mapping[int, int] | None = None,
                    progress: Callable[[int, int, int, Solve], None] | None = None) -> dict[int, Solve]:
     """Solve a run of frames. Returns {source frame: Solve}.
 
     `source_frames` / `reference_frames`: {frame: image} or a loader `frame -> image`.
     `pairs` maps a Source frame to its Reference frame (default: the same number).
-    mode='global': the shot shares one matrix, solved on up to `max_global_frames` frames spread
-    over the run and combined by a per-point median (combine_solves).
+    `options` (SequenceOptions) holds the motion model, the mode, the ROI and the windows below.
+    mode='global': the shot shares one matrix, solved on up to `options.max_global_frames` frames
+    spread over the run and combined by a per-point median (combine_solves).
     mode='per_frame' (gate weave): the global solve, then each frame's own similarity (translation,
     rotation, scale) on top of it (`solve_frame_on_shot`: a frame with too little structure for
-    a confident similarity keeps a translation). Weave is followed, not smoothed away: `smoothing`
-    is the window (frames) of a robust check; a frame whose residual warp is an outlier against
-    the window's median (a corner beyond 3 MADs and 0.75 px) or whose solve failed is solved again
-    from that median and keeps the better-correlating result (a failed frame takes the median).
-    smoothing <= 1 disables it.
+    a confident similarity keeps a translation). Weave is followed, not smoothed away:
+    `options.smoothing` is the window (frames) of a robust check; a frame whose residual warp is an
+    outlier against the window's median (a corner beyond 3 MADs and 0.75 px) or whose solve failed
+    is solved again from that median and keeps the better-correlating result (a failed frame takes
+    the median). smoothing <= 1 disables it.
     `progress(done, total, frame, solve)` is called after each frame solve.
     """
     frames = sorted(int(f) for f in frames)
     if not frames:
         return {}
-    get_src, get_ref = _getter(source_frames), _getter(reference_frames)
-    pairs = dict(pairs or {})
-    sample = spread_frames(frames, max_global_frames)
-    total = len(sample) + (len(frames) if mode == "per_frame" else 0)
-    done = 0
-    m_init = None if init is None else warp.as_matrix(init)
-    source_shape = None
-
-    def shot_solves(shot_model: MotionModel) -> dict[int, Solve]:
-        nonlocal done, m_init, source_shape
-        solved = {}
-        for f in sample:
-            src = get_src(f)
-            ref = get_ref(pairs.get(f, f))
-            source_shape = src.shape[:2]
-            if m_init is None:
-                m_init = warp.conform_matrix("fit", (ref.shape[1], ref.shape[0]), (src.shape[1], src.shape[0]))
-            solved[f] = solve_alignment(src, ref, shot_model, roi, m_init)
-            done = min(done + 1, total)
-            if progress:
-                progress(done, total, f, solved[f])
-        return solved
-
-    own = shot_solves(model)
-    good = [s for s in own.values() if s.status == "ok"] or [s for s in own.values() if s.usable]
+    sample = spread_frames(frames, options.max_global_frames)
+    total = len(sample) + (len(frames) if options.mode == "per_frame" else 0)
+    run = _SequenceRun(_getter(source_frames), _getter(reference_frames), dict(pairs or {}), options.roi, total,
+                       progress, None if init is None else warp.as_matrix(init))
+    own, good, global_m, summary = _shot_matrix(run, sample, options.model)
     if not good:
-        reasons = "; ".join(f"{f}: {s.message}" for f, s in own.items())
-        return {f: Solve(m_init.copy(), 0.0, "failed", own[f].iterations if f in own else 0,
-                         f"alignment failed on every solved frame ({reasons})") for f in frames}
-    global_m = combine_solves(good, m_init, source_shape, model, roi)
-    summary = f"global solve from {len(good)} of {len(own)} frames"
-    stretch = _stretch_beyond_conform(global_m, m_init)
-    if model in ("affine", "perspective") and stretch > MAX_SHOT_STRETCH:
-        # A real transfer differs from its conform by a fraction of a percent per axis; more than
-        # this is the solve fitting noise (low-texture frames), not geometry.
-        similar = shot_solves("similarity")
-        fallback = [s for s in similar.values() if s.status == "ok"] or [s for s in similar.values() if s.usable]
-        if fallback:
-            own, good = similar, fallback
-            global_m = combine_solves(good, m_init, source_shape, "similarity", roi)
-            summary = (f"global similarity from {len(good)} of {len(own)} frames (the {model} solve stretched "
-                       f"the picture {stretch:.1%} beyond the conform: too little structure to trust)")
-    status = "ok" if all(s.status == "ok" for s in good) else "low_confidence"
-    median_conf = float(np.median([s.confidence for s in good]))
-
-    if mode == "global":
-        out = {}
-        for f in frames:
-            s = own.get(f)
-            note = summary if s is None or s.status == "ok" else f"{summary}; this frame alone: {s.message}"
-            out[f] = Solve(global_m.copy(), s.confidence if s else median_conf, status,
-                           s.iterations if s else 0, note)
-        return out
-
-    frame_model = "translation" if model == "translation" else "similarity"
-    residual: dict[int, Solve] = {}
-    for f in frames:
-        residual[f] = solve_frame_on_shot(get_src(f), get_ref(pairs.get(f, f)), global_m, roi, frame_model)
-        done += 1
-        if progress:
-            progress(done, total, f, residual[f])
-
-    def resolve(f: int, start: np.ndarray) -> Solve:
-        return solve_frame_on_shot(get_src(f), get_ref(pairs.get(f, f)), start, roi, frame_model,
-                                   coarse_search=False)
-
-    return _filter_weave(residual, global_m, smoothing, resolve, _roi_corners(source_shape, roi))
+        return _all_failed(frames, own, run.m_init)
+    if options.mode == "global":
+        return _global_solves(frames, own, good, global_m, summary)
+    return _per_frame_solves(run, frames, global_m, options.model, options.smoothing)
 
 
 # The shot's affine matrix may differ from the conform by this much anisotropy and shear (ratio of

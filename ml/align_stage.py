@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from . import align, crop, ingest, warp
 from .alignment_apply import solves_digest
 from .errors import FilmRecoveryError
-from .job import Job
+from .job import Crop, Job
 
 _SCHEMA = "film_recovery.align"
 _CACHE_FRAMES = 12  # decoded frames kept while solving (a 2K frame is ~38 MB)
@@ -50,6 +51,116 @@ def _frames_and_pairs(job: Job, frames_arg: str) -> tuple[list[int], dict[int, i
     return frames, mapping, scored
 
 
+@dataclasses.dataclass
+class _Shot:
+    """What the phases of align_shot share: the frames, their cached loaders, the conform, progress."""
+
+    job: Job
+    reporter: Any
+    frames: list[int]  # frames to solve
+    mapping: dict[int, int]  # Source frame -> Reference frame
+    scored: list[int]  # frames whose pairs are scored
+    source: Callable[[int], np.ndarray]
+    reference: Callable[[int], np.ndarray]
+    src_shape: tuple[int, int]
+    ref_shape: tuple[int, int]
+    init: np.ndarray  # the conform, from the first pair's sizes
+    solve_total: int = 0  # the solve phase's progress total (scoring counts on from it)
+
+
+def _open_shot(job: Job, reporter, frames_arg: str) -> _Shot:
+    """The frames to solve and score, cached frame loaders and the conform of the first pair."""
+    frames, mapping, scored = _frames_and_pairs(job, frames_arg)
+    source = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.source_frame(job, f))
+    reference = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.reference_frame(job, f))
+    first_src, first_ref = source(frames[0]), reference(mapping[frames[0]])
+    src_shape, ref_shape = first_src.shape[:2], first_ref.shape[:2]
+    init = ingest.conform_matrix(job.conform, (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]),
+                                 job.reference.pixel_aspect, job.source.pixel_aspect)
+    return _Shot(job, reporter, frames, mapping, scored, source, reference, src_shape, ref_shape, init)
+
+
+def _solve(shot: _Shot, model: str, mode: str) -> dict[int, align.Solve]:
+    """Solve the shot's warps, reporting each frame solve and warning about every unsure one."""
+    settings = shot.job.alignment
+
+    def progress(done: int, total: int, frame: int, solve: align.Solve) -> None:
+        shot.solve_total = total
+        shot.reporter.progress(done, total + len(shot.scored), "align",
+                               f"frame {frame}: {solve.status} ({solve.message})")
+
+    options = align.SequenceOptions(model=model, mode=mode, smoothing=settings.smoothing, roi=settings.roi)
+    solves = align.solve_sequence(shot.source, shot.reference, shot.frames, options, init=shot.init,
+                                  pairs=shot.mapping, progress=progress)
+    for f, s in solves.items():
+        if s.status != "ok":
+            shot.reporter.message(f"frame {f}: {s.message}", level="warning")
+    return solves
+
+
+def _score_pairs(shot: _Shot, solves: dict[int, align.Solve], ref_live: crop.Borders
+                 ) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Score each scored pair under the matrix the dataset will use (a manual key wins where switched on).
+
+    Returns (pair entries, Sources, aligned References, live masks); the last three feed the crop.
+    """
+    settings = shot.job.alignment
+    pairs_out, sources, aligned, masks = [], [], [], []
+    for i, f in enumerate(shot.scored):
+        key = str(f)
+        if f in settings.use_manual and key in settings.manual:
+            m, origin = warp.as_matrix(settings.manual[key]), "manual"
+        else:
+            m, origin = solves[f].matrix, "auto" if solves[f].usable else "conform"
+        src, ref = shot.source(f), shot.reference(shot.mapping[f])
+        warped = warp.warp_to_source(ref, m, src.shape)
+        mask = warp.valid_mask(m, ref.shape, src.shape)
+        score = align.alignment_score(src, warped, mask)
+        live = crop.live_mask(m, ref.shape, src.shape, ref_live)
+        finite = bool(np.isfinite(score))
+        pairs_out.append({"source_frame": f, "reference_frame": shot.mapping[f],
+                          "align_score": score if finite else None,
+                          "misaligned": bool(not finite or score > align.MISALIGNED_THRESHOLD),
+                          "matrix_from": origin, "confidence": solves[f].confidence})
+        sources.append(src)
+        aligned.append(warped)
+        masks.append(live)
+        shot.reporter.metric("align_score", score, frame=f)
+        shot.reporter.progress(shot.solve_total + i + 1, shot.solve_total + len(shot.scored), "align",
+                               f"scored frame {f}: {score:.2f} px")
+    return pairs_out, sources, aligned, masks
+
+
+def _warn_weave(reporter, pairs_out: list[dict[str, Any]]) -> None:
+    """Suggest per-frame mode when most pairs stay misaligned under one shared matrix."""
+    misaligned = [p["source_frame"] for p in pairs_out if p["misaligned"]]
+    if len(misaligned) > len(pairs_out) // 2:
+        reporter.message(f"{len(misaligned)} of {len(pairs_out)} pairs stay misaligned under one shared matrix: "
+                         "the Source probably weaves; try --mode per_frame", level="warning")
+
+
+def _edge_warnings(shot: _Shot, solves: dict[int, align.Solve], proposal: Crop,
+                   ref_live: crop.Borders) -> list[str]:
+    """Report where the aligned Reference leaves the crop in use empty, one warning per text."""
+    by_text: dict[str, list[int]] = {}
+    for f in shot.scored:
+        in_use = crop.crop_at_frame(shot.job.crop, f) if shot.job.crop.enabled else proposal
+        for text in align.edge_check(solves[f].matrix, shot.ref_shape, shot.src_shape, in_use, ref_live=ref_live):
+            by_text.setdefault(text, []).append(f)
+    warnings = [f"frame{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}: {text}" for text, fs in by_text.items()]
+    for text in warnings:
+        shot.reporter.message(text, level="warning")
+    return warnings
+
+
+def _solved_matrices(solves: dict[int, align.Solve], mode: str) -> dict[str, list[float]]:
+    """The usable warps keyed by Source frame, and in global mode the shot's matrix as `global`."""
+    solved = {str(f): warp.matrix_to_list(s.matrix) for f, s in solves.items() if s.usable}
+    if mode == "global" and solves and any(s.usable for s in solves.values()):
+        solved["global"] = warp.matrix_to_list(next(s for s in solves.values() if s.usable).matrix)
+    return solved
+
+
 def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = None, mode: str | None = None
                ) -> dict[str, Any]:
     """Solve the Reference->Source warps of a shot, score its pairs and propose the shared crop;
@@ -58,79 +169,23 @@ def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = Non
     settings = job.alignment
     model = model or settings.model
     mode = mode or settings.mode
-    frames, mapping, scored = _frames_and_pairs(job, frames_arg)
-
-    source = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.source_frame(job, f))
-    reference = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.reference_frame(job, f))
-    first_src, first_ref = source(frames[0]), reference(mapping[frames[0]])
-    src_shape, ref_shape = first_src.shape[:2], first_ref.shape[:2]
-    init = ingest.conform_matrix(job.conform, (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]),
-                                 job.reference.pixel_aspect, job.source.pixel_aspect)
-
-    solve_total = 0
-
-    def progress(done: int, total: int, frame: int, solve: align.Solve) -> None:
-        nonlocal solve_total
-        solve_total = total
-        reporter.progress(done, total + len(scored), "align", f"frame {frame}: {solve.status} ({solve.message})")
-
-    solves = align.solve_sequence(source, reference, frames, model=model, mode=mode, smoothing=settings.smoothing,
-                                  roi=settings.roi, init=init, pairs=mapping, progress=progress)
-    for f, s in solves.items():
-        if s.status != "ok":
-            reporter.message(f"frame {f}: {s.message}", level="warning")
-
-    ref_live = crop.detect_borders([reference(mapping[f]) for f in align.spread_frames(scored, 3)])
-    # Score the pairs with the matrix the dataset will use (a manual key wins where switched on).
-    pairs_out, sources, aligned, masks = [], [], [], []
-    for i, f in enumerate(scored):
-        key = str(f)
-        if f in settings.use_manual and key in settings.manual:
-            m, origin = warp.as_matrix(settings.manual[key]), "manual"
-        else:
-            m, origin = solves[f].matrix, "auto" if solves[f].usable else "conform"
-        src, ref = source(f), reference(mapping[f])
-        warped = warp.warp_to_source(ref, m, src.shape)
-        mask = warp.valid_mask(m, ref.shape, src.shape)
-        score = align.alignment_score(src, warped, mask)
-        live = crop.live_mask(m, ref.shape, src.shape, ref_live)
-        finite = bool(np.isfinite(score))
-        pairs_out.append({"source_frame": f, "reference_frame": mapping[f], "align_score": score if finite else None,
-                          "misaligned": bool(not finite or score > align.MISALIGNED_THRESHOLD),
-                          "matrix_from": origin, "confidence": solves[f].confidence})
-        sources.append(src)
-        aligned.append(warped)
-        masks.append(live)
-        reporter.metric("align_score", score, frame=f)
-        reporter.progress(solve_total + i + 1, solve_total + len(scored), "align", f"scored frame {f}: {score:.2f} px")
-
-    misaligned = [p["source_frame"] for p in pairs_out if p["misaligned"]]
-    if mode == "global" and len(misaligned) > len(pairs_out) // 2:
-        reporter.message(f"{len(misaligned)} of {len(pairs_out)} pairs stay misaligned under one shared matrix: "
-                         "the Source probably weaves; try --mode per_frame", level="warning")
-    margin = max(4, int(round(0.005 * src_shape[1])))
+    shot = _open_shot(job, reporter, frames_arg)
+    solves = _solve(shot, model, mode)
+    ref_live = crop.detect_borders([shot.reference(shot.mapping[f]) for f in align.spread_frames(shot.scored, 3)])
+    pairs_out, sources, aligned, masks = _score_pairs(shot, solves, ref_live)
+    if mode == "global":
+        _warn_weave(reporter, pairs_out)
+    margin = max(4, int(round(0.005 * shot.src_shape[1])))
     proposal = crop.shared_crop(sources, aligned, masks, margin=margin)
-    by_text: dict[str, list[int]] = {}
-    for f in scored:
-        in_use = crop.crop_at_frame(job.crop, f) if job.crop.enabled else proposal
-        for text in align.edge_check(solves[f].matrix, ref_shape, src_shape, in_use, ref_live=ref_live):
-            by_text.setdefault(text, []).append(f)
-    warnings = [f"frame{'s' if len(fs) > 1 else ''} {', '.join(map(str, fs))}: {text}" for text, fs in by_text.items()]
-    for text in warnings:
-        reporter.message(text, level="warning")
-
-    solved = {str(f): warp.matrix_to_list(s.matrix) for f, s in solves.items() if s.usable}
-    if mode == "global" and solves and any(s.usable for s in solves.values()):
-        solved["global"] = warp.matrix_to_list(next(s for s in solves.values() if s.usable).matrix)
-    crop_dict = dataclasses.asdict(proposal)
-    payload = {
+    warnings = _edge_warnings(shot, solves, proposal, ref_live)
+    solved = _solved_matrices(solves, mode)
+    return {
         "schema": _SCHEMA, "version": 1, "model": model, "mode": mode, "roi": settings.roi,
         "solves": solved,
         "frames": {str(f): {k: v for k, v in s.to_dict().items() if k != "matrix"} for f, s in solves.items()},
         "pairs": pairs_out,
         "misaligned_threshold": align.MISALIGNED_THRESHOLD,
-        "crop": crop_dict,
+        "crop": dataclasses.asdict(proposal),
         "edge_warnings": warnings,
         "solves_sha256": solves_digest(solved),
     }
-    return payload

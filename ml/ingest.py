@@ -185,8 +185,8 @@ def conform_matrix(conform: Conform, reference_size: tuple[int, int], source_siz
                    ref_pixel_aspect: float = 1.0, src_pixel_aspect: float = 1.0) -> np.ndarray:
     """3x3 M mapping Reference pixels to Source pixels ([xs, ys, 1] = M @ [xr, yr, 1]) for
     job.conform; sizes are (w, h). The geometry lives in `warp.conform_matrix`."""
-    return warp.conform_matrix(conform.mode, reference_size, source_size, conform.scale_x, conform.scale_y,
-                               conform.offset_x, conform.offset_y, ref_pixel_aspect=ref_pixel_aspect,
+    return warp.conform_matrix(conform.mode, reference_size, source_size, (conform.scale_x, conform.scale_y),
+                               (conform.offset_x, conform.offset_y), ref_pixel_aspect=ref_pixel_aspect,
                                source_pixel_aspect=src_pixel_aspect)
 
 

@@ -67,16 +67,15 @@ def resize_matrix(src_size: tuple[int, int], dst_size: tuple[int, int]) -> np.nd
 
 
 def conform_matrix(mode: str, ref_size: tuple[int, int], source_size: tuple[int, int],
-                   scale_x: float = 1.0, scale_y: float = 1.0, offset_x: float = 0.0,
-                   offset_y: float = 0.0, ref_pixel_aspect: float = 1.0,
-                   source_pixel_aspect: float = 1.0) -> np.ndarray:
+                   scale: tuple[float, float] = (1.0, 1.0), offset: tuple[float, float] = (0.0, 0.0),
+                   ref_pixel_aspect: float = 1.0, source_pixel_aspect: float = 1.0) -> np.ndarray:
     """The Reference→Source placement of job.conform (before any alignment solve).
 
     fit: uniform scale so the whole Reference fits inside the Source, centred; fill: uniform scale
     so it covers the Source; stretch: edges coincide; none: 1:1, centred. Sizes are (width, height)
-    in pixels; pixel aspects make fit/fill work on displayed shapes. Then scale_x/scale_y about the
-    Source centre and offset_x/offset_y in Source pixels, offset_y positive = UP (Blender's
-    Transform node convention, as the add-on shows it).
+    in pixels; pixel aspects make fit/fill work on displayed shapes. Then `scale` (x, y) about the
+    Source centre and `offset` (x, y) in Source pixels, y positive = UP (Blender's Transform node
+    convention, as the add-on shows it).
     """
     rw, rh = ref_size
     sw, sh = source_size
@@ -98,7 +97,7 @@ def conform_matrix(mode: str, ref_size: tuple[int, int], source_size: tuple[int,
         base = (translation((sw - 1) / 2.0, (sh - 1) / 2.0) @ scaling(kx, ky)
                 @ translation(-(rw - 1) / 2.0, -(rh - 1) / 2.0))
     centre = ((sw - 1) / 2.0, (sh - 1) / 2.0)
-    extra = (translation(offset_x, -offset_y) @ translation(*centre) @ scaling(scale_x, scale_y)
+    extra = (translation(offset[0], -offset[1]) @ translation(*centre) @ scaling(scale[0], scale[1])
              @ translation(-centre[0], -centre[1]))
     return extra @ base
 

@@ -219,8 +219,9 @@ def test_per_frame_mode_follows_gate_weave_and_recovers_a_bad_frame():
     sources, reference, truth, _ = _weave_shot(frames)
     sources[1005] = np.full_like(sources[1005], 0.9)  # a splice flash: nothing to solve on
     done = []
-    solves = align.solve_sequence(sources, lambda f: reference, frames, model="similarity", mode="per_frame",
-                                  smoothing=5, progress=lambda d, t, f, s: done.append((d, t)))
+    solves = align.solve_sequence(sources, lambda f: reference, frames,
+                                  align.SequenceOptions(model="similarity", mode="per_frame", smoothing=5),
+                                  progress=lambda d, t, f, s: done.append((d, t)))
     assert done[-1][0] == done[-1][1]
     errors = [corner_error(solves[f].matrix, truth[f]) for f in frames if f != 1005]
     print("weave mean error", np.mean(errors))
@@ -235,7 +236,7 @@ def test_global_mode_shares_one_matrix():
     sources, reference, truth, shot = _weave_shot(frames, seed=5)
     # pairs: Source frame -> Reference frame (the Reference numbering is offset by 100).
     refs = {f + 100: reference for f in frames}
-    solves = align.solve_sequence(sources, refs, frames, model="similarity", mode="global",
+    solves = align.solve_sequence(sources, refs, frames, align.SequenceOptions(model="similarity", mode="global"),
                                   pairs={f: f + 100 for f in frames})
     first = solves[frames[0]].matrix
     for f in frames:
@@ -252,7 +253,7 @@ def test_global_mode_with_a_lower_resolution_reference():
     small = resize(reference, (96, 128), anti_aliasing=True).astype(np.float32)
     conform = warp.resize_matrix((128, 96), (256, 192))
     solves = align.solve_sequence({f: source for f in frames}, {f: small for f in frames}, frames,
-                                  model="similarity", mode="global", init=conform)
+                                  align.SequenceOptions(model="similarity", mode="global"), init=conform)
     assert corner_error(solves[frames[0]].matrix, m_true @ conform) < 0.5
 
 
@@ -336,7 +337,7 @@ def test_sample_shot_warps_match_truth(tmp_path: Path, model: str):
     truth_m = {r["frame"]: r["M_matrix"] for r in truth["reference_frames"]}
     solves = align.solve_sequence(lambda f: read_image(frame_path(info.source_pattern, f)),
                                   lambda f: read_image(frame_path(info.reference_pattern, f)), frames,
-                                  model=model, mode="per_frame",
+                                  align.SequenceOptions(model=model, mode="per_frame"),
                                   init=warp.conform_matrix("fit", info.reference_size, info.source_size),
                                   pairs=pairs)
     ref_shape = (info.reference_size[1], info.reference_size[0])
@@ -373,7 +374,8 @@ def max_corner_error(m_est: np.ndarray, m_true: np.ndarray, shape=SHAPE) -> floa
 def test_per_frame_mode_follows_rotation_and_scale_frame_to_frame():
     frames = list(range(1001, 1011))
     sources, reference, truth = _turning_shot(frames)
-    solves = align.solve_sequence(sources, lambda f: reference, frames, model="similarity", mode="per_frame")
+    solves = align.solve_sequence(sources, lambda f: reference, frames,
+                                  align.SequenceOptions(model="similarity", mode="per_frame"))
     mean_errors = [corner_error(solves[f].matrix, truth[f]) for f in frames]
     worst = [max_corner_error(solves[f].matrix, truth[f]) for f in frames]
     print("turning weave corner error: mean", np.round(np.mean(mean_errors), 3), "max", np.round(max(worst), 3))
@@ -414,7 +416,7 @@ def test_the_shot_matrix_follows_a_transfer_that_differs_per_axis(tmp_path, mode
     frames = list(range(src["first_frame"], src["first_frame"] + 4))
     solves = align.solve_sequence(lambda f: read_image(frame_path(str(shot / src["pattern"]), f)),
                                   lambda f: read_image(frame_path(str(shot / ref["pattern"]), f)), frames,
-                                  model=model, mode="per_frame",
+                                  align.SequenceOptions(model=model, mode="per_frame"),
                                   init=warp.conform_matrix("fit", (ref["width"], ref["height"]),
                                                            (src["width"], src["height"])))
     truth_m = {r["frame"]: warp.as_matrix(r["M"]) for r in truth["reference_frames"]}
