@@ -34,7 +34,7 @@ from ml.evaluation import branch_truth  # noqa: E402
 from ml.imageio import frame_path, read_image  # noqa: E402
 from ml.job import Job, Plate, save_job  # noqa: E402
 from ml.metrics import branch_psnr  # noqa: E402
-from ml.plan import build_plan, load_plan, save_plan, write_unit_jobs  # noqa: E402
+from ml.plan import PlanRules, build_plan, load_plan, save_plan, write_unit_jobs  # noqa: E402
 from ml.reel import generate_reel  # noqa: E402
 
 SECTION_TITLE = "## Film scale: shot fallback and farm workers on the sample reel"
@@ -101,7 +101,7 @@ def run(out: Path, steps: int, min_psnr: float | None, threads: int, guided: boo
     job.output.aces_exr, job.output.review = False, "none"
     save_job(job, out / "job.json")
     start = time.perf_counter()
-    plan = build_plan(job, out / "job.json", "sequence", min_psnr=min_psnr, chunk_frames=4)
+    plan = build_plan(job, out / "job.json", "sequence", rules=PlanRules(min_psnr=min_psnr, chunk_frames=4))
     plan_seconds = time.perf_counter() - start
     plan_path = save_plan(plan, out / "work" / "plan" / "plan.json")
     write_unit_jobs(plan)

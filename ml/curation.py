@@ -15,6 +15,7 @@ Blender's Python with numpy alone.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -484,75 +485,129 @@ def _choose_in_shot(shot: Shot, pool: list[FrameStats], k: int, feats: dict[int,
     return chosen
 
 
+@dataclass(frozen=True)
+class SuggestOptions:
+    """How strict `suggest_pairs` is (the defaults are the guide's)."""
+
+    max_align_error: float = MISALIGNED_THRESHOLD  # alignment residual (Source px) above which a frame is refused
+    cut_margin: int = 2                            # frames this near a cut are refused (see `near_cut`)
+    duplicate_threshold: float = 0.012             # `signature_distance` below which frames are near-duplicates
+    reference_type: str = "telecine"               # written on every pair
+
+
+@dataclass(frozen=True)
+class _PairMaker:
+    """Builds one suggestion's Pair rows: Reference partner, timecode, alignment score, Reference type."""
+
+    reference_for: Callable[[int], int | None]
+    timecode_for: Callable[[int], str]
+    align_scores: dict[int, float] | None
+    reference_type: str
+
+    def __call__(self, frame: int, shot: Shot, accepted: bool, reason: str = "", rationale: str = "",
+                 label: str = "") -> Pair:
+        partner = self.reference_for(frame)
+        return Pair(source_frame=frame, reference_frame=int(frame if partner is None else partner),
+                    accepted=accepted,
+                    reason=reason, timecode=self.timecode_for(frame), shot=shot.name, label=label,
+                    rationale=rationale, reference_type=self.reference_type,  # type: ignore[arg-type]
+                    align_score=float(self.align_scores.get(frame, -1.0)) if self.align_scores else -1.0)
+
+
 def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: Scope = "shot", *,
                   cuts: Sequence[int] | None = None, align_scores: dict[int, float] | None = None,
-                  max_align_error: float = MISALIGNED_THRESHOLD, reference_for: Callable[[int], int | None] | None = None,
-                  timecode_for: Callable[[int], str] | None = None, cut_margin: int = 2,
-                  duplicate_threshold: float = 0.012, reference_type: str = "telecine") -> Suggestion:
+                  reference_for: Callable[[int], int | None] | None = None,
+                  timecode_for: Callable[[int], str] | None = None,
+                  options: SuggestOptions | None = None) -> Suggestion:
     """Choose training frames across every shot and say why; say why rejected candidates were rejected.
 
     Per shot: positional anchors (beginning / middle / middle / end), then extremes (darkest,
     brightest, most saturated, warmest, coolest, most textured) that are really distinct, then
     the frames most unlike those already chosen. Candidates near cuts, flashes, splices, blurred
     frames, frames whose alignment score (ml.align.alignment_score: residual misalignment in Source
-    pixels after alignment, lower is better) is above `max_align_error`, and near-duplicates of a
-    chosen frame are rejected. `count` is the total; the default follows the scope preset
+    pixels after alignment, lower is better) is above `options.max_align_error`, and near-duplicates
+    of a chosen frame are rejected. `count` is the total; the default follows the scope preset
     (shot: 6 per shot; scene 16; sequence 32, at least 2 per shot).
     """
+    options = options or SuggestOptions()
+    stats = _checked_stats(stats, scope)
+    cuts = list(detect_cuts(stats) if cuts is None else cuts)
+    shots = split_shots([s.frame for s in stats], cuts)
+    make_pair = _PairMaker(reference_for or (lambda f: f), timecode_for or (lambda f: ""), align_scores,
+                           options.reference_type)
+    candidates, rejected = _screen_candidates(stats, shots, cuts, make_pair, options)
+    alloc, warnings = _allocate_pairs(count, scope, shots, candidates)
+    pairs, duplicates, shot_warnings = _pick_pairs(stats, shots, candidates, alloc, make_pair,
+                                                   options.duplicate_threshold)
+    rejected = sorted(rejected + duplicates, key=lambda p: p.source_frame)
+    warnings += shot_warnings + scope_check(pairs, scope, shots, stats)
+    return Suggestion(pairs, rejected, shots, cuts, warnings)
+
+
+def _checked_stats(stats: Sequence[FrameStats], scope: Scope) -> list[FrameStats]:
+    """Refuse an unknown scope or no frames; the frames' stats in frame order."""
     if scope not in SCOPE_RANGES:
         raise FilmRecoveryError(f"unknown scope {scope!r}.", where="scope", fix="Use shot, scene or sequence.")
     stats = sorted(stats, key=lambda s: s.frame)
     if not stats:
         raise FilmRecoveryError("no frames to choose from.", where="source range",
                                 fix="Check the Source plate's frame range.")
-    cuts = list(detect_cuts(stats) if cuts is None else cuts)
-    shots = split_shots([s.frame for s in stats], cuts)
-    warnings: list[str] = []
+    return stats
+
+
+def _rejection(frame: int, cuts: Sequence[int], bad: dict[int, str], make_pair: _PairMaker,
+               options: SuggestOptions) -> str | None:
+    """Why a frame cannot be a candidate (near a cut, bad, no Reference partner, misaligned), or None."""
+    cut = near_cut(frame, cuts, options.cut_margin)
+    if cut is not None:
+        return f"near cut at {cut}"
+    if frame in bad:
+        return bad[frame]
+    if make_pair.reference_for(frame) is None:
+        return "no matching Reference frame (outside the Reference plate)"
+    score = make_pair.align_scores.get(frame) if make_pair.align_scores else None
+    if score is not None and score > options.max_align_error:  # NaN (no structure) passes: unknown
+        return f"structure disagrees after alignment (residual {score:.2f} px > {options.max_align_error:.2f})"
+    return None
+
+
+def _screen_candidates(stats: list[FrameStats], shots: list[Shot], cuts: list[int], make_pair: _PairMaker,
+                       options: SuggestOptions) -> tuple[dict[str, list[FrameStats]], list[Pair]]:
+    """Split each shot's frames into candidates and rejected pairs (with the reason)."""
     bad = find_bad_frames(stats, shots)
-    reference_for = reference_for or (lambda f: f)
-    timecode_for = timecode_for or (lambda f: "")
-    texture_rank = dict(zip((s.frame for s in stats), _rank(np.array([s.texture for s in stats])), strict=True))
-    feats = dict(zip((s.frame for s in stats), _features(stats), strict=True))
-
-    def make_pair(frame: int, shot: Shot, accepted: bool, reason: str = "", rationale: str = "",
-                  label: str = "") -> Pair:
-        partner = reference_for(frame)
-        return Pair(source_frame=frame, reference_frame=int(frame if partner is None else partner),
-                    accepted=accepted,
-                    reason=reason, timecode=timecode_for(frame), shot=shot.name, label=label,
-                    rationale=rationale, reference_type=reference_type,  # type: ignore[arg-type]
-                    align_score=float(align_scores.get(frame, -1.0)) if align_scores else -1.0)
-
     rejected: list[Pair] = []
     candidates: dict[str, list[FrameStats]] = {}
     for shot in shots:
         keep = []
         for s in (x for x in stats if x.frame in shot):
-            cut = near_cut(s.frame, cuts, cut_margin)
-            score = align_scores.get(s.frame) if align_scores else None
-            if cut is not None:
-                reason = f"near cut at {cut}"
-            elif s.frame in bad:
-                reason = bad[s.frame]
-            elif reference_for(s.frame) is None:
-                reason = "no matching Reference frame (outside the Reference plate)"
-            elif score is not None and score > max_align_error:  # NaN (no structure) passes: unknown
-                reason = f"structure disagrees after alignment (residual {score:.2f} px > {max_align_error:.2f})"
-            else:
+            reason = _rejection(s.frame, cuts, bad, make_pair, options)
+            if reason is None:
                 keep.append(s)
-                continue
-            rejected.append(make_pair(s.frame, shot, False, reason=reason))
+            else:
+                rejected.append(make_pair(s.frame, shot, False, reason=reason))
         candidates[shot.name] = keep
+    return candidates, rejected
 
+
+def _allocate_pairs(count: int | None, scope: Scope, shots: list[Shot],
+                    candidates: dict[str, list[FrameStats]]) -> tuple[list[int], list[str]]:
+    """Pairs per shot for the total asked (or the scope's preset), with a warning when too few."""
     n_total = default_count(scope, len(shots)) if count is None else int(count)
     if n_total < len(shots):
-        warnings.append(f"{n_total} pairs for {len(shots)} shots: some shots get none; "
-                        f"ask for at least {len(shots)}.")
-    alloc = _allocate(n_total, [len(candidates[s.name]) for s in shots], scope == "shot") \
-        if n_total >= len(shots) else \
-        [1 if i < n_total else 0 for i in range(len(shots))]
+        warning = f"{n_total} pairs for {len(shots)} shots: some shots get none; ask for at least {len(shots)}."
+        return [1 if i < n_total else 0 for i in range(len(shots))], [warning]
+    return _allocate(n_total, [len(candidates[s.name]) for s in shots], scope == "shot"), []
 
+
+def _pick_pairs(stats: list[FrameStats], shots: list[Shot], candidates: dict[str, list[FrameStats]],
+                alloc: list[int], make_pair: _PairMaker,
+                duplicate_threshold: float) -> tuple[list[Pair], list[Pair], list[str]]:
+    """Choose each shot's frames: the accepted pairs, the near-duplicates refused, and the warnings."""
+    texture_rank = dict(zip((s.frame for s in stats), _rank(np.array([s.texture for s in stats])), strict=True))
+    feats = dict(zip((s.frame for s in stats), _features(stats), strict=True))
     pairs: list[Pair] = []
+    duplicates: list[Pair] = []
+    warnings: list[str] = []
     for shot, k in zip(shots, alloc, strict=True):
         pool = candidates[shot.name]
         if not pool:
@@ -564,18 +619,13 @@ def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: 
                             f"{k - len(chosen)} fewer pair(s) than planned.")
         chosen_frames = {c.frame for c, _ in chosen}
         for s in pool:
-            if s.frame in chosen_frames:
-                continue
-            twin = _duplicate_of(s, chosen, duplicate_threshold)
+            twin = None if s.frame in chosen_frames else _duplicate_of(s, chosen, duplicate_threshold)
             if twin is not None:
-                rejected.append(make_pair(s.frame, shot, False, reason=f"near-duplicate of {twin.frame}"))
+                duplicates.append(make_pair(s.frame, shot, False, reason=f"near-duplicate of {twin.frame}"))
         for index, (s, why) in enumerate(sorted(chosen, key=lambda c: c[0].frame)):
             rationale = f"shot {shot.name} {why}; {_describe(s, texture_rank[s.frame])}"
             pairs.append(make_pair(s.frame, shot, True, rationale=rationale, label=f"{shot.name}.{index + 1:02d}"))
-
-    rejected.sort(key=lambda p: p.source_frame)
-    warnings += scope_check(pairs, scope, shots, stats)
-    return Suggestion(pairs, rejected, shots, cuts, warnings)
+    return pairs, duplicates, warnings
 
 
 def scope_check(pairs: Sequence[Pair], scope: Scope, shots: Sequence[Shot],
@@ -693,18 +743,52 @@ def _theil_sen(xs: np.ndarray, ys: np.ndarray) -> float:
     return float(np.median(slopes)) if slopes else 0.0
 
 
+@dataclass(frozen=True)
+class MatchOptions:
+    """How `match_frames` searches and compares (the defaults are the `match` command's)."""
+
+    search: int = 5                                  # Reference frames either side of the nominal frame
+    matrix: np.ndarray | None = None                 # Reference px -> Source px; None: the `conform` fit
+    conform: Conform | None = None
+    pixel_aspects: tuple[float, float] = (1.0, 1.0)  # (Source, Reference)
+    source_cuts: Sequence[int] | None = None         # the Source's cuts when known; None: detect them
+    cut_margin: int = 2                              # matches this near a cut do not vote on a shot's offset
+    min_confidence: float = 0.5                      # a content match this confident is trusted
+    workers: int = 4                                 # frame reader threads
+
+
+@dataclass
+class _PlateMatch:
+    """One plate's side of matching: per-frame stats and structure descriptors, its cuts and shots."""
+
+    stats: list[FrameStats]
+    desc: dict[int, tuple[np.ndarray, np.ndarray]]
+    cuts: list[int]
+    shots: list[Shot]
+
+
+@dataclass
+class _MatchState:
+    """What scoring a Source frame against Reference frames needs, once both plates are read."""
+
+    source: _PlateMatch
+    reference: _PlateMatch
+    nominal: Callable[[int], int]
+    reference_range: tuple[int, int]
+    windows: dict[int, list[int]]    # Source frame -> the Reference frames it may match
+    options: MatchOptions
+
+
 def match_frames(load_source: FrameLoader, load_reference: FrameLoader, source_frames: Sequence[int],
                  reference_range: tuple[int, int], *, frames: Sequence[int] | None = None,
-                 nominal: Callable[[int], int] | None = None, search: int = 5,
-                 matrix: np.ndarray | None = None, conform: Conform | None = None,
-                 pixel_aspects: tuple[float, float] = (1.0, 1.0), source_cuts: Sequence[int] | None = None, cut_margin: int = 2, min_confidence: float = 0.5,
-                 workers: int = 4, progress: Callable[[int, int, str], None] | None = None) -> MatchResult:
+                 nominal: Callable[[int], int] | None = None, options: MatchOptions | None = None,
+                 progress: Callable[[int, int, str], None] | None = None) -> MatchResult:
     """Find, for each Source frame in `frames` (default: all `source_frames`), the Reference frame
-    showing the same picture, within `search` frames of its nominal frame.
+    showing the same picture, within `options.search` frames of its nominal frame.
 
-    The Reference is resampled onto the Source raster (`matrix`, Reference px -> Source px, or the
-    `conform` fit) at a 128-pixel-wide proxy; structure is the normalised gradient magnitude of
-    luma on the central 60 %, so grades, fades and letterbox bars do not matter.
+    The Reference is resampled onto the Source raster (`options.matrix`, Reference px -> Source px,
+    or the `options.conform` fit) at a 128-pixel-wide proxy; structure is the normalised gradient
+    magnitude of luma on the central 60 %, so grades, fades and letterbox bars do not matter.
 
     A match is trusted only when it beats both the other candidates and the Source frame's own
     neighbours: in a slow pan a small misfit of the simple fit looks like a frame of motion, and
@@ -713,110 +797,169 @@ def match_frames(load_source: FrameLoader, load_reference: FrameLoader, source_f
     that matches the shot's head cut (editorial offsets show at cuts); failing that, none (0).
     Matches never cross a Reference cut from where the shot's offset points.
     """
+    options = options or MatchOptions()
     source_frames = sorted(source_frames)
     wanted = sorted(set(frames) if frames is not None else source_frames)
     nominal = nominal or (lambda f: f)
-    ref_first, ref_last = reference_range
+    source, source_size = _analyse_source(load_source, source_frames, options, _stage_progress(progress, "source"))
+    windows, ref_needed = _reference_windows(wanted, source.cuts, nominal, options.search, reference_range)
+    reference = _analyse_reference(load_reference, ref_needed, source_size, options,
+                                   _stage_progress(progress, "reference"))
+    state = _MatchState(source, reference, nominal, reference_range, windows, options)
+    first_pass = {f: _best_match(state, f, windows[f], nominal(f)) for f in wanted}
+    offsets, final = _match_shots(state, wanted, first_pass)
+    matches = [final.get(f, first_pass[f]) for f in wanted]
+    return MatchResult(matches, offsets, source.cuts, reference.cuts, source.stats)
 
-    def report(done: int, total: int, stage: str) -> None:
-        if progress:
-            progress(done, total, stage)
 
-    size: dict[str, tuple[int, int]] = {}
+def _stage_progress(progress: Callable[[int, int, str], None] | None,
+                    stage: str) -> Callable[[int, int], None] | None:
+    """`load_parallel`'s progress callback reporting one matching stage."""
+    return None if progress is None else lambda done, total: progress(done, total, stage)
 
-    def source_work(image: np.ndarray, frame: int):
-        h, w = image.shape[:2]
-        size.setdefault("source", (w, h))
-        small = resize(image, MATCH_WIDTH, max(8, round(MATCH_WIDTH * h / w)))
-        return analyse_frame(image, frame), structure_descriptor(luma(small))
 
-    analysed = load_parallel(load_source, source_frames, source_work, workers,
-                             lambda d, t: report(d, t, "source"))
-    source_desc = {s.frame: d for s, d in analysed}
-    cuts = list(detect_cuts([s for s, _ in analysed]) if source_cuts is None else source_cuts)
-    shots = split_shots(source_frames, cuts)
-    sw, sh = size["source"]
-    gw, gh = MATCH_WIDTH, max(8, round(MATCH_WIDTH * sh / sw))
+def _match_raster(source_size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of the proxy raster matching compares on, for a Source of `source_size`."""
+    sw, sh = source_size
+    return MATCH_WIDTH, max(8, round(MATCH_WIDTH * sh / sw))
 
-    def window(f: int) -> list[int]:
-        return [r for r in range(nominal(f) - search, nominal(f) + search + 1) if ref_first <= r <= ref_last]
 
-    windows = {f: window(f) for f in wanted}
-    # Reference frames around Source cuts too, so its own cuts can be found.
-    ref_needed = sorted({r for rs in windows.values() for r in rs} |
-                        {r for c in cuts for r in range(nominal(c) - search - 1, nominal(c) + search + 1)
-                         if ref_first <= r <= ref_last})
+def _source_work(image: np.ndarray, frame: int):
+    """One Source frame's stats, structure descriptor and (width, height)."""
+    h, w = image.shape[:2]
+    small = resize(image, *_match_raster((w, h)))
+    return analyse_frame(image, frame), structure_descriptor(luma(small)), (w, h)
 
-    def reference_work(image: np.ndarray, frame: int):
-        h, w = image.shape[:2]
-        full = warp.as_matrix(matrix) if matrix is not None else conform_to_matrix(conform, (sw, sh), (w, h), pixel_aspects)
-        warped, valid = warp_onto(image, warp.resize_matrix((sw, sh), (gw, gh)) @ full, gw, gh)
-        return analyse_frame(image, frame), structure_descriptor(luma(warped), valid)
 
-    ref_analysed = load_parallel(load_reference, ref_needed, reference_work, workers,
-                                 lambda d, t: report(d, t, "reference"))
-    ref_desc = {s.frame: d for s, d in ref_analysed}
-    ref_cuts: list[int] = []
+def _analyse_source(load_source: FrameLoader, source_frames: list[int], options: MatchOptions,
+                    progress: Callable[[int, int], None] | None) -> tuple[_PlateMatch, tuple[int, int]]:
+    """Read every Source frame once: stats, descriptors, cuts (given or detected) and shots; and its size."""
+    analysed = load_parallel(load_source, source_frames, _source_work, options.workers, progress)
+    stats = [s for s, _, _ in analysed]
+    cuts = list(detect_cuts(stats) if options.source_cuts is None else options.source_cuts)
+    plate = _PlateMatch(stats, {s.frame: d for s, d, _ in analysed}, cuts, split_shots(source_frames, cuts))
+    return plate, analysed[0][2]
+
+
+def _reference_windows(wanted: list[int], cuts: list[int], nominal: Callable[[int], int], search: int,
+                       reference_range: tuple[int, int]) -> tuple[dict[int, list[int]], list[int]]:
+    """Each wanted frame's Reference candidates, and every Reference frame to read (around the
+    Source cuts too, so the Reference's own cuts can be found)."""
+    first, last = reference_range
+    windows = {f: [r for r in range(nominal(f) - search, nominal(f) + search + 1) if first <= r <= last]
+               for f in wanted}
+    needed = sorted({r for rs in windows.values() for r in rs} |
+                    {r for c in cuts for r in range(nominal(c) - search - 1, nominal(c) + search + 1)
+                     if first <= r <= last})
+    return windows, needed
+
+
+def _reference_work(image: np.ndarray, frame: int, *, source_size: tuple[int, int], options: MatchOptions):
+    """One Reference frame's stats and its structure descriptor on the Source's proxy raster."""
+    h, w = image.shape[:2]
+    raster = _match_raster(source_size)
+    full = warp.as_matrix(options.matrix) if options.matrix is not None else \
+        conform_to_matrix(options.conform, source_size, (w, h), options.pixel_aspects)
+    warped, valid = warp_onto(image, warp.resize_matrix(source_size, raster) @ full, *raster)
+    return analyse_frame(image, frame), structure_descriptor(luma(warped), valid)
+
+
+def _analyse_reference(load_reference: FrameLoader, needed: list[int], source_size: tuple[int, int],
+                       options: MatchOptions, progress: Callable[[int, int], None] | None) -> _PlateMatch:
+    """Read the Reference frames matching needs, warped onto the Source raster; find their cuts and shots."""
+    work = functools.partial(_reference_work, source_size=source_size, options=options)
+    analysed = load_parallel(load_reference, needed, work, options.workers, progress)
+    stats = [s for s, _ in analysed]
+    cuts = _cuts_in_runs(stats)
+    return _PlateMatch(stats, {s.frame: d for s, d in analysed}, cuts, split_shots(needed, cuts))
+
+
+def _cuts_in_runs(stats: list[FrameStats]) -> list[int]:
+    """Cuts within each contiguous run of frames (a gap between runs is not a cut)."""
+    cuts: list[int] = []
     run: list[FrameStats] = []
-    for s in [s for s, _ in ref_analysed] + [None]:  # cuts within each contiguous run of loaded frames
+    for s in [*stats, None]:
         if s is not None and (not run or s.frame == run[-1].frame + 1):
             run.append(s)
             continue
-        ref_cuts += detect_cuts(run)
+        cuts += detect_cuts(run)
         run = [s] if s is not None else []
-    ref_shots = split_shots(ref_needed, ref_cuts)
+    return cuts
 
-    def own_neighbour(f: int) -> float:
-        """How alike the Source frame is to its neighbours in the same shot (the motion scale)."""
-        shot = shot_of(shots, f)
-        near = [g for g in (f - 1, f + 1) if g in source_desc and shot is not None and g in shot]
-        return max((structure_correlation(source_desc[f], source_desc[g]) for g in near), default=-1.0)
 
-    def best_of(f: int, allowed: list[int], fallback: int, trust_content: bool = True) -> FrameMatch:
-        scores = {r: structure_correlation(source_desc[f], ref_desc[r]) for r in allowed}
-        ranked = sorted(scores.items(), key=lambda kv: (-kv[1], abs(kv[0] - nominal(f))))
-        best_r, best = ranked[0] if ranked else (fallback, -1.0)
-        rival = max(ranked[1][1] if len(ranked) > 1 else -1.0, own_neighbour(f))
-        margin = best - rival
-        # Trusted when the best stands out from its rivals by more than it misses a perfect match.
-        confidence = float(np.clip(margin / max(margin + (1.0 - best), 1e-6), 0.0, 1.0))
-        shot = shot_of(shots, f)
-        recommended = best_r if trust_content and confidence >= min_confidence else fallback
-        return FrameMatch(f, recommended, best_r, best, margin, confidence, shot.name if shot else "",
-                          ref_first <= recommended <= ref_last, scores)
+def _own_neighbour(state: _MatchState, f: int) -> float:
+    """How alike the Source frame is to its neighbours in the same shot (the motion scale)."""
+    desc = state.source.desc
+    shot = shot_of(state.source.shots, f)
+    near = [g for g in (f - 1, f + 1) if g in desc and shot is not None and g in shot]
+    return max((structure_correlation(desc[f], desc[g]) for g in near), default=-1.0)
 
-    def head_cut_offset(shot: Shot) -> int | None:
-        """Offset of the Reference cut whose incoming frame shows the shot's first frame."""
-        if shot.first not in cuts:
-            return None
-        c = shot.first
-        for rc in sorted((r for r in ref_cuts if abs(r - nominal(c)) <= search), key=lambda r: abs(r - nominal(c))):
-            if structure_correlation(source_desc[c], ref_desc[rc]) > 0.5:
-                return rc - nominal(c)
+
+def _best_match(state: _MatchState, f: int, allowed: list[int], fallback: int,
+                trust_content: bool = True) -> FrameMatch:
+    """Score Source frame `f` against the `allowed` Reference frames; recommend the best when trusted,
+    else `fallback`."""
+    scores = {r: structure_correlation(state.source.desc[f], state.reference.desc[r]) for r in allowed}
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], abs(kv[0] - state.nominal(f))))
+    best_r, best = ranked[0] if ranked else (fallback, -1.0)
+    rival = max(ranked[1][1] if len(ranked) > 1 else -1.0, _own_neighbour(state, f))
+    margin = best - rival
+    # Trusted when the best stands out from its rivals by more than it misses a perfect match.
+    confidence = float(np.clip(margin / max(margin + (1.0 - best), 1e-6), 0.0, 1.0))
+    shot = shot_of(state.source.shots, f)
+    recommended = best_r if trust_content and confidence >= state.options.min_confidence else fallback
+    first, last = state.reference_range
+    return FrameMatch(f, recommended, best_r, best, margin, confidence, shot.name if shot else "",
+                      first <= recommended <= last, scores)
+
+
+def _head_cut_offset(state: _MatchState, shot: Shot) -> int | None:
+    """Offset of the Reference cut whose incoming frame shows the shot's first frame."""
+    if shot.first not in state.source.cuts:
         return None
+    c, search = shot.first, state.options.search
+    nominal = state.nominal(c)
+    for rc in sorted((r for r in state.reference.cuts if abs(r - nominal) <= search), key=lambda r: abs(r - nominal)):
+        if structure_correlation(state.source.desc[c], state.reference.desc[rc]) > 0.5:
+            return rc - nominal
+    return None
 
-    first_pass = {f: best_of(f, windows[f], nominal(f)) for f in wanted}
+
+def _shot_offset(state: _MatchState, shot: Shot, members: list[FrameMatch]) -> ShotOffset:
+    """The shot's Reference offset: the median of its trusted matches away from cuts, else its head
+    cut's, else none."""
+    steady = [m for m in members if near_cut(m.source_frame, state.source.cuts, state.options.cut_margin) is None] \
+        or members
+    sure = [m for m in steady if m.confidence >= state.options.min_confidence]
+    if sure and 2 * len(sure) >= len(steady):
+        diffs = np.array([m.content_frame - state.nominal(m.source_frame) for m in sure], np.float64)
+        drift = _theil_sen(np.array([m.source_frame for m in sure], np.float64), diffs)
+        return ShotOffset(shot.name, shot.first, shot.last, int(np.floor(np.median(diffs) + 0.5)), drift,
+                          "content", len(sure))
+    head = _head_cut_offset(state, shot)
+    if head is not None:
+        return ShotOffset(shot.name, shot.first, shot.last, head, 0.0, "cut", 0)
+    return ShotOffset(shot.name, shot.first, shot.last, 0, 0.0, "nominal", 0)
+
+
+def _rematch(state: _MatchState, f: int, offset: ShotOffset) -> FrameMatch:
+    """Match frame `f` again around its shot's offset, never across the Reference cut from there."""
+    anchor = state.nominal(f) + offset.offset
+    first, last = state.reference_range
+    home = shot_of(state.reference.shots, anchor) if first <= anchor <= last else None
+    allowed = [r for r in state.windows[f] if home is None or r in home]
+    return _best_match(state, f, allowed, anchor, trust_content=offset.method == "content")
+
+
+def _match_shots(state: _MatchState, wanted: list[int],
+                 first_pass: dict[int, FrameMatch]) -> tuple[list[ShotOffset], dict[int, FrameMatch]]:
+    """Each Source shot's offset, and its frames matched again with it."""
     offsets: list[ShotOffset] = []
     final: dict[int, FrameMatch] = {}
-    for shot in shots:
-        members = [first_pass[f] for f in wanted if f in shot and windows[f]]
-        steady = [m for m in members if near_cut(m.source_frame, cuts, cut_margin) is None] or members
-        sure = [m for m in steady if m.confidence >= min_confidence]
-        if sure and 2 * len(sure) >= len(steady):
-            diffs = np.array([m.content_frame - nominal(m.source_frame) for m in sure], np.float64)
-            offset, method = int(np.floor(np.median(diffs) + 0.5)), "content"
-            drift = _theil_sen(np.array([m.source_frame for m in sure], np.float64), diffs)
-        else:
-            head = head_cut_offset(shot)
-            offset, method = (head, "cut") if head is not None else (0, "nominal")
-            drift = 0.0
-        offsets.append(ShotOffset(shot.name, shot.first, shot.last, offset, drift, method,
-                                  len(sure) if method == "content" else 0))
+    for shot in state.source.shots:
+        members = [first_pass[f] for f in wanted if f in shot and state.windows[f]]
+        offset = _shot_offset(state, shot, members)
+        offsets.append(offset)
         for m in members:
-            f = m.source_frame
-            anchor = nominal(f) + offset
-            home = shot_of(ref_shots, anchor) if ref_first <= anchor <= ref_last else None
-            allowed = [r for r in windows[f] if home is None or r in home]
-            final[f] = best_of(f, allowed, anchor, trust_content=method == "content")
-    matches = [final.get(f, first_pass[f]) for f in wanted]
-    return MatchResult(matches, offsets, cuts, ref_cuts, [s for s, _ in analysed])
+            final[m.source_frame] = _rematch(state, m.source_frame, offset)
+    return offsets, final

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -40,13 +41,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import FilmRecoveryError
 from .imageio import atomic_path
-from .job import Job, Pair, job_to_dict, load_job, save_job
+from .job import Job, Pair, Plate, job_to_dict, load_job, save_job
+
+if TYPE_CHECKING:  # annotations only: curation is imported where a plan is built
+    from .curation import FrameStats, Shot
 
 PLAN_SCHEMA = "film_recovery.plan"
 PLAN_VERSION = 1
@@ -271,28 +275,78 @@ def pairs_of(data: Sequence[dict[str, Any]]) -> list[Pair]:
     return [Pair(**{k: v for k, v in d.items() if k in names}) for d in data]
 
 
-def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *,
+@dataclass(frozen=True)
+class PlanRules:
+    """The artist's choices for a plan: the `ml plan` options (the defaults are the command's)."""
+
+    count: int | None = None             # pairs per unit; None: the scope's preset
+    scenes: str = ""                     # scenes by shot number, "1-3,4-8"; "": grouped by colour
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    min_gain_db: float = DEFAULT_MIN_GAIN_DB
+    min_psnr: float | None = None
+    max_drop_db: float | None = DEFAULT_MAX_DROP_DB
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES
+    holdout_per_shot: int = 1
+    gpus: int = 1                        # per unit's training
+    baseline: str = "unit"               # unit | shot: what the per-shot scores fit their 3D LUT on
+
+
+@dataclass
+class _Reel:
+    """The Source read once for planning: per-frame stats, cuts, shots, and each frame's Reference partner."""
+
+    by_frame: dict[int, FrameStats]
+    cuts: list[int]
+    shots: list[Shot]
+    partner: Callable[[int], int | None]
+
+
+def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *, rules: PlanRules | None = None,
                load: Callable[[int], np.ndarray] | None = None, frames: Sequence[int] | None = None,
-               count: int | None = None, scenes: str = "", scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-               min_gain_db: float = DEFAULT_MIN_GAIN_DB, min_psnr: float | None = None,
-               max_drop_db: float | None = DEFAULT_MAX_DROP_DB, chunk_frames: int = DEFAULT_CHUNK_FRAMES,
-               holdout_per_shot: int = 1, gpus: int = 1,
-               baseline: str = "unit", workers: int = 4, progress: Callable[[int, int], None] | None = None) -> Plan:
+               workers: int = 4, progress: Callable[[int, int], None] | None = None) -> Plan:
     """Shots, units and pairs for the whole Source (see the module docstring)."""
+    rules = rules or PlanRules()
+    _check_rules(scope, rules)
+    reel = _read_reel(job, frames, load, workers, progress)
+    plan_shots = _plan_shots(reel, _scene_of(reel, rules))
+    units, warnings = _plan_units(reel, scope, _unit_groups(scope, reel.shots, plan_shots), rules, plan_shots)
+    return Plan(job=str(Path(job_path).resolve()), name=job.name, work_dir=str(Path(job.work_dir).resolve()),
+                branch=job.branch, scope=scope, cuts=list(reel.cuts), shots=plan_shots, units=units,
+                min_gain_db=float(rules.min_gain_db),
+                min_psnr=None if rules.min_psnr is None else float(rules.min_psnr),
+                max_drop_db=None if rules.max_drop_db is None else float(rules.max_drop_db),
+                chunk_frames=int(rules.chunk_frames), holdout_per_shot=int(rules.holdout_per_shot),
+                baseline=rules.baseline, warnings=warnings)
+
+
+def _check_rules(scope: str, rules: PlanRules) -> None:
+    """Refuse an unknown scope or baseline, counts below their minimum, and thresholds that are not finite."""
+    if scope not in SCOPES:
+        raise FilmRecoveryError(f"unknown scope {scope!r}.", where="--scope", fix="Use sequence, scene or shot.")
+    if rules.baseline not in ("unit", "shot"):
+        raise FilmRecoveryError(f"unknown baseline {rules.baseline!r}.", where="--baseline", fix="Use unit or shot.")
+    for name, value, low in (("--chunk-frames", rules.chunk_frames, 1),
+                             ("--holdout-per-shot", rules.holdout_per_shot, 0), ("--gpus", rules.gpus, 1)):
+        if value < low:
+            raise FilmRecoveryError(f"{value} is below {low}.", where=name, fix=f"Give {low} or more.")
+    if not math.isfinite(rules.min_gain_db) or \
+            any(v is not None and not math.isfinite(v) for v in (rules.min_psnr, rules.max_drop_db)):
+        raise FilmRecoveryError("thresholds must be finite numbers.", where="--min-gain/--min-psnr/--max-drop",
+                                fix="Give a number of dB, e.g. 0.5.")
+
+
+def _reference_partner(frame: int, nominal: Callable[[int], int], reference: Plate) -> int | None:
+    """The Reference frame at the same time as a Source frame; None outside a Reference plate that is set."""
+    r = nominal(frame)
+    return r if reference.first_frame <= r <= reference.last_frame or not reference.path else None
+
+
+def _read_reel(job: Job, frames: Sequence[int] | None, load: Callable[[int], np.ndarray] | None, workers: int,
+               progress: Callable[[int, int], None] | None) -> _Reel:
+    """Analyse every Source frame once at proxy size and find the reel's cuts and shots."""
     from . import curation
     from .ingest import plate_frames, source_frame
 
-    if scope not in SCOPES:
-        raise FilmRecoveryError(f"unknown scope {scope!r}.", where="--scope", fix="Use sequence, scene or shot.")
-    if baseline not in ("unit", "shot"):
-        raise FilmRecoveryError(f"unknown baseline {baseline!r}.", where="--baseline", fix="Use unit or shot.")
-    for name, value, low in (("--chunk-frames", chunk_frames, 1), ("--holdout-per-shot", holdout_per_shot, 0),
-                             ("--gpus", gpus, 1)):
-        if value < low:
-            raise FilmRecoveryError(f"{value} is below {low}.", where=name, fix=f"Give {low} or more.")
-    if not math.isfinite(min_gain_db) or any(v is not None and not math.isfinite(v) for v in (min_psnr, max_drop_db)):
-        raise FilmRecoveryError("thresholds must be finite numbers.", where="--min-gain/--min-psnr/--max-drop",
-                                fix="Give a number of dB, e.g. 0.5.")
     frames = list(frames if frames is not None else plate_frames(job.source))
     if len(frames) < 2:
         raise FilmRecoveryError("a reel needs at least two Source frames.", where="job.source",
@@ -300,73 +354,84 @@ def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *
     load = load or (lambda f: source_frame(job, f))
     stats = curation.analyse_frames(load, frames, workers, progress)
     cuts = curation.detect_cuts(stats)
-    shots = curation.split_shots(frames, cuts)
-    by_frame = {s.frame: s for s in stats}
+    partner = functools.partial(_reference_partner, nominal=curation.nominal_mapping(job.source, job.reference),
+                                reference=job.reference)
+    return _Reel({s.frame: s for s in stats}, cuts, curation.split_shots(frames, cuts), partner)
+
+
+def _scene_of(reel: _Reel, rules: PlanRules) -> list[int]:
+    """Scene index per shot: the scenes named, else runs of shots whose mean colour is alike."""
+    if rules.scenes:
+        return parse_scenes(rules.scenes, len(reel.shots))
+    by_frame = reel.by_frame
     histograms = [np.mean([by_frame[f].histogram for f in range(s.first, s.last + 1) if f in by_frame], axis=0)
-                  for s in shots]
-    scene_of = (parse_scenes(scenes, len(shots)) if scenes else group_scenes(histograms, scene_threshold))
+                  for s in reel.shots]
+    return group_scenes(histograms, rules.scene_threshold)
 
-    nominal = curation.nominal_mapping(job.source, job.reference)
-    ref_first, ref_last = job.reference.first_frame, job.reference.last_frame
 
-    def partner(frame: int) -> int | None:
-        r = nominal(frame)
-        return r if ref_first <= r <= ref_last or not job.reference.path else None
+def _suggest(reel: _Reel, shot_list: list[Shot], unit_scope: str, wanted: int | None) -> tuple[list[Pair], list[str]]:
+    """`curation.suggest_pairs` over these shots' frames, the pairs named after the reel's shots; and its warnings."""
+    from . import curation
 
-    def suggest(shot_list: list, unit_scope: str, wanted: int | None) -> tuple[list[Pair], list[str]]:
-        members = [by_frame[f] for s in shot_list for f in range(s.first, s.last + 1) if f in by_frame]
-        # Every cut of the reel: frames next to a cut at the unit's edge are refused too.
-        suggestion = curation.suggest_pairs(members, wanted, unit_scope, cuts=cuts, reference_for=partner)
-        # suggest_pairs numbers the shots of its own range from 1: give them the reel's names.
-        names = {s.first: s.name for s in shot_list}
-        starts = sorted(names)
-        pairs = []
-        for pair in suggestion.pairs:
-            first = max(s for s in starts if s <= pair.source_frame)
-            pairs.append(dataclasses.replace(pair, shot=names[first],
-                                             label=f"{names[first]}.{pair.label.partition('.')[2]}"))
-        return pairs, suggestion.warnings
+    members = [reel.by_frame[f] for s in shot_list for f in range(s.first, s.last + 1) if f in reel.by_frame]
+    # Every cut of the reel: frames next to a cut at the unit's edge are refused too.
+    suggestion = curation.suggest_pairs(members, wanted, unit_scope, cuts=reel.cuts, reference_for=reel.partner)
+    # suggest_pairs numbers the shots of its own range from 1: give them the reel's names.
+    names = {s.first: s.name for s in shot_list}
+    starts = sorted(names)
+    pairs = []
+    for pair in suggestion.pairs:
+        first = max(s for s in starts if s <= pair.source_frame)
+        pairs.append(dataclasses.replace(pair, shot=names[first],
+                                         label=f"{names[first]}.{pair.label.partition('.')[2]}"))
+    return pairs, suggestion.warnings
 
-    warnings: list[str] = []
-    plan_shots: list[PlanShot] = []
-    for shot in shots:
-        pairs, _ = suggest([shot], "shot", None)
+
+def _plan_shots(reel: _Reel, scene_of: list[int]) -> list[PlanShot]:
+    """Every shot with its scene and its shot-scope pairs (kept for a fallback); units come later."""
+    plan_shots = []
+    for shot in reel.shots:
+        pairs, _ = _suggest(reel, [shot], "shot", None)
         plan_shots.append(PlanShot(shot.name, shot.first, shot.last, "", "", scene=f"scene-{scene_of[int(shot.name) - 1] + 1}",
                                    fallback_pairs=_pair_dicts(pairs)))
+    return plan_shots
 
+
+def _unit_groups(scope: str, shots: list[Shot], plan_shots: list[PlanShot]) -> list[tuple[str, list[Shot]]]:
+    """(unit name, shots) of each training unit the scope asks for."""
     if scope == "sequence":
-        groups = [("sequence", list(shots))]
-    elif scope == "scene":
-        groups = []
-        for shot in shots:
-            scene = plan_shots[int(shot.name) - 1].scene
-            if groups and groups[-1][0] == scene:
-                groups[-1][1].append(shot)
-            else:
-                groups.append((scene, [shot]))
-    else:
-        groups = [(f"shot-{shot.name}", [shot]) for shot in shots]
+        return [("sequence", list(shots))]
+    if scope == "shot":
+        return [(f"shot-{shot.name}", [shot]) for shot in shots]
+    groups: list[tuple[str, list[Shot]]] = []
+    for shot in shots:
+        scene = plan_shots[int(shot.name) - 1].scene
+        if groups and groups[-1][0] == scene:
+            groups[-1][1].append(shot)
+        else:
+            groups.append((scene, [shot]))
+    return groups
 
-    units = []
+
+def _plan_units(reel: _Reel, scope: str, groups: list[tuple[str, list[Shot]]], rules: PlanRules,
+                plan_shots: list[PlanShot]) -> tuple[list[Unit], list[str]]:
+    """Each group's unit with its pairs and held-out pairs, and the warnings; points its shots at it."""
+    units: list[Unit] = []
+    warnings: list[str] = []
     for unit_id, members in groups:
-        pairs, unit_warnings = suggest(members, scope, count)
+        pairs, unit_warnings = _suggest(reel, members, scope, rules.count)
         warnings += [f"{unit_id}: {w}" for w in unit_warnings]
-        pairs = mark_holdouts(pairs, members, holdout_per_shot)
+        pairs = mark_holdouts(pairs, members, rules.holdout_per_shot)
         for shot in members:
             if not any(p.holdout and shot.first <= p.source_frame <= shot.last for p in pairs):
                 warnings.append(f"{unit_id}: shot {shot.name} has no held-out pair, so its model cannot be scored "
                                 "on it (no fallback decision for it).")
         units.append(Unit(id=safe_id(unit_id), scope=scope, shots=[s.name for s in members],
-                          frames=[[s.first, s.last] for s in members], pairs=_pair_dicts(pairs), gpus=gpus))
+                          frames=[[s.first, s.last] for s in members], pairs=_pair_dicts(pairs), gpus=rules.gpus))
         for shot in members:
             plan_shots[int(shot.name) - 1].group_unit = safe_id(unit_id)
             plan_shots[int(shot.name) - 1].model_unit = safe_id(unit_id)
-    return Plan(job=str(Path(job_path).resolve()), name=job.name, work_dir=str(Path(job.work_dir).resolve()),
-                branch=job.branch, scope=scope, cuts=list(cuts), shots=plan_shots, units=units,
-                min_gain_db=float(min_gain_db), min_psnr=None if min_psnr is None else float(min_psnr),
-                max_drop_db=None if max_drop_db is None else float(max_drop_db),
-                chunk_frames=int(chunk_frames), holdout_per_shot=int(holdout_per_shot), baseline=baseline,
-                warnings=warnings)
+    return units, warnings
 
 
 # --------------------------------------------------------------------------- unit jobs

@@ -5,6 +5,7 @@ with --apply, the pairs into job.json; the add-on runs that command."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from . import curation
 from .errors import FilmRecoveryError
@@ -12,43 +13,72 @@ from .ingest import plate_frames, reference_frame, source_frame
 from .job import Job
 from .pairs import timecode
 
+# Source stats, Source cuts, and each Source frame's Reference partner (None: no partner).
+_Partners = tuple[list[curation.FrameStats], list[int], dict[int, int | None]]
+
+
+@dataclass(frozen=True)
+class SuggestJobOptions:
+    """The `suggest` command's matching and strictness flags (the defaults are the command's)."""
+
+    match: bool = True                    # find each frame's Reference partner by structure (else by time)
+    search: int = 3                       # Reference frames to search either side when matching
+    max_align_error: float | None = None  # None: curation.SuggestOptions' default
+    workers: int = 4                      # frame reader threads
+
 
 def suggest_for_job(job: Job, reporter, count: int | None = None, scope: str = "shot",
-                    frames: Sequence[int] | None = None, match: bool = True, search: int = 3,
-                    align_scores: Mapping[int, float] | None = None, max_align_error: float | None = None,
-                    workers: int = 4) -> curation.Suggestion:
+                    frames: Sequence[int] | None = None, *, align_scores: Mapping[int, float] | None = None,
+                    options: SuggestJobOptions | None = None) -> curation.Suggestion:
     """Suggested and rejected pairs for `frames` (default: the whole Source), with the shots and
     warnings (`curation.suggest_pairs`). Progress and the shots' Reference offsets go to `reporter`."""
+    options = options or SuggestJobOptions()
     frames = list(plate_frames(job.source) if frames is None else frames)
     if not frames:
         raise FilmRecoveryError("no Source frames in the range.", where="--frames",
                                 fix=f"Pick frames within {job.source.first_frame}-{job.source.last_frame}.")
-    nominal = curation.nominal_mapping(job.source, job.reference)
-    ref_first, ref_last = job.reference.first_frame, job.reference.last_frame
-    has_reference = bool(job.reference.path)
-    partner: dict[int, int | None] = {}
-    if has_reference and match:
-        matched = curation.match_frames(
-            lambda f: source_frame(job, f), lambda f: reference_frame(job, f), frames, (ref_first, ref_last),
-            nominal=nominal, search=search, conform=job.conform,
-            pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect), workers=workers,
-            progress=lambda d, t, stage: reporter.progress(d, t, f"match {stage}"))
-        stats, cuts = matched.source_stats, matched.source_cuts
-        partner = {m.source_frame: m.reference_frame if m.in_range else None for m in matched.frames}
-        for shot in matched.shots:
-            reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
-                             f"({shot.method})")
+    if job.reference.path and options.match:
+        stats, cuts, partner = _matched_partners(job, frames, options, reporter)
     else:
-        stats = curation.analyse_frames(lambda f: source_frame(job, f), frames, workers,
-                                        lambda done, total, *_: reporter.progress(done, total, "analyse"))
-        cuts = curation.detect_cuts(stats)
-        for f in frames:
-            r = nominal(f)
-            partner[f] = r if (ref_first <= r <= ref_last or not has_reference) else None
-    options = {} if max_align_error is None else {"max_align_error": max_align_error}
+        stats, cuts, partner = _nominal_partners(job, frames, options.workers, reporter)
+    strictness = curation.SuggestOptions() if options.max_align_error is None else \
+        curation.SuggestOptions(max_align_error=options.max_align_error)
     suggestion = curation.suggest_pairs(stats, count, scope, cuts=cuts, align_scores=align_scores,
                                         reference_for=partner.get, timecode_for=lambda f: timecode(f, job.source.fps),
-                                        **options)
+                                        options=strictness)
     for text in suggestion.warnings:
         reporter.message(text, "warning")
     return suggestion
+
+
+def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, reporter) -> _Partners:
+    """Source stats, cuts and each frame's Reference partner found by structure (`curation.match_frames`);
+    reports each shot's offset."""
+    matched = curation.match_frames(
+        lambda f: source_frame(job, f), lambda f: reference_frame(job, f), frames,
+        (job.reference.first_frame, job.reference.last_frame),
+        nominal=curation.nominal_mapping(job.source, job.reference),
+        options=curation.MatchOptions(search=options.search, conform=job.conform,
+                                      pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect),
+                                      workers=options.workers),
+        progress=lambda d, t, stage: reporter.progress(d, t, f"match {stage}"))
+    partner: dict[int, int | None] = {m.source_frame: m.reference_frame if m.in_range else None
+                                      for m in matched.frames}
+    for shot in matched.shots:
+        reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
+                         f"({shot.method})")
+    return matched.source_stats, matched.source_cuts, partner
+
+
+def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _Partners:
+    """Source stats, cuts and each frame's Reference partner at the same time (None outside the Reference)."""
+    stats = curation.analyse_frames(lambda f: source_frame(job, f), frames, workers,
+                                    lambda done, total, *_: reporter.progress(done, total, "analyse"))
+    cuts = curation.detect_cuts(stats)
+    nominal = curation.nominal_mapping(job.source, job.reference)
+    ref_first, ref_last = job.reference.first_frame, job.reference.last_frame
+    partner: dict[int, int | None] = {}
+    for f in frames:
+        r = nominal(f)
+        partner[f] = r if (ref_first <= r <= ref_last or not job.reference.path) else None
+    return stats, cuts, partner

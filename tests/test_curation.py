@@ -175,7 +175,7 @@ def offset_plates(photos):
 def test_match_recovers_off_by_one_and_constant_offsets_without_crossing_the_cut(offset_plates):
     source, reference = offset_plates
     result = curation.match_frames(source.__getitem__, reference.__getitem__, sorted(source), (1001, 1024),
-                                   search=4, workers=2)
+                                   options=curation.MatchOptions(search=4, workers=2))
     offsets = {s.shot: (s.offset, s.method) for s in result.shots}
     assert offsets == {"1": (1, "content"), "2": (2, "content")}
     assert result.source_cuts == [1013] and result.reference_cuts == [1015]
@@ -225,7 +225,8 @@ def test_sample_shot_matching_recovers_the_known_offsets(sample):
     truth = json.loads(open(sample.truth_path).read())
     frames = list(range(sample.first_frame, sample.last_frame + 1))
     result = curation.match_frames(_loader(sample.source_pattern), _loader(sample.reference_pattern), frames,
-                                   (sample.first_frame, sample.last_frame), search=5, workers=2)
+                                   (sample.first_frame, sample.last_frame),
+                                   options=curation.MatchOptions(search=5, workers=2))
     assert [s.offset for s in result.shots] == [0, sample.reference_offset]
     assert result.reference_cuts == [truth["reference_cut_frame"]]
     by_frame = {m.source_frame: m for m in result.frames}

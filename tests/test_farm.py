@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("distributed")
 
 from ml.job import Job, Plate, load_job, save_job  # noqa: E402
-from ml.plan import build_plan, load_plan, save_plan, write_unit_jobs  # noqa: E402
+from ml.plan import PlanRules, build_plan, load_plan, save_plan, write_unit_jobs  # noqa: E402
 from ml.reel import generate_reel  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def _reel_plan(folder: Path, shots: int = 2, scope: str = "shot", gpus: int = 1,
     t.preview_every = 1000
     job.output.aces_exr, job.output.review = False, "none"
     save_job(job, folder / "job.json")
-    plan = build_plan(job, folder / "job.json", scope, chunk_frames=4, gpus=gpus)
+    plan = build_plan(job, folder / "job.json", scope, rules=PlanRules(chunk_frames=4, gpus=gpus))
     path = save_plan(plan, folder / "work" / "plan" / "plan.json")
     write_unit_jobs(plan)
     return path

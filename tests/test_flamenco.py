@@ -17,7 +17,7 @@ import pytest
 from ml.errors import FilmRecoveryError
 from ml.farm import FLAMENCO_JOB_TYPE, flamenco_submission, submit_to_flamenco
 from ml.job import Job, Plate, save_job
-from ml.plan import build_plan, load_plan, plan_tasks, save_plan
+from ml.plan import PlanRules, build_plan, load_plan, plan_tasks, save_plan
 from ml.reel import generate_reel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def plan_path(tmp_path_factory) -> Path:
               source=Plate(path=info.source_pattern, first_frame=info.first_frame, last_frame=info.last_frame),
               reference=Plate(path=info.reference_pattern, first_frame=info.first_frame, last_frame=info.last_frame))
     save_job(job, folder / "job.json")
-    plan = build_plan(job, folder / "job.json", "scene", scenes="1-2,3", chunk_frames=5, gpus=2)
+    plan = build_plan(job, folder / "job.json", "scene", rules=PlanRules(scenes="1-2,3", chunk_frames=5, gpus=2))
     return save_plan(plan, folder / "work" / "plan" / "plan.json")
 
 

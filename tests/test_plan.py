@@ -17,6 +17,7 @@ from ml.farm import task_command
 from ml.job import Job, Plate, load_job, save_job
 from ml.plan import (
     Plan,
+    PlanRules,
     build_plan,
     chunks,
     decide_fallbacks,
@@ -67,7 +68,7 @@ def test_shot_and_scene_scopes_and_named_scenes(reel):
     shot_plan = build_plan(job, job_path, "shot")
     assert [u.id for u in shot_plan.units] == ["shot-1", "shot-2", "shot-3", "shot-4"]
     assert all(u.scope == "shot" and len(u.shots) == 1 for u in shot_plan.units)
-    scene_plan = build_plan(job, job_path, "scene", scenes="1-2,3-4")
+    scene_plan = build_plan(job, job_path, "scene", rules=PlanRules(scenes="1-2,3-4"))
     assert [(u.id, u.shots) for u in scene_plan.units] == [("scene-1", ["1", "2"]), ("scene-2", ["3", "4"])]
     assert parse_scenes("1,2-4", 4) == [0, 1, 1, 1]
     for bad in ("1-2,4", "2-4", "1-3", "1-x"):
@@ -78,7 +79,7 @@ def test_shot_and_scene_scopes_and_named_scenes(reel):
 
 def test_plan_file_round_trip_and_unit_jobs(reel, tmp_path):
     job_path, job = reel
-    plan = build_plan(job, job_path, "sequence", chunk_frames=3)
+    plan = build_plan(job, job_path, "sequence", rules=PlanRules(chunk_frames=3))
     path = save_plan(plan, tmp_path / "plan.json")
     again = load_plan(path)
     assert again.as_dict() == plan.as_dict()
@@ -107,12 +108,14 @@ def test_bad_plan_files_and_options_are_refused_with_a_fix(reel, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(FilmRecoveryError, match="not valid JSON"):
         load_plan(tmp_path / "broken.json")
-    for kwargs, where in (({"scope": "reel"}, "--scope"), ({"chunk_frames": 0}, "--chunk-frames"),
-                          ({"gpus": 0}, "--gpus"), ({"baseline": "global"}, "--baseline"),
-                          ({"min_psnr": float("nan")}, "--min-gain/--min-psnr/--max-drop"),
-                          ({"max_drop_db": float("inf")}, "--min-gain/--min-psnr/--max-drop")):
+    for scope, rules, where in (("reel", PlanRules(), "--scope"),
+                                ("sequence", PlanRules(chunk_frames=0), "--chunk-frames"),
+                                ("sequence", PlanRules(gpus=0), "--gpus"),
+                                ("sequence", PlanRules(baseline="global"), "--baseline"),
+                                ("sequence", PlanRules(min_psnr=float("nan")), "--min-gain/--min-psnr/--max-drop"),
+                                ("sequence", PlanRules(max_drop_db=float("inf")), "--min-gain/--min-psnr/--max-drop")):
         with pytest.raises(FilmRecoveryError) as error:
-            build_plan(job, job_path, **{"scope": "sequence", **kwargs})
+            build_plan(job, job_path, scope, rules=rules)
         assert error.value.where == where and error.value.fix
 
 
@@ -153,10 +156,10 @@ def test_a_shot_that_loses_to_the_baseline_gets_its_own_unit_recorded_with_the_n
 
 def test_the_artists_thresholds(reel):
     job_path, job = reel
-    plan = build_plan(job, job_path, "sequence", min_psnr=35.0)
+    plan = build_plan(job, job_path, "sequence", rules=PlanRules(min_psnr=35.0))
     added = decide_fallbacks(plan, "sequence", {"shots": {"1": _numbers(36.0, 34.0), "2": _numbers(34.5, 30.0)}})
     assert [u.id for u in added] == ["shot-2"] and "below the plan's threshold of 35.00 dB" in added[0].reason
-    plan = build_plan(job, job_path, "sequence", min_gain_db=1.0)
+    plan = build_plan(job, job_path, "sequence", rules=PlanRules(min_gain_db=1.0))
     added = decide_fallbacks(plan, "sequence", {"shots": {"1": _numbers(36.0, 34.0), "2": _numbers(34.5, 34.0)}})
     assert [u.id for u in added] == ["shot-2"] and "below the plan's +1.00 dB" in added[0].reason
     plan = build_plan(job, job_path, "shot")  # a shot unit never falls back further
@@ -173,13 +176,13 @@ def test_a_shot_far_below_the_units_other_shots_gets_its_own_model_by_default(re
     added = decide_fallbacks(plan, "sequence", scores)
     assert [u.id for u in added] == ["shot-3"]
     assert "below the unit's median shot (36.20 dB; the plan allows 3.00)" in added[0].reason
-    plan = build_plan(job, job_path, "sequence", max_drop_db=None)  # `ml plan --no-max-drop`
+    plan = build_plan(job, job_path, "sequence", rules=PlanRules(max_drop_db=None))  # `ml plan --no-max-drop`
     assert decide_fallbacks(plan, "sequence", scores) == []
 
 
 def test_tasks_depend_on_their_units_model_and_chunk_the_shots(reel):
     job_path, job = reel
-    plan = build_plan(job, job_path, "shot", chunk_frames=3, gpus=2)
+    plan = build_plan(job, job_path, "shot", rules=PlanRules(chunk_frames=3, gpus=2))
     tasks = {t.id: t for t in plan_tasks(plan, python="/py")}
     assert tasks["shot-1:train"].after == ["shot-1:dataset"] and tasks["shot-1:score"].after == ["shot-1:train"]
     infer = [t for t in tasks.values() if t.kind == "infer" and t.shot == "2"]

@@ -57,8 +57,10 @@ def run(args, job, reporter) -> None:
     result = curation.match_frames(
         lambda f: source_frame(job, f), lambda f: reference_frame(job, f), all_frames,
         (job.reference.first_frame, job.reference.last_frame), frames=wanted,
-        nominal=curation.nominal_mapping(job.source, job.reference), search=args.search, conform=job.conform,
-        pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect), workers=args.workers,
+        nominal=curation.nominal_mapping(job.source, job.reference),
+        options=curation.MatchOptions(search=args.search, conform=job.conform,
+                                      pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect),
+                                      workers=args.workers),
         progress=lambda d, t, stage: reporter.progress(d, t, stage))
     for shot in result.shots:
         reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): offset {shot.offset:+d} by {shot.method}"

@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args, job, reporter) -> None:
-    from ..plan import build_plan, default_plan_path, save_plan, summary_lines, write_unit_jobs
+    from ..plan import PlanRules, build_plan, default_plan_path, save_plan, summary_lines, write_unit_jobs
     from ..qc import require_qc_pass
 
     if args.count is not None and args.count < 1:
@@ -48,10 +48,10 @@ def run(args, job, reporter) -> None:
         raise FilmRecoveryError(f"{args.count} pairs per unit.", where="--count", fix="Ask for 1 or more.")
     # Parity QC once for the reel (every unit's dataset stage would otherwise run it).
     require_qc_pass(job, reporter)
-    plan = build_plan(job, args.job, args.scope, count=args.count, scenes=args.scenes, min_gain_db=args.min_gain,
-                      min_psnr=args.min_psnr, max_drop_db=None if args.no_max_drop else args.max_drop,
-                      chunk_frames=args.chunk_frames, holdout_per_shot=args.holdout_per_shot,
-                      gpus=args.gpus, baseline=args.baseline, workers=args.workers,
+    rules = PlanRules(count=args.count, scenes=args.scenes, min_gain_db=args.min_gain, min_psnr=args.min_psnr,
+                      max_drop_db=None if args.no_max_drop else args.max_drop, chunk_frames=args.chunk_frames,
+                      holdout_per_shot=args.holdout_per_shot, gpus=args.gpus, baseline=args.baseline)
+    plan = build_plan(job, args.job, args.scope, rules=rules, workers=args.workers,
                       progress=lambda done, total: reporter.progress(done, total, "plan", "analysing frames"))
     out = Path(args.out) if args.out else default_plan_path(job)
     save_plan(plan, out)

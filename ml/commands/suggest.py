@@ -56,16 +56,17 @@ def run(args, job, reporter) -> None:
     from ..ingest import plate_frames
     from ..job import save_job
     from ..pairs import build_records, save_records
-    from ..suggest_stage import suggest_for_job
+    from ..suggest_stage import SuggestJobOptions, suggest_for_job
 
     frames = None
     if args.frames:
         first, last = parse_range(args.frames, "--frames")
         frames = [f for f in plate_frames(job.source) if first <= f <= last]
-    suggestion = suggest_for_job(job, reporter, args.count, args.scope, frames, match=not args.no_match,
-                                 search=args.search,
+    options = SuggestJobOptions(match=not args.no_match, search=args.search, max_align_error=args.max_align_error,
+                                workers=args.workers)
+    suggestion = suggest_for_job(job, reporter, args.count, args.scope, frames,
                                  align_scores=_load_scores(args.align_scores) if args.align_scores else None,
-                                 max_align_error=args.max_align_error, workers=args.workers)
+                                 options=options)
     out = Path(args.out) if args.out else job.work_path("pairs", "suggested.json")
     records = build_records(job, suggestion.pairs + suggestion.rejected, checksums=False)
     save_records(out, records, job.name)
