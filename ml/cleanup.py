@@ -43,7 +43,7 @@ def median_filter(image: np.ndarray, size: int, use_opencv: bool = True) -> np.n
     if size not in (3, 5):
         raise InputImageError(f"median size {size} is not supported.", where="job.cleanup.reference_median",
                               fix="Use 0 (off), 3 or 5.")
-    return primitives.median_filter(image, size, use_opencv)
+    return primitives.median_filter(image, size, use_opencv=use_opencv)
 
 
 def _ring_range(y: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +144,6 @@ def degrain(image: np.ndarray, strength: float, use_opencv: bool = True) -> np.n
     if strength <= 0:
         return np.asarray(image, dtype=np.float32)
     ycc = rgb_to_ycbcr(image)
-    ycc[:, :, :1] = gaussian_blur(ycc[:, :, :1], strength, use_opencv)
-    ycc[:, :, 1:] = gaussian_blur(ycc[:, :, 1:], 2.0 * strength, use_opencv)
+    ycc[:, :, :1] = gaussian_blur(ycc[:, :, :1], strength, use_opencv=use_opencv)
+    ycc[:, :, 1:] = gaussian_blur(ycc[:, :, 1:], 2.0 * strength, use_opencv=use_opencv)
     return ycbcr_to_rgb(ycc)

@@ -317,64 +317,92 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
     require_alignment_applied(job, accepted)
     require_qc_pass(job, reporter)
     staging = _fresh_staging_folder(out)
-    total = len(accepted)
-    done = 0
+    records = _export_pairs(job, reporter, staging, accepted)
+    manifest = _manifest(job, records)
+    if not any(r["holdout"] for r in records) and reporter is not None:
+        reporter.message("No held-out pairs: training cannot report validation PSNR. "
+                         "Mark pairs as hold-out or set training.holdout_every.", level="warning")
+    with atomic_path(staging / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    _swap_in(staging, out)
+    return manifest
 
-    def one(index_pair: tuple[int, Pair]) -> dict:
-        index, pair = index_pair
-        name = f"pair_{pair.source_frame:06d}"
-        images = make_pair_images(job, pair)
-        problems = validate_pair(name, images)
-        if problems:
-            problem, _, fix = problems[0].partition(" Fix: ")
-            more = f" ({len(problems) - 1} more problem(s) on this pair.)" if len(problems) > 1 else ""
-            raise FilmRecoveryError(problem.removeprefix(f"{name}: ") + more, where=f"pair {pair.source_frame}",
-                                    fix=fix or None)
-        input_path, target_path = staging / "input" / f"{name}.exr", staging / "target" / f"{name}.exr"
-        attrs = {"film_recovery:branch": job.branch, "film_recovery:source_frame": pair.source_frame,
-                 "film_recovery:reference_frame": pair.reference_frame, "colorInteropID": "g24_rec709_display"}
-        write_exr(input_path, images.input, attributes={**attrs, "film_recovery:role": "input"})
-        write_exr(target_path, images.target, attributes={**attrs, "film_recovery:role": "target"})
-        # The pair's aligned Reference and its coverage: what a reference-guided model sees (ml.guide).
-        guide_path, coverage_path = staging / "guide" / f"{name}.exr", staging / "coverage" / f"{name}.exr"
-        write_exr(guide_path, images.aligned_reference, attributes={**attrs, "film_recovery:role": "guide"})
-        write_exr(coverage_path, images.coverage, attributes={**attrs, "film_recovery:role": "coverage"})
-        written_error = unchanged_channel_error(read_image(input_path), read_image(target_path), job.branch,
-                                                images.clamped)
-        return {"name": name, "source_frame": pair.source_frame, "reference_frame": pair.reference_frame,
-                "input": f"input/{name}.exr", "target": f"target/{name}.exr",
-                "guide": f"guide/{name}.exr", "coverage": f"coverage/{name}.exr",
-                "guide_coverage": float(images.coverage.mean()),
-                "holdout": _holdout(job, pair, index), "shot": pair.shot, "label": pair.label,
-                "rationale": pair.rationale, "align_score": pair.align_score,
-                "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
-                "crop": dict(zip(("x", "y", "width", "height"), images.crop_box, strict=True)),
-                "size": [int(images.input.shape[1]), int(images.input.shape[0])],
-                "source_size": list(images.source_size),
-                "unchanged_channel_max_error": written_error,
-                "clamped_fraction": float(images.clamped.mean()),
-                "checksums": {"input": file_sha256(input_path), "target": file_sha256(target_path),
-                              "guide": file_sha256(guide_path), "coverage": file_sha256(coverage_path),
-                              "source_file": _plate_file_sha256(plate_frame_path(job.source, pair.source_frame)),
-                              "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}
-                }, _without_pixels(images)
 
+def _export_pairs(job: Job, reporter, staging: Path, accepted: list[Pair]) -> list[dict]:
+    """Every accepted pair's files into `staging`, four at a time; their manifest records, once the
+    bars inside the crop are judged over all of them."""
     records, checked = [], []
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for record, images in pool.map(one, enumerate(accepted)):
+        for record, images in pool.map(lambda item: _export_pair(job, staging, *item), enumerate(accepted)):
             records.append(record)
             checked.append(images)
-            done += 1
             if reporter is not None:
-                reporter.progress(done, total, "dataset", f"pair {record['source_frame']}")
+                reporter.progress(len(records), len(accepted), "dataset", f"pair {record['source_frame']}")
     problems = bar_problems([r["source_frame"] for r in records], checked)
     if problems:
         more = f" ({len(problems) - 1} more in other pairs.)" if len(problems) > 1 else ""
         raise FilmRecoveryError(problems[0].problem + more, where=problems[0].where, fix=problems[0].fix)
+    return records
+
+
+def _export_pair(job: Job, staging: Path, index: int, pair: Pair) -> tuple[dict, PairImages]:
+    """One pair: its images made, checked and written; (its manifest record, its images without pixels)."""
+    name = f"pair_{pair.source_frame:06d}"
+    images = make_pair_images(job, pair)
+    problems = validate_pair(name, images)
+    if problems:
+        problem, _, fix = problems[0].partition(" Fix: ")
+        more = f" ({len(problems) - 1} more problem(s) on this pair.)" if len(problems) > 1 else ""
+        raise FilmRecoveryError(problem.removeprefix(f"{name}: ") + more, where=f"pair {pair.source_frame}",
+                                fix=fix or None)
+    paths = _write_pair(job, staging, name, pair, images)
+    written_error = unchanged_channel_error(read_image(paths["input"]), read_image(paths["target"]), job.branch,
+                                            images.clamped)
+    return _pair_record(job, index, pair, images, paths, written_error), _without_pixels(images)
+
+
+def _write_pair(job: Job, staging: Path, name: str, pair: Pair, images: PairImages) -> dict[str, Path]:
+    """The pair's input, target, aligned Reference and coverage EXRs; role -> path."""
+    attrs = {"film_recovery:branch": job.branch, "film_recovery:source_frame": pair.source_frame,
+             "film_recovery:reference_frame": pair.reference_frame, "colorInteropID": "g24_rec709_display"}
+    # The aligned Reference and its coverage: what a reference-guided model sees (ml.guide).
+    pixels = {"input": images.input, "target": images.target, "guide": images.aligned_reference,
+              "coverage": images.coverage}
+    paths = {role: staging / role / f"{name}.exr" for role in pixels}
+    for role, image in pixels.items():
+        write_exr(paths[role], image, attributes={**attrs, "film_recovery:role": role})
+    return paths
+
+
+def _pair_record(job: Job, index: int, pair: Pair, images: PairImages, paths: dict[str, Path],
+                 written_error: float) -> dict:
+    """The manifest's entry for one written pair."""
+    name = paths["input"].stem
+    return {"name": name, "source_frame": pair.source_frame, "reference_frame": pair.reference_frame,
+            "input": f"input/{name}.exr", "target": f"target/{name}.exr",
+            "guide": f"guide/{name}.exr", "coverage": f"coverage/{name}.exr",
+            "guide_coverage": float(images.coverage.mean()),
+            "holdout": _holdout(job, pair, index), "shot": pair.shot, "label": pair.label,
+            "rationale": pair.rationale, "align_score": pair.align_score,
+            "matrix": images.matrix.reshape(-1).tolist(), "matrix_source": images.matrix_source,
+            "crop": dict(zip(("x", "y", "width", "height"), images.crop_box, strict=True)),
+            "size": [int(images.input.shape[1]), int(images.input.shape[0])],
+            "source_size": list(images.source_size),
+            "unchanged_channel_max_error": written_error,
+            "clamped_fraction": float(images.clamped.mean()),
+            "checksums": {"input": file_sha256(paths["input"]), "target": file_sha256(paths["target"]),
+                          "guide": file_sha256(paths["guide"]), "coverage": file_sha256(paths["coverage"]),
+                          "source_file": _plate_file_sha256(plate_frame_path(job.source, pair.source_frame)),
+                          "reference_file": _plate_file_sha256(plate_frame_path(job.reference, pair.reference_frame))}
+            }
+
+
+def _manifest(job: Job, records: list[dict]) -> dict:
+    """The dataset's manifest: its pairs, the rejected ones, and the recipe and colour settings."""
     from . import __version__
 
     job_dict = job_to_dict(job)
-    manifest = {
+    return {
         "schema": DATASET_SCHEMA, "version": DATASET_VERSION, "engine": __version__,
         "branch": job.branch, "source_plate": job.source.path, "reference_plate": job.reference.path,
         "pairs": records,
@@ -388,10 +416,3 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         "job_hash": hashlib.sha256(json.dumps(job_dict, sort_keys=True).encode()).hexdigest(),
         "recipe": dataset_recipe(job), "recipe_hash": recipe_hash(dataset_recipe(job)),
     }
-    if not any(r["holdout"] for r in records) and reporter is not None:
-        reporter.message("No held-out pairs: training cannot report validation PSNR. "
-                         "Mark pairs as hold-out or set training.holdout_every.", level="warning")
-    with atomic_path(staging / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
-    _swap_in(staging, out)
-    return manifest

@@ -89,63 +89,23 @@ def _check_checksums(recorded: Any, files: dict[str, Path], fix: str) -> None:
                                     "export).", where=str(path), fix=fix)
 
 
+_FIX_EXPORT = "Export the dataset first (Dataset stage, or `python -m ml dataset job.json`)."
+
+
 def load_dataset(folder: str | Path) -> Dataset:
     """Read and validate a dataset folder into memory (float32 RGB arrays)."""
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
-    fix_export = "Export the dataset first (Dataset stage, or `python -m ml dataset job.json`)."
-    if not manifest_path.exists():
-        raise FilmRecoveryError("no dataset here (manifest.json not found).", where=str(manifest_path),
-                                fix=fix_export)
-    raw = manifest_path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FilmRecoveryError(f"manifest is not valid JSON ({exc}).", where=str(manifest_path),
-                                fix=fix_export) from exc
-    if not isinstance(manifest, dict) or manifest.get("schema") != DATASET_SCHEMA:
-        raise FilmRecoveryError("not a Film Recovery dataset manifest.", where=str(manifest_path), fix=fix_export)
-    branch = manifest.get("branch")
-    if branch not in ("chroma", "spatial"):
-        raise FilmRecoveryError(f"branch is {branch!r}, expected 'chroma' or 'spatial'.",
-                                where=f"{manifest_path}: branch", fix=fix_export)
+    manifest, raw = _read_manifest(manifest_path)
     entries = manifest.get("pairs")
     if not isinstance(entries, list) or not entries:
         raise FilmRecoveryError("the dataset has no pairs.", where=str(manifest_path),
                                 fix="Accept at least one pair in Pair Curation and export the dataset again.")
-    pairs = []
-    for i, entry in enumerate(entries):
-        where = f"{manifest_path}: pairs[{i}]"
-        if not isinstance(entry, dict):
-            raise FilmRecoveryError("pair entry is not an object.", where=where, fix=fix_export)
-        input_path = _resolve(folder, entry.get("input"), f"{where}.input")
-        target_path = _resolve(folder, entry.get("target"), f"{where}.target")
-        files = {"input": input_path, "target": target_path}
-        if entry.get("guide") and entry.get("coverage"):
-            files |= {"guide": _resolve(folder, entry["guide"], f"{where}.guide"),
-                      "coverage": _resolve(folder, entry["coverage"], f"{where}.coverage")}
-        _check_checksums(entry.get("checksums"), files, fix_export)
-        source = read_image(str(input_path))
-        target = read_image(str(target_path))
-        guide = read_image(str(files["guide"])) if "guide" in files else None
-        cover = read_image(str(files["coverage"]))[..., 0] if "coverage" in files else None
-        for role, image in (("guide", guide), ("coverage", cover)):
-            if image is not None and image.shape[:2] != source.shape[:2]:
-                raise FilmRecoveryError(f"the {role} image is {image.shape[1]}x{image.shape[0]}, the Input "
-                                        f"{source.shape[1]}x{source.shape[0]}.", where=str(files[role]), fix=fix_export)
-        if source.shape != target.shape:
-            raise FilmRecoveryError(f"Input is {source.shape[1]}x{source.shape[0]} but Target is "
-                                    f"{target.shape[1]}x{target.shape[0]}.", where=str(target_path),
-                                    fix="Input and Target must be the same size: export the dataset again "
-                                        "with one shared crop.")
-        origin, frame_size = _placement(entry, source.shape[:2])
-        pairs.append(DatasetPair(str(entry.get("name") or input_path.stem), input_path, target_path,
-                                 bool(entry.get("holdout", False)), source, target, origin, frame_size,
-                                 guide, cover))
+    pairs = [_load_pair(folder, entry, f"{manifest_path}: pairs[{i}]") for i, entry in enumerate(entries)]
     if not any(not p.holdout for p in pairs):
         raise FilmRecoveryError("every pair is marked holdout; nothing is left to train on.",
                                 where=str(manifest_path), fix="Mark fewer pairs as holdout.")
-    dataset = Dataset(folder, branch, pairs, hashlib.sha256(raw).hexdigest(),
+    dataset = Dataset(folder, manifest["branch"], pairs, hashlib.sha256(raw).hexdigest(),
                       colour=manifest.get("colour") or {}, manifest=manifest)
     preview = manifest.get("preview")
     if preview:
@@ -156,3 +116,52 @@ def load_dataset(folder: str | Path) -> Dataset:
         else:
             dataset.preview_input = read_image(str(preview_path))
     return dataset
+
+
+def _read_manifest(manifest_path: Path) -> tuple[dict[str, Any], bytes]:
+    """(the manifest, its bytes): a dataset manifest of a known branch, else a clear error."""
+    if not manifest_path.exists():
+        raise FilmRecoveryError("no dataset here (manifest.json not found).", where=str(manifest_path),
+                                fix=_FIX_EXPORT)
+    raw = manifest_path.read_bytes()
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FilmRecoveryError(f"manifest is not valid JSON ({exc}).", where=str(manifest_path),
+                                fix=_FIX_EXPORT) from exc
+    if not isinstance(manifest, dict) or manifest.get("schema") != DATASET_SCHEMA:
+        raise FilmRecoveryError("not a Film Recovery dataset manifest.", where=str(manifest_path), fix=_FIX_EXPORT)
+    branch = manifest.get("branch")
+    if branch not in ("chroma", "spatial"):
+        raise FilmRecoveryError(f"branch is {branch!r}, expected 'chroma' or 'spatial'.",
+                                where=f"{manifest_path}: branch", fix=_FIX_EXPORT)
+    return manifest, raw
+
+
+def _load_pair(folder: Path, entry: Any, where: str) -> DatasetPair:
+    """One manifest entry's images, checked against their checksums and against each other's size."""
+    if not isinstance(entry, dict):
+        raise FilmRecoveryError("pair entry is not an object.", where=where, fix=_FIX_EXPORT)
+    input_path = _resolve(folder, entry.get("input"), f"{where}.input")
+    target_path = _resolve(folder, entry.get("target"), f"{where}.target")
+    files = {"input": input_path, "target": target_path}
+    if entry.get("guide") and entry.get("coverage"):
+        files |= {"guide": _resolve(folder, entry["guide"], f"{where}.guide"),
+                  "coverage": _resolve(folder, entry["coverage"], f"{where}.coverage")}
+    _check_checksums(entry.get("checksums"), files, _FIX_EXPORT)
+    source = read_image(str(input_path))
+    target = read_image(str(target_path))
+    guide = read_image(str(files["guide"])) if "guide" in files else None
+    cover = read_image(str(files["coverage"]))[..., 0] if "coverage" in files else None
+    for role, image in (("guide", guide), ("coverage", cover)):
+        if image is not None and image.shape[:2] != source.shape[:2]:
+            raise FilmRecoveryError(f"the {role} image is {image.shape[1]}x{image.shape[0]}, the Input "
+                                    f"{source.shape[1]}x{source.shape[0]}.", where=str(files[role]), fix=_FIX_EXPORT)
+    if source.shape != target.shape:
+        raise FilmRecoveryError(f"Input is {source.shape[1]}x{source.shape[0]} but Target is "
+                                f"{target.shape[1]}x{target.shape[0]}.", where=str(target_path),
+                                fix="Input and Target must be the same size: export the dataset again "
+                                    "with one shared crop.")
+    origin, frame_size = _placement(entry, source.shape[:2])
+    return DatasetPair(str(entry.get("name") or input_path.stem), input_path, target_path,
+                       bool(entry.get("holdout", False)), source, target, origin, frame_size, guide, cover)

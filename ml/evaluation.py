@@ -57,9 +57,9 @@ def compare(name: str, frame: int, source: np.ndarray, baseline: np.ndarray, mod
     if model is not None:
         outputs["model"] = model
     scores = {method: score_image(image, reference, branch) for method, image in outputs.items()}
-    images = {method: downscale(image, thumbnail_width) for method, image in outputs.items()}
-    images["reference"] = downscale(reference, thumbnail_width)
-    errors = {method: downscale(branch_error_map(outputs[method], reference, branch)[..., None], thumbnail_width)[..., 0]
+    images = {method: downscale(image, max_width=thumbnail_width) for method, image in outputs.items()}
+    images["reference"] = downscale(reference, max_width=thumbnail_width)
+    errors = {method: downscale(branch_error_map(outputs[method], reference, branch)[..., None], max_width=thumbnail_width)[..., 0]
               for method in ("baseline", "model") if method in outputs}
     window = detail_window(reference)
     crops = {method: np.ascontiguousarray(image[window]) for method, image in {**outputs, "reference": reference}.items()}

@@ -149,7 +149,7 @@ def ssim(image1: np.ndarray, image2: np.ndarray, data_range: float = 1.0) -> flo
         raise ValueError(f"SSIM needs images of at least {2 * SSIM_RADIUS + 1} pixels a side")
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     def window_mean(image: np.ndarray) -> np.ndarray:  # scipy's 'reflect' edges, as skimage's SSIM
-        return gaussian_blur(image, SSIM_SIGMA, SSIM_RADIUS, edge="reflect")
+        return gaussian_blur(image, SSIM_SIGMA, radius=SSIM_RADIUS, edge="reflect")
 
     mu_x, mu_y = window_mean(x), window_mean(y)
     var_x = window_mean(x * x) - mu_x * mu_x

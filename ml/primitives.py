@@ -66,7 +66,7 @@ def gaussian_kernel(sigma: float, radius: int | None = None) -> np.ndarray:
     return taps / taps.sum()
 
 
-def separable_filter(image: np.ndarray, kernel: Sequence[float] | np.ndarray, edge: str = "mirror",
+def separable_filter(image: np.ndarray, kernel: Sequence[float] | np.ndarray, *, edge: str = "mirror",
                      use_opencv: bool = True) -> np.ndarray:
     """The same odd-length 1D kernel down the rows then along the columns of an (H, W[, C]) image."""
     image = _float(image)
@@ -91,12 +91,12 @@ def separable_filter(image: np.ndarray, kernel: Sequence[float] | np.ndarray, ed
     return out
 
 
-def gaussian_blur(image: np.ndarray, sigma: float, radius: int | None = None, edge: str = "mirror",
+def gaussian_blur(image: np.ndarray, sigma: float, *, radius: int | None = None, edge: str = "mirror",
                   use_opencv: bool = True) -> np.ndarray:
     """Exact separable Gaussian of an (H, W[, C]) image; sigma in pixels (0 returns a copy)."""
     if sigma <= 0:
         return _float(image).copy()
-    return separable_filter(image, gaussian_kernel(sigma, radius), edge, use_opencv)
+    return separable_filter(image, gaussian_kernel(sigma, radius), edge=edge, use_opencv=use_opencv)
 
 
 # ------------------------------------------------------------------------------ box sums (O(1) per pixel)
@@ -119,7 +119,7 @@ def window_sums(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return running_sum(running_sum(image, height, 0), width, 1)
 
 
-def box_filter(image: np.ndarray, radius: int, edge: str = "nearest", normalise: bool = True,
+def box_filter(image: np.ndarray, radius: int, *, edge: str = "nearest", normalise: bool = True,
                passes: int = 1) -> np.ndarray:
     """Mean (or, normalise=False, sum) over the (2r+1)^2 box around each pixel of an (H, W[, C]) image.
 
@@ -142,7 +142,7 @@ def box_filter(image: np.ndarray, radius: int, edge: str = "nearest", normalise:
 
 # ----------------------------------------------------------------------------------------- median
 
-def median_filter(image: np.ndarray, size: int, use_opencv: bool = True) -> np.ndarray:
+def median_filter(image: np.ndarray, size: int, *, use_opencv: bool = True) -> np.ndarray:
     """Square median (size 3 or 5) of each channel of an (H, W[, C]) image, edges mirrored."""
     if size not in (3, 5):
         raise ValueError(f"median size {size}: only 3 and 5 are supported")
@@ -176,7 +176,7 @@ def block_mean(image: np.ndarray, factor: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(image)[:h, :w].reshape(h // fy, fy, w // fx, fx, *image.shape[2:]).mean(axis=(1, 3))
 
 
-def downscale(image: np.ndarray, max_width: int | None = None, max_side: int | None = None) -> np.ndarray:
+def downscale(image: np.ndarray, *, max_width: int | None = None, max_side: int | None = None) -> np.ndarray:
     """Block-mean an image down by the smallest integer factor that makes it at most `max_width`
     wide (or its longer side at most `max_side`); an image already small enough is returned as is."""
     length = image.shape[1] if max_side is None else max(image.shape[:2])

@@ -34,6 +34,7 @@ from ml.job import Balance, Job, Output, Plate, Training, save_job  # noqa: E402
 from ml.neural.checkpoint import load_model  # noqa: E402
 from ml.neural.infer import (  # noqa: E402
     InferOptions,
+    PipelineSettings,
     check_output_locations,
     infer_frame,
     output_patterns,
@@ -144,7 +145,7 @@ def test_odd_sizes_and_tiles_match_the_whole_frame(position):
     model, metadata = random_model("chroma", position)
     source = faded_photo("astronaut", 75, 101)  # neither side a multiple of 4
     whole = infer_frame(model, metadata, source)
-    tiled = infer_frame(model, metadata, source, tile=48, overlap=24)
+    tiled = infer_frame(model, metadata, source, settings=PipelineSettings(tile=48, overlap=24))
     change = np.abs(whole - source).max()
     assert change > 1e-2
     diff = np.abs(tiled - whole)

@@ -17,7 +17,7 @@ from ml.guide import GuidePlanner
 from ml.imageio import frame_path, read_image
 from ml.job import spatial_training_defaults
 from ml.neural import checkpoint as ckpt
-from ml.neural.infer import infer_frame
+from ml.neural.infer import PipelineSettings, infer_frame
 from ml.neural.predict import source_grain
 from ml.primitives import luma
 from ml.sample import apply_reference_grade, load_truth
@@ -100,8 +100,8 @@ def test_grain_choice_changes_the_output_as_documented(trained):
     # As inference feeds a reference-guided model: the frame's aligned Reference and its coverage.
     aligned, cover, _ = GuidePlanner(shot.job).guide(frame)
     guide = np.concatenate([aligned, cover[..., None]], axis=2)
-    clean = infer_frame(model, metadata, source, grain="clean", guide=guide)
-    kept = infer_frame(model, metadata, source, grain="keep_source", guide=guide)
+    clean = infer_frame(model, metadata, source, settings=PipelineSettings(grain="clean"), guide=guide)
+    kept = infer_frame(model, metadata, source, settings=PipelineSettings(grain="keep_source"), guide=guide)
 
     def y(image):
         return torch.from_numpy(luma(image).astype(np.float32))[None, None]

@@ -320,37 +320,52 @@ class _Launched:
     preprocess_start: float
 
 
+@dataclass(frozen=True)
+class PipelineSettings:
+    """How the device side treats each batch, besides the model and the archival LUT."""
+
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 elsewhere) | bf16 | fp16 | fp32
+    tile: int = 0  # 0: whole frames (tiles only after a CUDA out-of-memory error)
+    overlap: int = DEFAULT_OVERLAP
+    want_review: bool = False  # 8-bit review pixels
+    exact_display: bool = False  # float32 display on the host (the OCIO archival path needs it)
+    compile: bool = False  # torch.compile the model
+    balance: Balance | None = None  # the neutral pre-balance, when the decode threads leave it to the device
+    grain: str = "clean"  # job.output.grain: the Source's grain back over a predicted luma, or not
+    degrain: float = 0.0  # the training degrain, applied to the model's input on the device
+
+
 class DevicePipeline:
     """The model and the device-side colour work: Source RGB batch in, host-ready outputs out."""
 
-    def __init__(self, model: RecoveryModel, metadata: dict[str, Any], device: torch.device, dtype: str = "auto",
-                 tile: int = 0, overlap: int = DEFAULT_OVERLAP, archival_lut: torch.Tensor | None = None,
-                 want_aces: bool = False, want_review: bool = False, exact_display: bool = False,
-                 compile: bool = False, balance: Balance | None = None, grain: str = "clean",
-                 degrain: float = 0.0):
+    def __init__(self, model: RecoveryModel, metadata: dict[str, Any], device: torch.device,
+                 settings: PipelineSettings | None = None, archival_lut: torch.Tensor | None = None):
+        """`archival_lut` (None: no archival output from the device) is `_archival_lut`'s volume."""
         check_metadata(metadata)
-        self.grain = grain  # job.output.grain: the Source's grain back over a predicted luma, or not
-        self.degrain = degrain  # the training degrain, applied to the model's input on the device
+        settings = settings or PipelineSettings()
+        self.grain = settings.grain
+        self.degrain = settings.degrain
         self.device = device
         self.cuda = device.type == "cuda"
-        self.amp = amp_dtype_for(device, None if dtype == "auto" else dtype)
-        self.tile = tile or None
-        self.overlap = overlap
+        self.amp = amp_dtype_for(device, None if settings.dtype == "auto" else settings.dtype)
+        self.tile = settings.tile or None  # halved after an out-of-memory error
+        self.overlap = settings.overlap
         self.batch_limit: int | None = None  # set after an out-of-memory error
         self.kept_channels = [c for c in range(3) if c not in model.config.predicted_channels]
         self.predicted_channels = tuple(model.config.predicted_channels)
         self.guided = model.config.guided
-        self.lut = archival_lut.to(device) if (archival_lut is not None and want_aces) else None
+        self.lut = archival_lut.to(device) if archival_lut is not None else None
         # The neutral pre-balance, when the decode threads leave it to the device (see _decode_frame).
+        balance = settings.balance
         self.balance = None if balance is None else tuple(
             torch.tensor(values, dtype=torch.float32, device=device) for values in (balance.gain, balance.offset))
-        self.want_review = want_review
-        self.exact_display = exact_display  # float32 display on the host (the OCIO archival path needs it)
+        self.want_review = settings.want_review
+        self.exact_display = settings.exact_display
         model = model.to(device).eval()
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
             torch.backends.cudnn.benchmark = True
-        self.model: RecoveryModel = torch.compile(model) if compile else model  # type: ignore[assignment]
+        self.model: RecoveryModel = torch.compile(model) if settings.compile else model  # type: ignore[assignment]
         self.notes: list[str] = []
 
     def _stamp(self) -> Any:
@@ -409,15 +424,35 @@ class DevicePipeline:
     def launch(self, batch: list[_Decoded]) -> _Launched:
         """Queue a batch of same-size frames on the device (returns at once on CUDA)."""
         start = time.perf_counter()
-        if self.cuda:
-            current = torch.cuda.current_stream(self.device)
-            for d in batch:
-                if d.uploaded is not None:  # uploaded on a decode thread's stream: wait for it there
-                    current.wait_event(d.uploaded)
-                    for t in (d.model_input, d.kept):
-                        if t is not None and t.is_cuda:
-                            t.record_stream(current)
+        self._wait_for_uploads(batch)
         clock = [self._stamp()]
+        source, model_source = self._model_source(batch)
+        guide, sigma = self._guide(batch, source.shape[-2:]) if self.guided else (None, None)
+        clock.append(self._stamp())
+        out = self._predict(model_source, guide, sigma)
+        clock.append(self._stamp())
+        display, aces, review = self._outputs(self._recombine(out, source, batch))
+        ready = None
+        if self.cuda:
+            ready = torch.cuda.Event()
+            ready.record()
+        clock.append(self._stamp())
+        return _Launched(batch, display, aces, review, ready, clock, start)
+
+    def _wait_for_uploads(self, batch: list[_Decoded]) -> None:
+        """On CUDA: the main stream waits for each frame's upload on its decode thread's stream."""
+        if not self.cuda:
+            return
+        current = torch.cuda.current_stream(self.device)
+        for d in batch:
+            if d.uploaded is not None:
+                current.wait_event(d.uploaded)
+                for t in (d.model_input, d.kept):
+                    if t is not None and t.is_cuda:
+                        t.record_stream(current)
+
+    def _model_source(self, batch: list[_Decoded]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the balanced Source's YCbCr, what the model sees: the same after the training degrain)."""
         rgb = torch.stack([d.model_input.to(self.device, non_blocking=self.cuda) for d in batch]).float()
         if self.balance is not None:  # as balance.apply_balance: multiply, then add, in float32
             gain, offset = self.balance
@@ -428,15 +463,19 @@ class DevicePipeline:
         model_source = degrain_ycbcr(source, self.degrain)
         if self.cuda:
             model_source = model_source.contiguous(memory_format=torch.channels_last)
-        guide = sigma = None
-        if self.guided:  # frames without a guide: coverage 0 (the model's Source-only prediction)
-            stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
-                                   torch.zeros((*source.shape[-2:], 4), device=self.device) for d in batch]).float()
-            guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
-            sigma = torch.tensor([d.guide_record.detail_sigma if d.guide_record is not None else 0.0 for d in batch])
-        clock.append(self._stamp())
-        out = self._predict(model_source, guide, sigma)
-        clock.append(self._stamp())
+        return source, model_source
+
+    def _guide(self, batch: list[_Decoded], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+        """A guided model's guide tensor and detail sigmas; frames without a guide get coverage 0
+        (the model's Source-only prediction)."""
+        stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
+                               torch.zeros((*size, 4), device=self.device) for d in batch]).float()
+        guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
+        sigma = torch.tensor([d.guide_record.detail_sigma if d.guide_record is not None else 0.0 for d in batch])
+        return guide, sigma
+
+    def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded]) -> torch.Tensor:
+        """The prediction with the plate's own kept channels and, as job.output.grain says, its grain."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -446,18 +485,15 @@ class DevicePipeline:
             grain_from = rgb_to_ycbcr(kept.float().permute(0, 3, 1, 2))
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
-        out = apply_grain_choice(out, grain_from, self.grain, self.predicted_channels)
+        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels)
+
+    def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        """YCbCr -> the display, archival and review pixels, copied (on CUDA: queued) to the host."""
         display = ycbcr_to_rgb(out).permute(0, 2, 3, 1)  # (N, H, W, 3) float32
         aces = display_to_aces_device(display, self.lut).half() if self.lut is not None else None
         review = display.clamp(0.0, 1.0).mul(255.0).add(0.5).to(torch.uint8) if self.want_review else None
         display = display.contiguous() if self.exact_display else display.half()
-        host = [self._to_host(t) for t in (display, aces, review)]
-        ready = None
-        if self.cuda:
-            ready = torch.cuda.Event()
-            ready.record()
-        clock.append(self._stamp())
-        return _Launched(batch, host[0], host[1], host[2], ready, clock, start)
+        return tuple(self._to_host(t) for t in (display, aces, review))
 
     def _to_host(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
         if tensor is None or not self.cuda:
@@ -478,15 +514,15 @@ class DevicePipeline:
 
 
 def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: str | torch.device = "cpu",
-                dtype: str = "auto", tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-                kept: np.ndarray | None = None, grain: str = "clean", guide: np.ndarray | None = None,
-                detail_sigma: float = 0.0) -> np.ndarray:
+                settings: PipelineSettings | None = None, kept: np.ndarray | None = None,
+                guide: np.ndarray | None = None, detail_sigma: float = 0.0) -> np.ndarray:
     """Recover one (H, W, 3) frame through the inference pipeline's device path; float32 RGB,
-    before any half-float quantisation. `kept` supplies the kept channels (default: `rgb`'s) and
+    before any half-float quantisation (`settings.exact_display` is forced on). `settings` gives
+    the precision, tiles and grain choice. `kept` supplies the kept channels (default: `rgb`'s) and
     the grain `grain="keep_source"` puts back; `guide` (H, W, 4: aligned Reference RGB + coverage)
     feeds a reference-guided model, corrected as `detail_sigma` says (`models.reference_correction`)."""
-    pipeline = DevicePipeline(model, metadata, torch.device(device), dtype, tile, overlap, exact_display=True,
-                              grain=grain)
+    settings = dataclasses.replace(settings or PipelineSettings(), exact_display=True)
+    pipeline = DevicePipeline(model, metadata, torch.device(device), settings)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
@@ -637,6 +673,64 @@ def _output_plan(frames: list[int], patterns: dict[str, Path], model_sha: str, r
 def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = None) -> InferResult:
     """Run the model over the Source frames and write the outputs job.output asks for."""
     options = options or InferOptions()
+    frames, patterns = _checked_request(job, options)
+    setup = _load_setup(job, options, frames, patterns)
+    plan = _plan_outputs(job, reporter, options, setup)
+    for note in setup.notes:
+        reporter.message(note, "warning")
+    pipeline = _device_pipeline(job, options, setup, plan)
+    reporter.message(f"Inference: {len(plan.to_write)} frame(s) on {setup.device.type} ({setup.precision}), "
+                     f"{setup.decode_workers} decode / {setup.encode_workers} encode threads, "
+                     f"archival transform {setup.archival}.")
+    start = time.perf_counter()
+    planner = GuidePlanner(job) if pipeline.guided else None
+    run = _Run(job, reporter, pipeline, options, setup, plan, planner)
+    run.run()
+    wall = time.perf_counter() - start
+    guide = _write_guide_report(job, run.guide_records) if planner is not None else {}
+    notes = [*setup.notes, *_run_notes(job, pipeline, guide)]
+    outputs = {kind: str(pattern) for kind, pattern in patterns.items()}
+    if job.output.review == "movie" and frames:
+        notes.append(_write_movie(job, frames, patterns, bool(plan.to_write), reporter, outputs))
+    written = plan.to_write
+    return InferResult(frames=frames, written=written, skipped=plan.skipped, outputs=outputs, model=str(setup.path),
+                       model_hash=setup.sha, recipe_hash=setup.recipe, device=str(setup.device),
+                       precision=setup.precision, seconds=wall, fps=len(written) / wall if wall > 0 and written else 0.0,
+                       stages=run.times.summary(len(written), wall), notes=[n for n in notes if n], guide=guide)
+
+
+@dataclass
+class _Setup:
+    """What a run fixes before it reads a frame: the frames and outputs, the model, the recipe."""
+
+    frames: list[int]
+    patterns: dict[str, Path]
+    device: torch.device
+    precision: str
+    path: Path
+    model: RecoveryModel
+    metadata: dict[str, Any]
+    degrain: float
+    sha: str
+    recipe: str
+    archival: str
+    base: dict[str, Any]  # provenance every output frame's header carries
+    decode_workers: int
+    encode_workers: int
+    notes: list[str]  # how the job differs from what the model was trained on
+
+
+@dataclass
+class _Plan:
+    """The outputs each frame still needs, and which frames need some."""
+
+    todo: dict[int, dict[str, Path]]
+    to_write: list[int]
+    skipped: list[int]
+
+
+def _checked_request(job: Job, options: InferOptions) -> tuple[list[int], dict[str, Path]]:
+    """Refuse unknown options and outputs that would land in a plate folder; (frames, output patterns)."""
     if options.archival not in ("lut", "ocio"):
         raise FilmRecoveryError(f"unknown archival transform {options.archival!r}.", where="--archival",
                                 fix="Use lut (baked 3D LUT on the device) or ocio (exact, CPU).")
@@ -649,36 +743,51 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
         raise FilmRecoveryError("no outputs are enabled.", where="job.output",
                                 fix="Enable the display EXR, the archival EXR or review proxies.")
     check_output_locations(job, patterns)
+    return frames, patterns
+
+
+def _load_setup(job: Job, options: InferOptions, frames: list[int], patterns: dict[str, Path]) -> _Setup:
+    """Resolve the device and precision, load the model (refused for another branch), fix the recipe."""
     device = resolve_device(options.device)
     if options.dtype not in ("auto", "bf16", "fp16", "fp32"):
         raise FilmRecoveryError(f"unknown precision {options.dtype!r}.", where="--dtype", fix="Use bf16, fp16 or fp32.")
     precision = precision_name(device, options.dtype)
-
     path = resolve_model_path(job, options.model_path)
     model, metadata = ckpt.load_model(path, device)
     if metadata.get("branch") != job.branch:
         raise FilmRecoveryError(f"the model was trained for the {metadata.get('branch')} branch, the job is "
                                 f"{job.branch}.", where=str(path), fix="Pick the model trained for this branch.")
-    notes: list[str] = []
     degrain = training_degrain(job, metadata)
+    recipe = recipe_hash(job, degrain, precision, options, guided=model.config.guided)
+    archival = "ocio" if options.archival == "ocio" else f"lut{options.lut_size}"
+    # Measured host CPU per 2K frame: decode ~50 ms, archival encode ~90 (PIZ) to ~160 ms (ZIP).
+    return _Setup(frames, patterns, device, precision, path, model, metadata, degrain, model_hash(metadata), recipe,
+                  archival, base=provenance(path, metadata, recipe, precision, archival),
+                  decode_workers=_auto_workers(options.decode_workers, 0.375),
+                  encode_workers=_auto_workers(options.encode_workers, 0.75),
+                  notes=_training_notes(job, metadata, degrain))
+
+
+def _training_notes(job: Job, metadata: dict[str, Any], degrain: float) -> list[str]:
+    """Where the job's Source chain now differs from the one the model was trained on."""
+    notes: list[str] = []
     if degrain != job.cleanup.source_degrain:
         notes.append(f"Source degrain {degrain:g} as the model was trained (the job now says "
                      f"{job.cleanup.source_degrain:g}).")
     trained_balance = (metadata.get("colour") or {}).get("balance")
     if isinstance(trained_balance, dict) and trained_balance != dataclasses.asdict(job.balance):
         notes.append("The Source balance changed since training; the model sees the job's current balance.")
-    sha = model_hash(metadata)
-    recipe = recipe_hash(job, degrain, precision, options, guided=model.config.guided)
-    archival = "ocio" if options.archival == "ocio" else f"lut{options.lut_size}"
-    base = provenance(path, metadata, recipe, precision, archival)
-    overwrite = options.overwrite or job.output.overwrite
-    encode_workers = _auto_workers(options.encode_workers, 0.75)
-    # Measured host CPU per 2K frame: decode ~50 ms, archival encode ~90 (PIZ) to ~160 ms (ZIP).
-    decode_workers = _auto_workers(options.decode_workers, 0.375)
+    return notes
 
+
+def _plan_outputs(job: Job, reporter: Reporter, options: InferOptions, setup: _Setup) -> _Plan:
+    """Check the existing outputs: current ones are skipped, damaged ones written again, another
+    model's or recipe's refused (unless overwriting)."""
+    frames, patterns = setup.frames, setup.patterns
     reporter.progress(0, len(frames), "infer", "checking existing outputs")
     _remove_stale_temp_files(frames, patterns, reporter)
-    todo, others, damaged = _output_plan(frames, patterns, sha, recipe, overwrite, encode_workers)
+    overwrite = options.overwrite or job.output.overwrite
+    todo, others, damaged = _output_plan(frames, patterns, setup.sha, setup.recipe, overwrite, setup.encode_workers)
     if others:
         raise FilmRecoveryError(f"{len(others)} existing output file(s) were written by another model or recipe "
                                 f"(first: {others[0].name}); they are not overwritten.", where=str(others[0].parent),
@@ -690,39 +799,30 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     if skipped:
         reporter.message(f"{len(skipped)} of {len(frames)} frame(s) already written by this model and recipe; "
                          f"writing {len(to_write)}.")
-    for note in notes:
-        reporter.message(note, "warning")
+    return _Plan(todo, to_write, skipped)
 
-    lut = _archival_lut(options.lut_size) if ("aces" in patterns and options.archival == "lut" and to_write) else None
-    pipeline = DevicePipeline(model, metadata, device, options.dtype, options.tile, options.overlap, lut,
-                              want_aces=lut is not None, want_review="review" in patterns,
-                              exact_display=options.archival == "ocio", compile=options.compile,
-                              balance=job.balance if job.balance.enabled else None,
-                              grain=job.output.grain, degrain=degrain)
-    reporter.message(f"Inference: {len(to_write)} frame(s) on {device.type} ({precision}), "
-                     f"{decode_workers} decode / {encode_workers} encode threads, archival transform {archival}.")
-    times = _StageTimes()
-    start = time.perf_counter()
-    planner = GuidePlanner(job) if pipeline.guided else None
-    if planner is not None and not job.reference.path:
+
+def _device_pipeline(job: Job, options: InferOptions, setup: _Setup, plan: _Plan) -> DevicePipeline:
+    """The model on the device, with the archival LUT only when archival frames are still to write."""
+    wants_lut = "aces" in setup.patterns and options.archival == "lut" and plan.to_write
+    lut = _archival_lut(options.lut_size) if wants_lut else None
+    settings = PipelineSettings(dtype=options.dtype, tile=options.tile, overlap=options.overlap,
+                                want_review="review" in setup.patterns, exact_display=options.archival == "ocio",
+                                compile=options.compile, balance=job.balance if job.balance.enabled else None,
+                                grain=job.output.grain, degrain=setup.degrain)
+    return DevicePipeline(setup.model, setup.metadata, setup.device, settings, lut)
+
+
+def _run_notes(job: Job, pipeline: DevicePipeline, guide: dict[str, Any]) -> list[str]:
+    """What the run found: a guided model without a Reference, out-of-memory fallbacks, unguided frames."""
+    notes: list[str] = []
+    if pipeline.guided and not job.reference.path:
         notes.append("Reference-guided model but no Reference plate: every frame is predicted from the Source alone.")
-    run = _Run(job, reporter, pipeline, options, todo, to_write, len(frames), len(skipped), base, times,
-               decode_workers, encode_workers, planner)
-    run.run()
-    wall = time.perf_counter() - start
     notes += pipeline.notes
-    guide = _write_guide_report(job, run.guide_records) if planner is not None else {}
     if guide.get("unguided_frames"):
         notes.append(f"{len(guide['unguided_frames'])} frame(s) had no usable Reference and were predicted from the "
                      f"Source alone (first: {guide['unguided_frames'][0]}; see {guide['report']}).")
-
-    outputs = {kind: str(pattern) for kind, pattern in patterns.items()}
-    if job.output.review == "movie" and frames:
-        notes.append(_write_movie(job, frames, patterns, bool(to_write), reporter, outputs))
-    return InferResult(frames=frames, written=to_write, skipped=skipped, outputs=outputs, model=str(path),
-                       model_hash=sha, recipe_hash=recipe, device=str(device), precision=precision,
-                       seconds=wall, fps=len(to_write) / wall if wall > 0 and to_write else 0.0,
-                       stages=times.summary(len(to_write), wall), notes=[n for n in notes if n], guide=guide)
+    return notes
 
 
 def _write_guide_report(job: Job, records: list[GuideFrame]) -> dict[str, Any]:
@@ -766,64 +866,37 @@ class _Run:
     """One pass of the decode -> device -> encode pipeline over the frames still to write."""
 
     def __init__(self, job: Job, reporter: Reporter, pipeline: DevicePipeline, options: InferOptions,
-                 todo: dict[int, dict[str, Path]], frames: list[int], total: int, already: int,
-                 base: dict[str, Any], times: _StageTimes, decode_workers: int, encode_workers: int,
-                 planner: GuidePlanner | None = None):
+                 setup: _Setup, plan: _Plan, planner: GuidePlanner | None = None):
         self.job, self.reporter, self.pipeline, self.options = job, reporter, pipeline, options
-        self.todo, self.frames, self.total, self.done = todo, frames, total, already
-        self.base, self.times, self.planner = base, times, planner
+        self.todo, self.frames = plan.todo, plan.to_write
+        self.total, self.done = len(setup.frames), len(plan.skipped)
+        self.base, self.planner = setup.base, planner
+        self.times = _StageTimes()
         self.guide_records: list[GuideFrame] = []
-        self.decode_pool = ThreadPoolExecutor(max_workers=decode_workers, thread_name_prefix="decode")
-        self.encode_pool = ThreadPoolExecutor(max_workers=encode_workers, thread_name_prefix="encode")
-        self.prefetch = decode_workers * 2
-        self.max_encoding = encode_workers * 2  # frames whose pixels wait in host memory for encode
+        self.decode_pool = ThreadPoolExecutor(max_workers=setup.decode_workers, thread_name_prefix="decode")
+        self.encode_pool = ThreadPoolExecutor(max_workers=setup.encode_workers, thread_name_prefix="encode")
+        self.prefetch = setup.decode_workers * 2
+        self.max_encoding = setup.encode_workers * 2  # frames whose pixels wait in host memory for encode
+        self.pending: deque[Future] = deque()  # decodes in flight, in frame order
+        self.upcoming = iter(self.frames)
+        self.held: _Decoded | None = None  # decoded, but of another size than the last batch
         self.encoding: dict[Future, int] = {}
         self.written = 0
         self.started = 0.0
         self.previewed = False
 
     def run(self) -> None:
+        """Decode ahead, launch batches, encode what lands; on any error drop the queued work."""
         if not self.frames:
             return
         self.started = time.perf_counter()
-        pending: deque[Future] = deque()
-        upcoming = iter(self.frames)
-        device = self.pipeline.device
-
-        def fill() -> None:
-            while len(pending) < self.prefetch:
-                frame = next(upcoming, None)
-                if frame is None:
-                    return
-                pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, device, self.planner))
-
         try:
-            fill()
-            held: _Decoded | None = None
-            in_flight: _Launched | None = None
-            while pending or held is not None:
-                batch = [held] if held is not None else [self._take(pending)]
-                held = None
-                fill()
-                limit = self._batch_limit(batch[0])
-                while len(batch) < limit and pending:
-                    nxt = self._take(pending)
-                    fill()
-                    if nxt.model_input.shape != batch[0].model_input.shape:
-                        held = nxt
-                        break
-                    batch.append(nxt)
-                launched = self.pipeline.launch(batch)
-                if in_flight is not None:  # the device already works on `launched` while this one lands
-                    self._hand_off(in_flight)
-                in_flight = launched
-                self._collect(block=False)
-            if in_flight is not None:
-                self._hand_off(in_flight)
+            self._fill()
+            self._launch_all()
             while self.encoding:
                 self._collect(block=True)
         except BaseException:
-            for future in pending:
+            for future in self.pending:
                 future.cancel()
             raise
         finally:
@@ -831,8 +904,44 @@ class _Run:
             self.decode_pool.shutdown(wait=True, cancel_futures=True)
             self.encode_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _take(self, pending: deque[Future]) -> _Decoded:
-        decoded = pending.popleft().result()
+    def _fill(self) -> None:
+        """Keep `prefetch` decodes running ahead of the device."""
+        while len(self.pending) < self.prefetch:
+            frame = next(self.upcoming, None)
+            if frame is None:
+                return
+            self.pending.append(self.decode_pool.submit(_decode_frame, self.job, frame, self.pipeline.device,
+                                                        self.planner))
+
+    def _launch_all(self) -> None:
+        """Every batch onto the device; the previous one goes to encode once the next is queued."""
+        in_flight: _Launched | None = None
+        while self.pending or self.held is not None:
+            launched = self.pipeline.launch(self._next_batch())
+            if in_flight is not None:  # the device already works on `launched` while this one lands
+                self._hand_off(in_flight)
+            in_flight = launched
+            self._collect(block=False)
+        if in_flight is not None:
+            self._hand_off(in_flight)
+
+    def _next_batch(self) -> list[_Decoded]:
+        """The next decoded frames of one size, up to the batch limit (one of another size is held)."""
+        batch = [self.held] if self.held is not None else [self._take()]
+        self.held = None
+        self._fill()
+        limit = self._batch_limit(batch[0])
+        while len(batch) < limit and self.pending:
+            nxt = self._take()
+            self._fill()
+            if nxt.model_input.shape != batch[0].model_input.shape:
+                self.held = nxt
+                break
+            batch.append(nxt)
+        return batch
+
+    def _take(self) -> _Decoded:
+        decoded = self.pending.popleft().result()
         self.times.add("decode", decoded.seconds)
         if decoded.guide_record is not None:
             self.guide_records.append(decoded.guide_record)

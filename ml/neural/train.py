@@ -311,12 +311,18 @@ class _Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=1e-4)
         storage = device if _dataset_fits_device(dataset, device) else torch.device("cpu")
         self.data = _TrainingData(train_pairs, device, storage, guided)
+        self._fit_tone()
+
+    def _fit_tone(self) -> None:
+        """Fit a model's tone curve (if it has one) on the training pairs' luma; resumed and initial
+        weights replace it with their own."""
         tone = getattr(ckpt.unwrap(self.model), "tone", None)
-        if tone is not None:  # resumed and initial weights replace it with their own
-            # Every pixel up to ~4 M of them (a 2K set of 64 pairs has 200 M: a stride keeps it cheap).
-            stride = max(1, sum(t[0].numel() for t in self.data.tensors) // 4_000_000)
-            tone.fit(torch.cat([t[0].flatten()[::stride].cpu() for t in self.data.tensors]),
-                     torch.cat([t[3].flatten()[::stride].cpu() for t in self.data.tensors]))
+        if tone is None:
+            return
+        # Every pixel up to ~4 M of them (a 2K set of 64 pairs has 200 M: a stride keeps it cheap).
+        stride = max(1, sum(t[0].numel() for t in self.data.tensors) // 4_000_000)
+        tone.fit(torch.cat([t[0].flatten()[::stride].cpu() for t in self.data.tensors]),
+                 torch.cat([t[3].flatten()[::stride].cpu() for t in self.data.tensors]))
 
     # -- metadata -----------------------------------------------------------------------------
     def metadata(self, step: int) -> dict[str, Any]:
@@ -349,6 +355,7 @@ class _Trainer:
 
     # -- resume / initial weights -------------------------------------------------------------
     def restore(self, resume: bool) -> int:
+        """The step to start from: the last checkpoint's when resuming (else they are removed), or 0."""
         if self.dist.is_main:
             removed = len(ckpt.remove_incomplete(self.checkpoints)) + remove_temp_files(self.out_dir)
             if removed:
@@ -361,30 +368,33 @@ class _Trainer:
                 self.reporter.message(f"Starting over: removed {len(existing)} earlier checkpoint(s).")
             existing = []
         if existing:
-            step, path = existing[-1]
-            meta = ckpt.read_checkpoint_metadata(path)
-            fix = "Train with resume off (--no-resume) to start over, or choose another output folder."
-            if meta.get("model") != self.config.to_dict():
-                raise FilmRecoveryError(f"the checkpoint is a {meta.get('model')} model; this run asks for "
-                                        f"{self.config.to_dict()}.", where=str(path), fix=fix)
-            if meta.get("dataset_hash") != self.dataset.manifest_hash:
-                raise FilmRecoveryError("the checkpoint was trained on a different dataset export.",
-                                        where=str(path), fix=fix)
-            meta = ckpt.load_checkpoint(path, self.model, self.optimizer)
-            state = meta.get("training_state", {})
-            self.batch = int(state.get("batch", self.batch))
-            self.loss_history = state.get("loss_history", [])
-            self.val_history = state.get("val_history", [])
-            self.best = state.get("best", {})
-            self.source_psnr = state.get("source_psnr")
-            self.last_validated = self.last_checkpoint = step
-            self.reporter.message(f"Resuming from step {step} ({path.name}).")
-            return step
+            return self._resume(*existing[-1])
         if self.job.training.init_weights:
             meta = ckpt.load_weights_into(self.model, self.job.training.init_weights)
             self.reporter.message(f"Initial weights from {self.job.training.init_weights} "
                                   f"(trained {meta.get('step', '?')} steps).")
         return 0
+
+    def _resume(self, step: int, path: Path) -> int:
+        """Load a checkpoint of this model and dataset, with its optimizer and training state."""
+        meta = ckpt.read_checkpoint_metadata(path)
+        fix = "Train with resume off (--no-resume) to start over, or choose another output folder."
+        if meta.get("model") != self.config.to_dict():
+            raise FilmRecoveryError(f"the checkpoint is a {meta.get('model')} model; this run asks for "
+                                    f"{self.config.to_dict()}.", where=str(path), fix=fix)
+        if meta.get("dataset_hash") != self.dataset.manifest_hash:
+            raise FilmRecoveryError("the checkpoint was trained on a different dataset export.",
+                                    where=str(path), fix=fix)
+        meta = ckpt.load_checkpoint(path, self.model, self.optimizer)
+        state = meta.get("training_state", {})
+        self.batch = int(state.get("batch", self.batch))
+        self.loss_history = state.get("loss_history", [])
+        self.val_history = state.get("val_history", [])
+        self.best = state.get("best", {})
+        self.source_psnr = state.get("source_psnr")
+        self.last_validated = self.last_checkpoint = step
+        self.reporter.message(f"Resuming from step {step} ({path.name}).")
+        return step
 
     # -- one optimisation step ----------------------------------------------------------------
     def step(self, step: int, ddp_model: torch.nn.Module) -> torch.Tensor:
@@ -512,7 +522,7 @@ class _Trainer:
             return []
         out = self._predict(source, coords, guide)[0]
         panels = [source[0], out] + ([target] if target is not None else [])
-        return [downscale(_to_rgb_image(p), max(row_width // len(panels), 16)) for p in panels]
+        return [downscale(_to_rgb_image(p), max_width=max(row_width // len(panels), 16)) for p in panels]
 
     def save_checkpoint(self, step: int) -> None:
         if step == self.last_checkpoint:
@@ -573,75 +583,118 @@ def train(job: Job, reporter: Reporter, dataset_dir: str | Path | None = None, o
 
 def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _Distributed, device: torch.device,
          resume: bool, after_step: Callable[[int], None] | None) -> TrainResult:
+    """Restore (or start), train to the planned step, then write the final model."""
     trainer = _Trainer(job, reporter, dataset, out_dir, dist, device)
-    reporter = trainer.reporter
-    t = job.training
     start = trainer.restore(resume)
-    n_train = len(dataset.training_pairs)
-    reporter.message(
-        f"Training {t.size} {t.model} ({trainer.channel_label}) on {device.type}"
-        f"{f' x{dist.world_size}' if dist.enabled else ''}: {trainer.total_steps} steps = "
-        f"{trainer.epochs:.1f} epochs of {n_train} pairs at batch {trainer.batch * dist.world_size}, "
-        f"{trainer.crop} px crops, {'bf16' if trainer.amp else 'fp32'}.")
-    if not dataset.holdout_pairs:
-        reporter.message("No held-out pairs: validation PSNR is measured on the training pairs and says "
-                         "little about new frames. Mark a pair as holdout for an honest number.", "warning")
-    ddp_model = trainer.model
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp_model = DistributedDataParallel(trainer.model, device_ids=[device.index] if device.type == "cuda" else None)
+    _announce(trainer)
+    ddp_model = _parallel_model(trainer)
     trainer.model.train()
+    loop = _Loop(trainer, start)
+    loop.run(ddp_model, after_step)
+    return _finish(trainer, loop)
 
-    step = start
-    # Per-step losses stay on the device until a report reads them all at once: one GPU sync per
-    # report (about every REPORT_INTERVAL_S), not one per step.
-    pending: list[torch.Tensor] = []
-    history_every = max(1, trainer.total_steps // 2000)
 
-    def read_pending() -> list[float]:
-        values = torch.stack(pending).float().tolist() if pending else []
-        trainer.record_losses(step - len(values) + 1, values, history_every)
-        pending.clear()
+def _announce(trainer: _Trainer) -> None:
+    """What is trained on what, and a warning when validation has no held-out pairs."""
+    t, dist, dataset = trainer.job.training, trainer.dist, trainer.dataset
+    trainer.reporter.message(
+        f"Training {t.size} {t.model} ({trainer.channel_label}) on {trainer.device.type}"
+        f"{f' x{dist.world_size}' if dist.enabled else ''}: {trainer.total_steps} steps = "
+        f"{trainer.epochs:.1f} epochs of {len(dataset.training_pairs)} pairs at batch "
+        f"{trainer.batch * dist.world_size}, {trainer.crop} px crops, {'bf16' if trainer.amp else 'fp32'}.")
+    if not dataset.holdout_pairs:
+        trainer.reporter.message("No held-out pairs: validation PSNR is measured on the training pairs and says "
+                                 "little about new frames. Mark a pair as holdout for an honest number.", "warning")
+
+
+def _parallel_model(trainer: _Trainer) -> torch.nn.Module:
+    """The model the steps run: wrapped for data-parallel training under torchrun, else itself."""
+    if not trainer.dist.enabled:
+        return trainer.model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = trainer.device
+    return DistributedDataParallel(trainer.model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+class _Loop:
+    """The step loop: steps, reports, and the validation, checkpoint and preview schedule."""
+
+    def __init__(self, trainer: _Trainer, start: int):
+        self.trainer = trainer
+        self.start = self.step = start
+        # Per-step losses stay on the device until a report reads them all at once: one GPU sync per
+        # report (about every REPORT_INTERVAL_S), not one per step.
+        self.pending: list[torch.Tensor] = []
+        self.history_every = max(1, trainer.total_steps // 2000)
+        self.run_start = self.window_start = time.monotonic()
+        self.window_step = start
+
+    def run(self, ddp_model: torch.nn.Module, after_step: Callable[[int], None] | None) -> None:
+        """Step to the planned total; a Cancel writes a checkpoint (resumable from there) and re-raises."""
+        trainer = self.trainer
+        dist = trainer.dist
+        with _deferred_stop_signals() as stop:
+            try:
+                while self.step < trainer.total_steps:
+                    if _stop_requested(stop, dist, trainer.device):
+                        raise Cancelled("training cancelled")
+                    self.pending.append(trainer.guarded_step(self.step, ddp_model))
+                    self.step += 1
+                    if after_step is not None:
+                        after_step(self.step)
+                    self._after_step()
+            except (Cancelled, KeyboardInterrupt):
+                if dist.is_main and self.step > self.start:
+                    self._read_pending()
+                    trainer.save_checkpoint(self.step)
+                    trainer.reporter.message(f"Cancelled at step {self.step}; checkpoint written, training "
+                                             "resumes from here.")
+                raise
+
+    def _after_step(self) -> None:
+        """Report progress, then validate, checkpoint and write previews when their step comes."""
+        trainer, step = self.trainer, self.step
+        t = trainer.job.training
+        last = step == trainer.total_steps
+        validate = last or step % max(t.validate_every, 1) == 0
+        now = time.monotonic()
+        if validate or now - self.window_start >= REPORT_INTERVAL_S:
+            self._report(now)
+        if trainer.dist.is_main:
+            if validate:
+                trainer.validate(step)
+            if step % max(t.checkpoint_every, 1) == 0 or last:
+                trainer.save_checkpoint(step)
+            if step % max(t.preview_every, 1) == 0 or last:
+                trainer.write_previews(step)
+
+    def _report(self, now: float) -> None:
+        """One progress event: the mean loss since the last one, the rates and the ETA."""
+        trainer, step = self.trainer, self.step
+        t, world_size = trainer.job.training, trainer.dist.world_size
+        values = self._read_pending()
+        loss = sum(values) / len(values)
+        rate = (step - self.window_step) / max(now - self.window_start, 1e-9)
+        trainer.reporter.progress(step, trainer.total_steps, "train", f"loss {loss:.4g}", loss=loss,
+                                  lr=learning_rate_at(step - 1, trainer.total_steps, t.learning_rate),
+                                  steps_per_s=rate, crops_per_s=rate * trainer.batch * world_size,
+                                  eta_s=(trainer.total_steps - step) / max(rate, 1e-9),
+                                  epoch=step * trainer.batch * world_size / len(trainer.dataset.training_pairs))
+        self.window_start, self.window_step = now, step
+
+    def _read_pending(self) -> list[float]:
+        """The losses held on the device, read at once and added to the loss curve."""
+        values = torch.stack(self.pending).float().tolist() if self.pending else []
+        self.trainer.record_losses(self.step - len(values) + 1, values, self.history_every)
+        self.pending.clear()
         return values
 
-    run_start = window_start = time.monotonic()
-    window_step = step
-    with _deferred_stop_signals() as stop:
-        try:
-            while step < trainer.total_steps:
-                if _stop_requested(stop, dist, device):
-                    raise Cancelled("training cancelled")
-                pending.append(trainer.guarded_step(step, ddp_model))
-                step += 1
-                if after_step is not None:
-                    after_step(step)
-                last = step == trainer.total_steps
-                validate = last or step % max(t.validate_every, 1) == 0
-                now = time.monotonic()
-                if validate or now - window_start >= REPORT_INTERVAL_S:
-                    values = read_pending()
-                    loss = sum(values) / len(values)
-                    rate = (step - window_step) / max(now - window_start, 1e-9)
-                    reporter.progress(step, trainer.total_steps, "train", f"loss {loss:.4g}", loss=loss,
-                                      lr=learning_rate_at(step - 1, trainer.total_steps, t.learning_rate),
-                                      steps_per_s=rate, crops_per_s=rate * trainer.batch * dist.world_size,
-                                      eta_s=(trainer.total_steps - step) / max(rate, 1e-9),
-                                      epoch=step * trainer.batch * dist.world_size / n_train)
-                    window_start, window_step = now, step
-                if dist.is_main:
-                    if validate:
-                        trainer.validate(step)
-                    if step % max(t.checkpoint_every, 1) == 0 or last:
-                        trainer.save_checkpoint(step)
-                    if step % max(t.preview_every, 1) == 0 or last:
-                        trainer.write_previews(step)
-        except (Cancelled, KeyboardInterrupt):
-            if dist.is_main and step > start:
-                read_pending()
-                trainer.save_checkpoint(step)
-                reporter.message(f"Cancelled at step {step}; checkpoint written, training resumes from here.")
-            raise
+
+def _finish(trainer: _Trainer, loop: _Loop) -> TrainResult:
+    """Validate a run that had no steps left, write the final model and checkpoint (rank 0), and
+    keep every rank until they are written."""
+    step, dist, out_dir = loop.step, trainer.dist, trainer.out_dir
     if dist.is_main and trainer.last_validated != step:
         trainer.validate(step)  # resumed at or past the end: the final model still gets numbers
     final = out_dir / "model_final.safetensors"
@@ -654,5 +707,5 @@ def _run(job: Job, reporter: Reporter, dataset: Dataset, out_dir: Path, dist: _D
 
         torch_dist.barrier()
     metrics = trainer.metrics()
-    metrics["steps_per_s"] = (step - start) / (time.monotonic() - run_start) if step > start else None
+    metrics["steps_per_s"] = (step - loop.start) / (time.monotonic() - loop.run_start) if step > loop.start else None
     return TrainResult(str(out_dir), str(final), str(best), step, step >= trainer.total_steps, metrics)
