@@ -262,10 +262,10 @@ def guide_tensor(aligned_rgb: torch.Tensor, coverage: torch.Tensor) -> torch.Ten
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, edge: str = "replicate") -> torch.Tensor:
-    """Separable Gaussian of `sigma` px over (N, C, H, W); the kernel is `ml.cleanup`'s (3 sigma
+    """Separable Gaussian of `sigma` px over (N, C, H, W); the kernel is `ml.primitives.gaussian_kernel`'s (3 sigma
     radius, float64 taps rounded to float32). `edge="reflect"` pads as numpy's reflect does (where
     the image is larger than the radius; replicated otherwise), so it matches
-    `cleanup.gaussian_blur`."""
+    `ml.primitives.gaussian_blur` (edge "mirror")."""
     radius = max(1, int(math.ceil(3.0 * sigma)))
     taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
