@@ -18,6 +18,7 @@ from .job import Crop, Job
 
 _SCHEMA = "film_recovery.align"
 _CACHE_FRAMES = 12  # decoded frames kept while solving (a 2K frame is ~38 MB)
+PROBE_MARGIN = 0.05  # correlation by which the framed conform must beat the plain one to be used
 
 
 def _parse_range(text: str) -> list[int]:
@@ -77,7 +78,40 @@ def _open_shot(job: Job, reporter, frames_arg: str) -> _Shot:
     src_shape, ref_shape = first_src.shape[:2], first_ref.shape[:2]
     init = ingest.conform_matrix(job.conform, (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]),
                                  job.reference.pixel_aspect, job.source.pixel_aspect)
-    return _Shot(job, reporter, frames, mapping, scored, source, reference, src_shape, ref_shape, init)
+    shot = _Shot(job, reporter, frames, mapping, scored, source, reference, src_shape, ref_shape, init)
+    shot.init = _starting_matrix(shot)
+    return shot
+
+
+def _starting_matrix(shot: _Shot) -> np.ndarray:
+    """The conform, or the conform of the picture inside the Reference's bars where that aligns better.
+
+    Bars are either a matte over the Source's own framing (the conform is right) or the frame around
+    a picture scaled to fit inside them (a 16:9 picture letterboxed in a 4:3 transfer: the picture
+    is a third larger than the conform says, too far for the solve to find from it). One probe solve
+    of a middle frame from each decides.
+    """
+    job = shot.job
+    probes = align.spread_frames(shot.frames, 3)
+    top, bottom, left, right = crop.detect_borders([shot.reference(shot.mapping[f]) for f in probes])
+    height, width = shot.ref_shape
+    if not any((top, bottom, left, right)) or job.conform.mode == "none" or top + bottom >= height // 2 \
+            or left + right >= width // 2:
+        return shot.init
+    framed = ingest.conform_matrix(job.conform, (width - left - right, height - top - bottom),
+                                   (shot.src_shape[1], shot.src_shape[0]), job.reference.pixel_aspect,
+                                   job.source.pixel_aspect) @ warp.translation(-left, -top)
+    middle = probes[len(probes) // 2]
+    src, ref = shot.source(middle), shot.reference(shot.mapping[middle])
+    settings = job.alignment
+    as_matte, as_frame = (align.solve_alignment(src, ref, settings.model, settings.roi, m)
+                          for m in (shot.init, framed))
+    if as_frame.confidence <= as_matte.confidence + PROBE_MARGIN:
+        return shot.init
+    shot.reporter.message(f"the Reference's picture sits inside its bars ({top}/{bottom}/{left}/{right} px): "
+                          f"aligning from the conform of that picture (frame {middle} correlates "
+                          f"{as_frame.confidence:.2f} from it, {as_matte.confidence:.2f} from the whole frame)")
+    return framed
 
 
 def _solve(shot: _Shot, model: str, mode: str) -> dict[int, align.Solve]:

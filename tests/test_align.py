@@ -437,3 +437,61 @@ def test_an_affine_shot_matrix_that_stretches_far_beyond_the_conform_is_not_trus
     noise_fit = np.array([[1.3398, -0.0179, -13.1], [0.008, 1.1601, -16.7], [0, 0, 1.0]])  # sky_wall's solve
     assert align._stretch_beyond_conform(noise_fit, warp.conform_matrix("fill", (240, 180), (320, 180))) \
         > align.MAX_SHOT_STRETCH
+
+
+def _align_messages(job) -> tuple[dict, list[str]]:
+    import io
+
+    from ml.align_stage import align_shot
+    from ml.events import Reporter
+
+    stream = io.StringIO()
+    payload = align_shot(job, Reporter(stream))
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return payload, [e["text"] for e in events if e["type"] == "message"]
+
+
+def test_a_picture_framed_inside_the_reference_bars_is_aligned_from_its_own_conform(tmp_path):
+    """Field corpus `sky_wall`: a 16:9 picture letterboxed inside a 4:3 transfer is a third larger
+    on the Source than the plain conform says, too far for the solve to find on a low-texture shot
+    (it failed on every frame). One probe solve picks the conform of the picture inside the bars.
+    The built-in sample's bars are a matte over the picture: it keeps the plain conform."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import field_corpus
+
+    from ml.job import Job, Pair, Plate
+    from ml.sample import generate_sample
+
+    shot = Path(field_corpus.generate_kind("sky_wall", tmp_path / "sky_wall", frames=6).out_dir)
+    truth = json.loads((shot / "truth" / "truth.json").read_text())
+    src, ref = truth["source"], truth["reference"]
+    frames = range(src["first_frame"], src["first_frame"] + 6)
+    job = Job(name="sky", work_dir=str(tmp_path / "work"),
+              source=Plate(path=str(shot / src["pattern"]), first_frame=src["first_frame"], last_frame=frames[-1]),
+              reference=Plate(path=str(shot / ref["pattern"]), first_frame=ref["first_frame"],
+                              last_frame=ref["first_frame"] + 5),
+              pairs=[Pair(source_frame=f, reference_frame=f) for f in frames])
+    payload, messages = _align_messages(job)
+    assert any("sits inside its bars" in m for m in messages), messages
+    truth_m = {r["frame"]: warp.as_matrix(r["M"]) for r in truth["reference_frames"]}
+    errors = []
+    for f in frames:
+        x0, y0, x1, y1 = next(r["active_rect"] for r in truth["reference_frames"] if r["frame"] == f)
+        corners = np.array([[x0, y0, 1], [x1 - 1, y0, 1], [x0, y1 - 1, 1], [x1 - 1, y1 - 1, 1]], float).T
+        solved, true = warp.as_matrix(payload["solves"][str(f)]) @ corners, truth_m[f] @ corners
+        errors.append(np.hypot(*(solved[:2] / solved[2] - true[:2] / true[2])).mean())
+    assert np.mean(errors) < 1.5, errors
+
+    info = generate_sample(tmp_path / "sample", seed=2, frames=6, width=320, height=180)
+    sample = Job(name="sample", work_dir=str(tmp_path / "sample_work"),
+                 source=Plate(path=info.source_pattern, first_frame=info.first_frame, last_frame=info.first_frame + 2),
+                 reference=Plate(path=info.reference_pattern, first_frame=info.first_frame,
+                                 last_frame=info.first_frame + 2),
+                 pairs=[Pair(source_frame=f, reference_frame=f) for f in range(info.first_frame, info.first_frame + 3)])
+    from ml.crop import detect_borders
+    from ml.imageio import frame_path, read_image
+
+    assert detect_borders([read_image(frame_path(info.reference_pattern, info.first_frame))])[0] > 0  # bars: probed
+    payload, messages = _align_messages(sample)
+    assert not any("sits inside its bars" in m for m in messages), messages
+    assert payload["solves"], messages
