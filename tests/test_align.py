@@ -480,7 +480,11 @@ def test_a_picture_framed_inside_the_reference_bars_is_aligned_from_its_own_conf
         corners = np.array([[x0, y0, 1], [x1 - 1, y0, 1], [x0, y1 - 1, 1], [x1 - 1, y1 - 1, 1]], float).T
         solved, true = warp.as_matrix(payload["solves"][str(f)]) @ corners, truth_m[f] @ corners
         errors.append(np.hypot(*(solved[:2] / solved[2] - true[:2] / true[2])).mean())
-    assert np.mean(errors) < 1.5, errors
+    assert np.mean(errors) < 0.6, errors
+    # The shot matrix is a similarity here: an affine correlated no better and fitted the grain into a
+    # 0.6 % vertical stretch (0.55 px at the corners on the 16-frame shot; 0.12 px with the similarity).
+    shot_m = warp.as_matrix(payload["solves"]["global"])
+    assert abs(shot_m[0, 0] - shot_m[1, 1]) < 1e-9 and abs(shot_m[0, 1] + shot_m[1, 0]) < 1e-9, shot_m
 
     info = generate_sample(tmp_path / "sample", seed=2, frames=6, width=320, height=180)
     sample = Job(name="sample", work_dir=str(tmp_path / "sample_work"),
