@@ -65,12 +65,13 @@ class _Shot:
     reference: Callable[[int], np.ndarray]
     src_shape: tuple[int, int]
     ref_shape: tuple[int, int]
-    init: np.ndarray  # the conform, from the first pair's sizes
+    init: np.ndarray  # where the solve starts: the conform, or that of the picture inside the bars
+    ref_bars: crop.Borders  # the Reference's own black bars (top, bottom, left, right), from the scored frames
     solve_total: int = 0  # the solve phase's progress total (scoring counts on from it)
 
 
 def _open_shot(job: Job, reporter, frames_arg: str) -> _Shot:
-    """The frames to solve and score, cached frame loaders and the conform of the first pair."""
+    """The frames to solve and score, cached frame loaders, the Reference's bars and where the solve starts."""
     frames, mapping, scored = _frames_and_pairs(job, frames_arg)
     source = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.source_frame(job, f))
     reference = functools.lru_cache(maxsize=_CACHE_FRAMES)(lambda f: ingest.reference_frame(job, f))
@@ -78,7 +79,8 @@ def _open_shot(job: Job, reporter, frames_arg: str) -> _Shot:
     src_shape, ref_shape = first_src.shape[:2], first_ref.shape[:2]
     init = ingest.conform_matrix(job.conform, (ref_shape[1], ref_shape[0]), (src_shape[1], src_shape[0]),
                                  job.reference.pixel_aspect, job.source.pixel_aspect)
-    shot = _Shot(job, reporter, frames, mapping, scored, source, reference, src_shape, ref_shape, init)
+    ref_bars = crop.detect_borders([reference(mapping[f]) for f in align.spread_frames(scored, 3)])
+    shot = _Shot(job, reporter, frames, mapping, scored, source, reference, src_shape, ref_shape, init, ref_bars)
     shot.init = _starting_matrix(shot)
     return shot
 
@@ -92,8 +94,7 @@ def _starting_matrix(shot: _Shot) -> np.ndarray:
     of a middle frame from each decides.
     """
     job = shot.job
-    probes = align.spread_frames(shot.frames, 3)
-    top, bottom, left, right = crop.detect_borders([shot.reference(shot.mapping[f]) for f in probes])
+    top, bottom, left, right = shot.ref_bars
     height, width = shot.ref_shape
     if not any((top, bottom, left, right)) or job.conform.mode == "none" or top + bottom >= height // 2 \
             or left + right >= width // 2:
@@ -101,6 +102,7 @@ def _starting_matrix(shot: _Shot) -> np.ndarray:
     framed = ingest.conform_matrix(job.conform, (width - left - right, height - top - bottom),
                                    (shot.src_shape[1], shot.src_shape[0]), job.reference.pixel_aspect,
                                    job.source.pixel_aspect) @ warp.translation(-left, -top)
+    probes = align.spread_frames(shot.scored, 3)  # the frames the bars were found on
     middle = probes[len(probes) // 2]
     src, ref = shot.source(middle), shot.reference(shot.mapping[middle])
     settings = job.alignment
@@ -205,7 +207,7 @@ def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = Non
     mode = mode or settings.mode
     shot = _open_shot(job, reporter, frames_arg)
     solves = _solve(shot, model, mode)
-    ref_live = crop.detect_borders([shot.reference(shot.mapping[f]) for f in align.spread_frames(shot.scored, 3)])
+    ref_live = shot.ref_bars
     pairs_out, sources, aligned, masks = _score_pairs(shot, solves, ref_live)
     if mode == "global":
         _warn_weave(reporter, pairs_out)
