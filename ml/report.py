@@ -214,6 +214,9 @@ def _guide_section(guide: dict | None) -> str:
     text = (f"<p>The aligned Reference guided {frames - len(alone)} of {frames} inferred frames, covering "
             f"{100 * guide.get('mean_coverage', 0):.1f} % of their pixels on average; elsewhere the model "
             "predicted from the Source alone.</p>")
+    if guide.get("coding_blocks"):
+        text += (f"<p>The Reference shows video coding blocks, so it set only the colour coarser than "
+                 f"{guide.get('detail_sigma', 0):.0f} px; the model's prediction gave the finer detail.</p>")
     if alone:
         text += f"<p class='note'>From the Source alone: frames {html.escape(', '.join(map(str, alone[:40])))}.</p>"
     notes = list((guide.get("notes") or {}).items())[:8]

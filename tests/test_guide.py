@@ -4,6 +4,7 @@ channel bookkeeping, the guides in the dataset, and a guide for every frame at i
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from ml import colour, guide, warp  # noqa: E402
 from ml.dataset import export_dataset  # noqa: E402
 from ml.dataset_io import load_dataset  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
-from ml.imageio import write_exr  # noqa: E402
+from ml.imageio import read_image, write_exr  # noqa: E402
 from ml.job import Crop, Job, Pair, Plate  # noqa: E402
 from ml.neural.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
 from ml.sample import generate_sample  # noqa: E402
@@ -195,6 +196,64 @@ def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail
 def test_the_detail_scale_follows_the_references_resolution():
     assert guide.detail_sigma(np.diag([3.0, 3.0, 1.0])) == pytest.approx(3.0 * guide.DETAIL_SCALE)
     assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)
+
+
+def _block_coded(rgb: np.ndarray, step: float = 0.04) -> np.ndarray:
+    """Each YCbCr plane in 8x8 DCT blocks on the frame's grid, quantised coarser with frequency
+    (MPEG-2/JPEG-like): what a DVD or DV Reference's decoder leaves."""
+    from scipy.fft import dctn, idctn
+
+    ycc = colour.rgb_to_ycbcr(rgb)
+    h, w = ycc.shape[:2]
+    quantiser = step * (1.0 + 0.6 * np.add.outer(np.arange(8), np.arange(8)))
+    for c in range(3):
+        plane = np.pad(ycc[..., c], ((0, -h % 8), (0, -w % 8)), mode="edge")
+        blocks = plane.reshape(plane.shape[0] // 8, 8, plane.shape[1] // 8, 8).transpose(0, 2, 1, 3)
+        coefficients = np.round(dctn(blocks, axes=(-2, -1), norm="ortho") / quantiser) * quantiser
+        plane = idctn(coefficients, axes=(-2, -1), norm="ortho").transpose(0, 2, 1, 3).reshape(plane.shape)
+        ycc[..., c] = plane[:h, :w]
+    return np.clip(colour.ycbcr_to_rgb(ycc), 0, 1).astype(np.float32)
+
+
+def test_coding_blocks_are_found_on_a_block_coded_reference_and_nowhere_else():
+    picture = _photo("coffee", 320, 192)
+    coded = _block_coded(picture)
+    assert guide.coding_block_phase(coded) == (7, 7)  # steps between pixels 7 and 8 of each block
+    assert guide.coding_block_phase(coded[5:, 3:]) == (4, 2)  # a cropped decode keeps its grid
+    assert guide.coding_block_phase(picture) is None
+    letterboxed = picture.copy()
+    letterboxed[:24] = letterboxed[-24:] = 0.0
+    assert guide.coding_block_phase(letterboxed) is None  # bars are not blocks
+    combed = picture.copy()
+    combed[1::2] = np.roll(picture[1::2], 2, axis=1)  # interlaced fields of a moving picture
+    assert guide.coding_block_phase(combed) is None
+    blocky_letterbox = _block_coded(letterboxed)
+    assert guide.coding_block_phase(blocky_letterbox) == (7, 7)
+
+
+def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
+    info, _ = sample
+    plain = guide.GuidePlanner(_job(sample, tmp_path))
+    assert not plain.blocky
+    coded = tmp_path / "coded"
+    coded.mkdir()
+    for path in Path(info.reference_pattern).parent.glob("*.exr"):
+        write_exr(coded / path.name, _block_coded(read_image(str(path))))
+    job = _job(sample, tmp_path)
+    job.reference.path = str(coded / Path(info.reference_pattern).name)
+    planner = guide.GuidePlanner(job)
+    assert planner.blocky
+    frame = job.pairs[0].source_frame
+    _, _, record = planner.guide(frame)
+    _, _, plain_record = plain.guide(frame)
+    scale = plain_record.detail_sigma / guide.DETAIL_SCALE
+    assert record.coding_blocks and not plain_record.coding_blocks
+    assert record.detail_sigma == pytest.approx(scale * guide.BLOCKY_DETAIL * guide.CODING_BLOCK)
+    summary = guide.guide_summary([record])
+    assert summary["coding_blocks"] and "coding blocks" in guide.guide_text(summary)
+    assert "coding blocks" not in guide.guide_text(guide.guide_summary([plain_record]))
+    job.branch = "spatial"  # detail is what a spatial model takes from the Reference: no limit
+    assert not guide.GuidePlanner(job).blocky
 
 
 def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(sample, tmp_path):

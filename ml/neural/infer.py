@@ -684,6 +684,9 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
                      f"archival transform {setup.archival}.")
     start = time.perf_counter()
     planner = GuidePlanner(job) if pipeline.guided else None
+    if planner is not None and planner.blocky:
+        reporter.message("The Reference shows video coding blocks (8 px grid): it sets only the shot's coarser "
+                         "colour; the model's prediction from the Source gives the finer colour detail.")
     run = _Run(job, reporter, pipeline, options, setup, plan, planner)
     run.run()
     wall = time.perf_counter() - start
