@@ -52,8 +52,8 @@ DETAIL_SCALE = 0.5  # chroma: the Reference corrects frequencies below this x it
 # 8 px grid, and 4:2:0 chroma is coded on half-size planes, so its colour errors repeat every 16 px.
 # Such a Reference corrects only frequencies below BLOCKY_DETAIL x the block (in Reference px), which
 # attenuates the 16 px chroma blocks to 6 %: measured on the field corpus's blocky kind (held-out
-# frames against truth), CIEDE2000 3.77 at the usual 0.5 x scale, 2.77 at 4, 2.60 at 6, 2.70 at 12
-# Reference-px-equivalents.
+# frames against truth), CIEDE2000 3.77 at the usual 0.5 x scale, 2.77 at 3, 2.60 at 6 and 2.70 at 12
+# Reference px.
 CODING_BLOCK = 8
 BLOCKY_DETAIL = 0.75
 # Block edges: in both directions one phase of the 8 px grid carries steps (median over the
@@ -320,8 +320,8 @@ class GuidePlanner:
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:
     """The (x, y) phase of a video coding block grid the frame shows, or None. Inside the picture
-    (bars left out), the median step between neighbouring pixels is taken per column (per row) and
-    averaged per phase of the grid: a coded frame's block edges make one phase stand out in both
+    (bars left out), the median step between neighbouring pixels is taken per column (per row), and
+    the median of those per phase of the grid: a coded frame's block edges make one phase stand out in both
     directions; picture texture spreads over all phases."""
     top, bottom, left, right = crop.detect_borders([reference_rgb])
     h, w = reference_rgb.shape[:2]
@@ -367,7 +367,7 @@ def guide_summary(records: list[GuideFrame]) -> dict:
             "unguided_frames": unguided,
             "notes": {str(r.source_frame): r.note for r in records if r.note},
             "coding_blocks": any(r.coding_blocks for r in records),
-            "detail_sigma": float(np.median([r.detail_sigma for r in records]))}
+            "detail_sigma": float(np.median([r.detail_sigma for r in records if r.coverage > 0] or [0.0]))}
 
 
 def guide_text(summary: dict) -> str:

@@ -4,6 +4,7 @@ channel bookkeeping, the guides in the dataset, and a guide for every frame at i
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,10 @@ torch.set_num_threads(2)
 
 from skimage import data, transform  # noqa: E402
 
-from ml import colour, guide, warp  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import field_corpus  # noqa: E402
+
+from ml import colour, guide, report, warp  # noqa: E402
 from ml.dataset import export_dataset  # noqa: E402
 from ml.dataset_io import load_dataset  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
@@ -198,21 +202,10 @@ def test_the_detail_scale_follows_the_references_resolution():
     assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)
 
 
-def _block_coded(rgb: np.ndarray, step: float = 0.04) -> np.ndarray:
-    """Each YCbCr plane in 8x8 DCT blocks on the frame's grid, quantised coarser with frequency
-    (MPEG-2/JPEG-like): what a DVD or DV Reference's decoder leaves."""
-    from scipy.fft import dctn, idctn
-
-    ycc = colour.rgb_to_ycbcr(rgb)
-    h, w = ycc.shape[:2]
-    quantiser = step * (1.0 + 0.6 * np.add.outer(np.arange(8), np.arange(8)))
-    for c in range(3):
-        plane = np.pad(ycc[..., c], ((0, -h % 8), (0, -w % 8)), mode="edge")
-        blocks = plane.reshape(plane.shape[0] // 8, 8, plane.shape[1] // 8, 8).transpose(0, 2, 1, 3)
-        coefficients = np.round(dctn(blocks, axes=(-2, -1), norm="ortho") / quantiser) * quantiser
-        plane = idctn(coefficients, axes=(-2, -1), norm="ortho").transpose(0, 2, 1, 3).reshape(plane.shape)
-        ycc[..., c] = plane[:h, :w]
-    return np.clip(colour.ycbcr_to_rgb(ycc), 0, 1).astype(np.float32)
+def _block_coded(rgb: np.ndarray) -> np.ndarray:
+    """The field corpus's DVD-like coding (bench/field_corpus.py: 8x8 DCT blocks, 4:2:0 chroma), as its
+    blocky kind's Reference has it."""
+    return field_corpus.degrade_reference(rgb, field_corpus.ReferenceSpec(compression=0.04, chroma_420=True))
 
 
 def test_coding_blocks_are_found_on_a_block_coded_reference_and_nowhere_else():
@@ -250,7 +243,8 @@ def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
     assert record.coding_blocks and not plain_record.coding_blocks
     assert record.detail_sigma == pytest.approx(scale * guide.BLOCKY_DETAIL * guide.CODING_BLOCK)
     summary = guide.guide_summary([record])
-    assert summary["coding_blocks"] and "coding blocks" in guide.guide_text(summary)
+    assert summary["coding_blocks"] and "coding blocks" in guide.guide_text(summary)  # the panel and CLI line
+    assert "coding blocks" in report._guide_section(summary)
     assert "coding blocks" not in guide.guide_text(guide.guide_summary([plain_record]))
     job.branch = "spatial"  # detail is what a spatial model takes from the Reference: no limit
     assert not guide.GuidePlanner(job).blocky
