@@ -16,7 +16,6 @@ the coverage. numpy only: the engine's host side.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,9 +352,7 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False) -> float:
     heavily grained night shot (+0.3); 1.0 and 2.0 gained more PSNR on the lowest-resolution
     References but lost CIEDE2000 on the others. A `blocky` Reference (coding blocks) corrects only
     below BLOCKY_DETAIL x its block instead."""
-    m = warp.as_matrix(matrix)
-    scale = math.sqrt(abs(float(np.linalg.det(m[:2, :2] / m[2, 2]))))
-    return scale * (BLOCKY_DETAIL * CODING_BLOCK if blocky else DETAIL_SCALE)
+    return warp.scale_of(warp.as_matrix(matrix)) * (BLOCKY_DETAIL * CODING_BLOCK if blocky else DETAIL_SCALE)
 
 
 def guide_summary(records: list[GuideFrame]) -> dict:

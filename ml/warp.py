@@ -33,6 +33,11 @@ def matrix_to_list(m: np.ndarray) -> list[float]:
     return [float(v) for v in as_matrix(m).ravel()]
 
 
+def scale_of(m: np.ndarray) -> float:
+    """The warp's linear scale: output px per input px (the square root of its area change)."""
+    return math.sqrt(abs(float(np.linalg.det(m[:2, :2] / m[2, 2]))))
+
+
 def translation(tx: float, ty: float) -> np.ndarray:
     return np.array([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]])
 

@@ -64,7 +64,9 @@ class FILMREC_OT_fit_baseline(NeedsDataset, jobs.EngineJobOperator, bpy.types.Op
     def on_result(self, context, result):
         fr = context.scene.film_recovery
         fr.baseline_cube = result.get("cube", "")
-        fr.job_state.message = f"baseline {result.get('kind')} fitted; .cube: {fr.baseline_cube}"
+        band = result.get("band_sigma") or 0.0
+        matched = f", colour matched coarser than {band:.1f} px" if band else ""
+        fr.job_state.message = f"baseline {result.get('kind')} fitted{matched}; .cube: {fr.baseline_cube}"
 
 
 class FILMREC_OT_evaluate(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):

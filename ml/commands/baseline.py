@@ -21,6 +21,9 @@ def add_arguments(parser) -> None:
                         help="weight of the LUT's curvature penalty (higher = smoother)")
     parser.add_argument("--cube-size", type=int, default=33, help="nodes per axis of the exported .cube")
     parser.add_argument("--max-samples", type=int, default=2_000_000, help="pixels sampled from the pairs")
+    parser.add_argument("--band-sigma", type=float, default=None,
+                        help="match the LUT on colour coarser than this Gaussian (Source px); "
+                             "default: the Reference's pixel size on the Source; 0: pixel by pixel")
     parser.add_argument("--no-render", action="store_true", help="fit and export only; do not render frames")
     parser.add_argument("--force", action="store_true", help="re-render frames this fit already rendered")
 
@@ -29,5 +32,5 @@ def run(args, job, reporter) -> None:
     from ..baseline import BaselineOptions, baseline_job
 
     options = BaselineOptions(args.kind, args.domain, args.lut_size, args.smoothness, args.cube_size,
-                              args.max_samples, render=not args.no_render, force=args.force)
+                              args.max_samples, args.band_sigma, render=not args.no_render, force=args.force)
     reporter.result(**baseline_job(job, reporter, options))
