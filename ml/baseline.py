@@ -49,13 +49,16 @@ FIT_ATTRIBUTE = "filmrecovery:baseline_fit"  # EXR header: which fit rendered th
 # badly where pairs are thin. Clamped target pixels are kept: dropping them lost up to 2.8 dB.
 DEFAULT_SMOOTHNESS = 1e-5
 
-# The LUT is fitted on colour coarser than the Reference resolves: a Gaussian of BAND_SCALE x the warp's
-# scale (Source px per Reference px, at least 1 px) on both sides before they are compared
-# (`fit_lut_band`). Measured on six field-corpus shots (held-out frames against truth, CIEDE2000, plain
-# fit -> band-limited): SD References pal_speedup 4.78 -> 4.57 at 1 px, 3.73 at 4 px, pan_scan 3.31 ->
-# 2.96 at 2 px; near-full-resolution References unchanged or better at 1 px (night 2.14 -> 2.09,
-# grey_edge 3.38 -> 3.29, pillarbox_grade 2.41 -> 2.41) but worse at 4 px (night 2.51).
-BAND_SCALE = 1.0
+# Against a Reference of much lower resolution than the Source (an SD transfer of a 2K scan), the LUT is
+# matched on colour coarser than the Reference resolves: both sides blurred by a Gaussian of the warp's
+# scale (Source px per Reference px) before they are compared (`fit_lut_band`); against a block-coded
+# Reference, by its coding blocks (`guide.detail_sigma`). Measured on the field corpus (held-out frames
+# against truth, CIEDE2000, pixel by pixel -> band-limited at the warp scale): SD References pal_speedup
+# 4.70 -> 3.98, ntsc_pulldown 2.30 -> 2.17, pan_scan 3.32 -> 2.96; the block-coded high_key 2.81 -> 2.34 at
+# 8 px. Near the Source's resolution (scale 1.0-1.45) the pixel-by-pixel fit is kept: there it also damps
+# the Source's grain (sky_wall 1.21 -> 1.42 and turning 2.91 -> 2.96 band-limited, spatial kinds lost
+# 0.1-0.2 dB).
+BAND_MIN_SCALE = 1.5
 BAND_PIXELS = 1_000_000  # pixels of the pairs the band-limited fit sees (seeded windows beyond that)
 BAND_ITERATIONS = 80
 
@@ -501,14 +504,18 @@ def collect_samples(pairs: Iterable[tuple[np.ndarray, np.ndarray]], max_samples:
 
 
 def dataset_band_sigma(dataset) -> float:
-    """`fit_lut_band`'s Gaussian for a dataset: BAND_SCALE x the median warp scale of its training
-    pairs (Source px per Reference px, from the manifest's matrices), at least 1 px."""
-    from .warp import as_matrix, scale_of
+    """`fit_lut_band`'s Gaussian for a dataset (0: fit pixel by pixel): a block-coded Reference's
+    `guide.coding_block_sigma`, else the median warp scale of its training pairs (Source px per
+    Reference px, the manifest's matrices) where it is at least BAND_MIN_SCALE."""
+    from .guide import coding_block_sigma, training_matrices
+    from .warp import scale_of
 
-    training = {p.name for p in dataset.training_pairs}
-    scales = [scale_of(as_matrix(entry["matrix"])) for entry in dataset.manifest.get("pairs", [])
-              if entry.get("name") in training and entry.get("matrix")]
-    return BAND_SCALE * max(1.0, float(np.median(scales)) if scales else 1.0)
+    blocks = coding_block_sigma(dataset)
+    if blocks > 0:
+        return blocks
+    matrices = training_matrices(dataset)
+    scale = float(np.median([scale_of(m) for m in matrices])) if matrices else 0.0
+    return scale if scale >= BAND_MIN_SCALE else 0.0
 
 
 def band_windows(pairs, pixels: int, seed: int, domain: BaselineDomain) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -610,7 +617,7 @@ class BaselineOptions:
     smoothness: float = DEFAULT_SMOOTHNESS
     cube_size: int = 33               # nodes per axis of the exported .cube
     max_samples: int = 2_000_000      # pixels sampled from the pairs
-    band_sigma: float | None = None   # LUT refined on colour coarser than this (px); None: from the warp, 0: off
+    band_sigma: float | None = None   # LUT matched on colour coarser than this (px); None: `dataset_band_sigma`, 0: off
     render: bool = True               # render the baseline over every Source frame
     force: bool = False               # re-render frames this fit already rendered
 

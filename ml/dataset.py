@@ -29,7 +29,7 @@ from . import colour
 from .alignment_apply import require_alignment_applied
 from .crop import Borders, crop_at_frame, crop_to_slices, detect_borders, live_mask
 from .errors import FilmRecoveryError
-from .guide import coverage
+from .guide import GuidePlanner, coverage
 from .imageio import atomic_path, file_sha256, read_image, write_exr
 from .ingest import plate_frame_path, reference_frame, source_frame
 from .job import Job, Pair, job_to_dict
@@ -319,6 +319,9 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
     staging = _fresh_staging_folder(out)
     records = _export_pairs(job, reporter, staging, accepted)
     manifest = _manifest(job, records)
+    if manifest["coding_blocks"] and reporter is not None:
+        reporter.message("The Reference shows video coding blocks (an 8 px grid): the baseline and the model "
+                         "take from it only colour coarser than its blocks.")
     if not any(r["holdout"] for r in records) and reporter is not None:
         reporter.message("No held-out pairs: training cannot report validation PSNR. "
                          "Mark pairs as hold-out or set training.holdout_every.", level="warning")
@@ -406,6 +409,8 @@ def _manifest(job: Job, records: list[dict]) -> dict:
         "schema": DATASET_SCHEMA, "version": DATASET_VERSION, "engine": __version__,
         "branch": job.branch, "source_plate": job.source.path, "reference_plate": job.reference.path,
         "pairs": records,
+        # A block-coded Reference (`guide.coding_block_phase`): its colour is trusted only coarser than its blocks.
+        "coding_blocks": job.branch == "chroma" and bool(job.reference.path) and GuidePlanner(job).blocky,
         "preview": records[len(records) // 2]["input"],
         "rejected": [{"source_frame": p.source_frame, "reference_frame": p.reference_frame, "reason": p.reason}
                      for p in job.pairs if not p.accepted],

@@ -355,6 +355,21 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False) -> float:
     return warp.scale_of(warp.as_matrix(matrix)) * (BLOCKY_DETAIL * CODING_BLOCK if blocky else DETAIL_SCALE)
 
 
+def training_matrices(dataset) -> list[np.ndarray]:
+    """The warps of a dataset's training pairs (Reference -> Source), from its manifest."""
+    training = {p.name for p in dataset.training_pairs}
+    return [warp.as_matrix(entry["matrix"]) for entry in dataset.manifest.get("pairs", [])
+            if entry.get("name") in training and entry.get("matrix")]
+
+
+def coding_block_sigma(dataset) -> float:
+    """For a dataset whose Reference shows coding blocks (its manifest's `coding_blocks`), the scale
+    below which its colour is coding error, not picture: the median over the training pairs of
+    `detail_sigma(matrix, blocky=True)`, Source px. 0 for any other dataset."""
+    matrices = training_matrices(dataset) if dataset.manifest.get("coding_blocks") else []
+    return float(np.median([detail_sigma(m, blocky=True) for m in matrices])) if matrices else 0.0
+
+
 def guide_summary(records: list[GuideFrame]) -> dict:
     """What the inference result and report say about the guide."""
     if not records:

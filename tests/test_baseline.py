@@ -420,19 +420,37 @@ def test_band_limited_fit_carries_fine_colour_a_soft_reference_lacks():
 
 
 def test_baseline_command_matches_colour_at_the_references_scale(tmp_path):
-    """The default fit is band-limited at the pairs' warp scale and says so; --band-sigma 0 fits
-    pixel by pixel."""
+    """Against a Reference of half the Source's resolution the default fit is band-limited at the warp's
+    scale and says so; near the Source's resolution it fits pixel by pixel (which also damps grain); a
+    block-coded Reference (the dataset's `coding_blocks`) sets the band at its blocks; --band-sigma 0
+    fits pixel by pixel."""
+    from ml.dataset_io import load_dataset
+
     frames = [1001, 1002, 1003]
     job_path = write_synthetic_shot(tmp_path, frames, holdout=set())
     manifest_path = tmp_path / "dataset" / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["pairs"]:  # a Reference of half the Source's resolution: 2 Source px per Reference px
-        entry["matrix"] = [2.0, 0.0, 0.5, 0.0, 2.0, 0.25, 0.0, 0.0, 1.0]
-    manifest_path.write_text(json.dumps(manifest))
+
+    def reference_scale(scale: float) -> None:
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["pairs"]:
+            entry["matrix"] = [scale, 0.0, 0.5, 0.0, scale, 0.25, 0.0, 0.0, 1.0]
+        manifest_path.write_text(json.dumps(manifest))
+
+    reference_scale(2.0)  # 2 Source px per Reference px
     code, events = run_cli(["baseline", str(job_path), "--no-render"])
     assert code == 0, events[-1]
-    fit = bl.load_fit(events[-1]["fit"])
-    assert fit.settings["band_sigma"] == pytest.approx(2.0 * bl.BAND_SCALE)
+    assert bl.load_fit(events[-1]["fit"]).settings["band_sigma"] == pytest.approx(2.0)
+    assert events[-1]["band_sigma"] == pytest.approx(2.0)
     assert any("coarser than 2.0 px" in e.get("message", "") for e in events if e["type"] == "progress")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["coding_blocks"] = True  # a block-coded Reference: matched coarser than its 8 px blocks
+    manifest_path.write_text(json.dumps(manifest))
+    assert bl.dataset_band_sigma(load_dataset(tmp_path / "dataset")) == pytest.approx(2.0 * 0.75 * 8)
+    manifest["coding_blocks"] = False
+    manifest_path.write_text(json.dumps(manifest))
     code, events = run_cli(["baseline", str(job_path), "--no-render", "--band-sigma", "0"])
+    assert code == 0 and bl.load_fit(events[-1]["fit"]).settings["band_sigma"] == 0.0
+
+    reference_scale(1.2)
+    code, events = run_cli(["baseline", str(job_path), "--no-render"])
     assert code == 0 and bl.load_fit(events[-1]["fit"]).settings["band_sigma"] == 0.0

@@ -18,7 +18,7 @@ from skimage import data, transform  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import field_corpus  # noqa: E402
 
-from ml import colour, guide, report, warp  # noqa: E402
+from ml import baseline, colour, guide, report, warp  # noqa: E402
 from ml.dataset import export_dataset  # noqa: E402
 from ml.dataset_io import load_dataset  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
@@ -246,6 +246,15 @@ def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
     assert summary["coding_blocks"] and "coding blocks" in guide.guide_text(summary)  # the panel and CLI line
     assert "coding blocks" in report._guide_section(summary)
     assert "coding blocks" not in guide.guide_text(guide.guide_summary([plain_record]))
+    # The dataset records it, so training and the baseline take only the colour coarser than the blocks.
+    export_dataset(job, out_dir=tmp_path / "blocky_ds")
+    blocky_dataset = load_dataset(tmp_path / "blocky_ds")
+    assert blocky_dataset.manifest["coding_blocks"]
+    assert guide.coding_block_sigma(blocky_dataset) == pytest.approx(record.detail_sigma, rel=0.05)
+    assert baseline.dataset_band_sigma(blocky_dataset) == guide.coding_block_sigma(blocky_dataset)
+    export_dataset(_job(sample, tmp_path), out_dir=tmp_path / "plain_ds")
+    plain_dataset = load_dataset(tmp_path / "plain_ds")
+    assert not plain_dataset.manifest["coding_blocks"] and guide.coding_block_sigma(plain_dataset) == 0.0
     job.branch = "spatial"  # detail is what a spatial model takes from the Reference: no limit
     assert not guide.GuidePlanner(job).blocky
 

@@ -312,3 +312,33 @@ def test_without_holdout_pairs_it_says_so(tmp_path):
     warnings = [e["text"] for e in events_of(stream) if e.get("level") == "warning"]
     assert any("No held-out pairs" in text for text in warnings)
     assert result.metrics["validation_split"] == "train"
+
+
+def test_a_block_coded_references_dataset_teaches_only_its_coarse_colour(tmp_path):
+    """#14: a dataset whose Reference shows coding blocks (manifest `coding_blocks`) trains on the
+    difference blurred at its blocks (`guide.coding_block_sigma`): a target error that flips from
+    block to block costs next to nothing; an error in its colour as a whole costs as before."""
+    import torch
+
+    from ml.neural.train import _reconstruction_loss
+
+    folder = make_dataset(tmp_path / "blocky")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["coding_blocks"] = True
+    for entry in manifest["pairs"]:
+        entry["matrix"] = [1.5, 0.0, 0.0, 0.0, 1.5, 0.0, 0.0, 0.0, 1.0]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    stream = io.StringIO()
+    train(make_job(tmp_path, steps=2), Reporter(stream=stream), dataset_dir=folder)
+    sigma = 1.5 * 0.75 * 8  # the warp's scale x 0.75 x the 8 px block
+    assert any(e["type"] == "message" and "coding blocks" in e["text"] and f"{sigma:.1f} px" in e["text"]
+               for e in events_of(stream))
+
+    grid = torch.arange(64) // 8 % 2
+    blocks = (0.05 * (2.0 * ((grid[:, None] + grid[None, :]) % 2) - 1.0)).expand(1, 2, 64, 64)  # 8 px blocks
+    cast = torch.full((1, 2, 64, 64), 0.02)
+    out = torch.zeros(1, 2, 64, 64)
+    assert _reconstruction_loss(out, blocks, "charbonnier", 1.0, sigma) < 0.2 * _reconstruction_loss(
+        out, blocks, "charbonnier", 1.0)
+    assert float(_reconstruction_loss(out, cast, "charbonnier", 1.0, sigma)) == pytest.approx(
+        float(_reconstruction_loss(out, cast, "charbonnier", 1.0)), rel=0.05)

@@ -34,6 +34,7 @@ from ..dataset import check_dataset_recipe
 from ..dataset_io import Dataset, DatasetPair, load_dataset
 from ..errors import Cancelled, FilmRecoveryError
 from ..events import Reporter
+from ..guide import coding_block_sigma
 from ..imageio import remove_temp_files, write_png
 from ..job import Job, job_to_dict
 from ..plots import contact_sheet, write_loss_curve
@@ -44,6 +45,7 @@ from .models import (
     ModelConfig,
     build_model,
     frame_coords,
+    gaussian_blur,
     guide_tensor,
     model_config,
     rgb_to_ycbcr,
@@ -233,9 +235,13 @@ def _batch_too_large(exc: RuntimeError) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or "INT_MAX" in str(exc)
 
 
-def _reconstruction_loss(out: torch.Tensor, target: torch.Tensor, kind: str, gradient_weight: float
-                         ) -> torch.Tensor:
+def _reconstruction_loss(out: torch.Tensor, target: torch.Tensor, kind: str, gradient_weight: float,
+                         band_sigma: float = 0.0) -> torch.Tensor:
+    """Charbonnier (or L1) plus a gradient term, on the difference blurred by `band_sigma` px when
+    the target's finer detail is not picture (a block-coded Reference: `guide.coding_block_sigma`)."""
     diff = out - target
+    if band_sigma > 0:
+        diff = gaussian_blur(diff.float(), band_sigma, "reflect")
     loss = diff.abs().mean() if kind == "l1" else torch.sqrt(diff * diff + CHARBONNIER_EPS ** 2).mean()
     if gradient_weight > 0:
         loss = loss + gradient_weight * ((diff[..., 1:, :] - diff[..., :-1, :]).abs().mean()
@@ -292,6 +298,13 @@ class _Trainer:
         self.batch = max(1, t.batch // dist.world_size)  # per process
         self.validation_pairs = dataset.holdout_pairs or train_pairs
         self.validation_split = "holdout" if dataset.holdout_pairs else "train"
+        # Measured on the field corpus's block-coded kind (held-out frames against truth, 1000 steps): taught
+        # the Reference's blocks, the model scored 36.5 dB PSNR-CbCr / CIEDE2000 2.89; taught only its
+        # colour coarser than them, 39.4 / 2.34 (200 steps: 37.9 / 2.60 -> 38.3 / 2.57).
+        self.band_sigma = coding_block_sigma(dataset) if dataset.branch == "chroma" else 0.0
+        if self.band_sigma > 0:
+            self.reporter.message(f"The Reference shows video coding blocks: the model learns only its colour "
+                                  f"coarser than {self.band_sigma:.1f} px.")
         self.checkpoints = out_dir / "checkpoints"
         self.previews = out_dir / "previews"
         self.loss_history: list[list[float]] = []
@@ -407,7 +420,8 @@ class _Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         out = ddp_model(source, amp_dtype=self.amp, coords=coords, guide=guide)
-        loss = _reconstruction_loss(out[:, self.channels], target[:, self.channels], t.loss, t.gradient_loss)
+        loss = _reconstruction_loss(out[:, self.channels], target[:, self.channels], t.loss, t.gradient_loss,
+                                    self.band_sigma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
