@@ -535,7 +535,35 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
                 (met if ok else missed).append(shot["kind"] if ok else f"{shot['kind']} ({why})")
             lines.append(f"- {branch}, {door}: {len(met)} of {len(met) + len(missed)} kinds meet it"
                          + (f"; not: {'; '.join(missed)}" if missed else "") + ".")
+            behind = baseline_wins(result, branch, door)
+            if behind:
+                lines.append(f"- {branch}, {door}: the 3D-LUT baseline scores better than the model on "
+                             + "; ".join(behind) + ".")
     return lines
+
+
+def baseline_wins(result: dict[str, Any], branch: str, door: str) -> list[str]:
+    """The completed kinds of one branch and door where the baseline beats the model (chroma: lower
+    CIEDE2000 or higher PSNR-CbCr; spatial: higher SSIM or luma PSNR), with both numbers."""
+    out = []
+    for shot in result["shots"]:
+        run = shot["doors"].get(door)
+        methods = ((run or {}).get("quality") or {}).get("methods", {}) if run and run["completed"] else {}
+        model, base = methods.get("model"), methods.get("baseline")
+        if shot["branch"] != branch or not model or not base:
+            continue
+        colour_metric, colour_better = ("CIEDE2000", base["delta_e_mean"] < model["delta_e_mean"]) \
+            if branch == "chroma" else ("SSIM", base["ssim"] > model["ssim"])
+        colour_key = "delta_e_mean" if branch == "chroma" else "ssim"
+        worse = []
+        if colour_better:
+            worse.append(f"{colour_metric} {base[colour_key]:.3g} vs {model[colour_key]:.3g}")
+        if base["psnr"] > model["psnr"]:
+            worse.append(f"{'PSNR-CbCr' if branch == 'chroma' else 'luma PSNR'} {base['psnr']:.1f} vs "
+                         f"{model['psnr']:.1f} dB")
+        if worse:
+            out.append(f"{shot['kind']} ({', '.join(worse)})")
+    return out
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -197,3 +197,23 @@ def test_docs_section_is_replaced_not_duplicated():
     fresh = field.replace_section("# Benchmarks\n\n## A\n\n## Measured on a lent GPU\n", "## Field corpus\n\nx")
     assert fresh.index("## Field corpus") < fresh.index("## Measured on a lent GPU")
     assert field.replace_section(once, "## Field corpus\n\nnew") == once
+
+
+def test_the_table_says_where_the_baseline_beats_the_model():
+    """The quality lines name each kind whose 3D-LUT baseline scores better than the model, with both numbers."""
+    def shot(kind: str, branch: str, model: dict, baseline: dict) -> dict:
+        quality = {"methods": {"model": model, "baseline": baseline, "source": {"psnr": 10.0, "delta_e_mean": 20.0,
+                                                                                 "ssim": 0.1}}, "gap_closed": 1.0}
+        return {"kind": kind, "branch": branch, "doors": {"cli": {"completed": True, "quality": quality}}}
+
+    result = {"shots": [
+        shot("ahead", "chroma", {"psnr": 40.0, "delta_e_mean": 1.5, "ssim": 0.9},
+             {"psnr": 35.0, "delta_e_mean": 3.0, "ssim": 0.9}),
+        shot("behind", "chroma", {"psnr": 30.0, "delta_e_mean": 4.2, "ssim": 0.9},
+             {"psnr": 31.0, "delta_e_mean": 3.9, "ssim": 0.9}),
+        shot("sharp", "spatial", {"psnr": 30.0, "delta_e_mean": 1.0, "ssim": 0.95},
+             {"psnr": 22.0, "delta_e_mean": 1.0, "ssim": 0.6})]}
+    lines = field.quality_goals(result)
+    behind = [line for line in lines if "baseline scores better" in line]
+    assert behind == ["- chroma, cli: the 3D-LUT baseline scores better than the model on behind "
+                      "(CIEDE2000 3.9 vs 4.2, PSNR-CbCr 31.0 vs 30.0 dB)."]
