@@ -161,6 +161,7 @@ class EvaluationSet:
     comparisons: list[Comparison]
     table: dict[str, dict[str, float]]
     notes: list[str] = field(default_factory=list)
+    independent: bool = True  # False: the model's outputs saw the targets' own Reference (a guided model)
 
 
 def _finish_set(key: str, label: str, comparisons: list[Comparison], notes: list[str]) -> EvaluationSet:
@@ -187,6 +188,8 @@ def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_wi
         pairs, key, label = dataset.pairs, "training", "Training pairs (none held out)"
         notes.append("No pair is held out, so these numbers are measured on the pairs the model and the "
                      "baseline were fitted on: they flatter both. Hold out a pair or two for an honest test.")
+    predict = source_only_predictor(job)
+    alone: list = []
     comparisons = []
     for done, pair in enumerate(pairs, start=1):
         frame = frames[Path(pair.input_path).resolve()]
@@ -195,11 +198,45 @@ def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_wi
         if model_path.exists():
             full = read_image(str(model_path))
             model = fit_to(full, pair.input.shape, crop_box(job.crop, *full.shape[:2], frame), str(model_path))
+        if predict is not None:
+            alone.append(score_image(predict(pair), pair.target, dataset.branch))
         comparisons.append(compare(pair.name, frame, pair.input, apply_baseline(pair.input, fit), model,
                                    pair.target, dataset.branch, thumbnail_width))
         if progress:
             progress(done, len(pairs))
-    return _finish_set(key, label, comparisons, notes)
+    if alone:
+        psnr = float(np.mean([a.psnr for a in alone]))
+        delta_e = float(np.mean([a.delta_e_mean for a in alone]))
+        notes.append(f"The model is reference-guided: on each pair it takes that frame's own Reference colour, "
+                     f"which is also the pair's target, so the model's numbers here are not an independent test "
+                     f"(the truth frames are, where a sample has them). From the Source alone (what it gives "
+                     f"where the Reference is missing) it scores {psnr:.2f} dB, CIEDE2000 {delta_e:.2f} on these "
+                     f"pairs.")
+    finished = _finish_set(key, label, comparisons, notes)
+    finished.independent = not alone
+    return finished
+
+
+def source_only_predictor(job) -> Callable[[Any], np.ndarray] | None:
+    """For a reference-guided trained model (the job's, as `infer` resolves it): a function giving its
+    prediction for a dataset pair from the Source alone (`shot_score.predict_pair`). None for a
+    Source-only model, or when there is no trained model to load."""
+    from .errors import FilmRecoveryError
+
+    try:
+        from .neural import checkpoint as ckpt
+        from .neural.infer import resolve_model_path
+        from .neural.predict import resolve_device
+        from .neural.shot_score import predict_pair
+
+        path = resolve_model_path(job)
+        device = resolve_device("auto")
+        model, metadata = ckpt.load_model(path, device)
+    except (FilmRecoveryError, ImportError, OSError):
+        return None
+    if not model.config.guided:
+        return None
+    return lambda pair: predict_pair(model, metadata, pair, device)
 
 
 def sample_truth_grade(truth_dir: str | os.PathLike) -> dict | None:
@@ -357,6 +394,9 @@ def evaluate_job(job, reporter, options: EvaluateOptions | None = None) -> dict[
                                  progress=lambda done, total: reporter.progress(done, total, "temporal"))
     primary = sets[-1]  # the truth, when given, is the better judge than the pairs' targets
     beat, text = verdict(primary.table, job.branch)
+    if not primary.independent:
+        text += (" On held-out pairs a reference-guided model takes the targets' own Reference colour: not an "
+                 "independent test (the report gives its score from the Source alone).")
     for method, scores in primary.table.items():
         for name in ("psnr", "delta_e_mean", "delta_e_p95", "ssim"):
             reporter.metric(f"{method}_{name}", scores[name], set=primary.key)

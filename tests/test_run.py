@@ -80,6 +80,13 @@ def test_run_goes_through_every_stage_and_keeps_the_addons_decisions(tmp_path):
     assert list((work / "baseline").glob("*.cube"))
     assert result["results"]["evaluate"]["evaluated_on"] == "truth"
     assert Path(result["results"]["evaluate"]["report"]).exists()
+    # Without truth the judge is the held-out pairs, whose targets are the guide's own Reference colour:
+    # the verdict and the report say so, and give the model's score from the Source alone.
+    code, events = _ml("evaluate", str(job_path))
+    verdict = next(e for e in events if e["type"] == "result")
+    assert code == 0 and verdict["evaluated_on"] == "holdout" and "not an independent test" in verdict["verdict"]
+    holdout = json.loads(Path(verdict["report_json"]).read_text())["sets"][0]
+    assert holdout["key"] == "holdout" and any("From the Source alone" in note for note in holdout["notes"])
 
 
 def test_run_stops_at_the_first_failing_stage_with_its_error(tmp_path):

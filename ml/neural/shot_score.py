@@ -31,7 +31,9 @@ import numpy as np
 from ..errors import FilmRecoveryError
 
 
-def _predict(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
+def predict_pair(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
+    """The model's prediction for a dataset pair's input from the Source alone (no Reference guide),
+    each pixel placed in its frame; float32 RGB."""
     import torch
 
     from .models import frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
@@ -94,7 +96,7 @@ def score_shots(dataset_dir: str | os.PathLike, model_path: str | os.PathLike, b
         comparisons = []
         for pair in held:
             comparisons.append(compare(pair.name, 0, pair.input, apply_baseline(pair.input, fit),
-                                       _predict(model, metadata, pair, torch_device), pair.target, branch,
+                                       predict_pair(model, metadata, pair, torch_device), pair.target, branch,
                                        thumbnail_width=64))
             done += 1
             if progress:
