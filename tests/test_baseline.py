@@ -93,6 +93,37 @@ def test_lut_fit_reproduces_a_known_lut_on_a_held_out_photo():
     assert np.all(np.isfinite(fit.params)) and fit.params.min() > -0.2 and fit.params.max() < 1.2
 
 
+def _dense_trilinear(inputs: np.ndarray, size: int) -> np.ndarray:
+    """(samples, size^3) trilinear weights of colours (samples, 3) in 0..1, written out densely."""
+    design = np.zeros((inputs.shape[0], size ** 3))
+    pos = inputs * (size - 1)
+    base = np.minimum(np.floor(pos).astype(int), size - 2)
+    frac = pos - base
+    for dr in (0, 1):
+        for dg in (0, 1):
+            for db in (0, 1):
+                w = ((frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dg else 1 - frac[:, 1])
+                     * (frac[:, 2] if db else 1 - frac[:, 2]))
+                index = ((base[:, 0] + dr) * size + base[:, 1] + dg) * size + base[:, 2] + db
+                design[np.arange(inputs.shape[0]), index] += w
+    return design
+
+
+def _dense_second_differences(size: int) -> np.ndarray:
+    """One row per second difference along each axis of the size^3 grid (1, -2, 1)."""
+    nodes = size ** 3
+    rows = []
+    grid = np.arange(nodes).reshape(size, size, size)
+    for axis in range(3):
+        moved = np.moveaxis(grid, axis, 0)
+        for i in range(size - 2):
+            for a, b_, c in zip(moved[i].ravel(), moved[i + 2].ravel(), moved[i + 1].ravel(), strict=True):
+                row = np.zeros(nodes)
+                row[a], row[b_], row[c] = 1.0, 1.0, -2.0
+                rows.append(row)
+    return np.array(rows)
+
+
 def test_conjugate_gradients_match_a_dense_least_squares_solve():
     rng = np.random.default_rng(3)
     size, smoothness, prior = 5, 1e-3, 1e-4
@@ -103,30 +134,8 @@ def test_conjugate_gradients_match_a_dense_least_squares_solve():
     # Independent dense system: rows of trilinear weights, second differences, identity prior.
     nodes = size ** 3
     samples = inputs.shape[0]
-    design = np.zeros((samples, nodes))
-    pos = inputs * (size - 1)
-    base = np.minimum(np.floor(pos).astype(int), size - 2)
-    frac = pos - base
-    for dr in (0, 1):
-        for dg in (0, 1):
-            for db in (0, 1):
-                w = ((frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dg else 1 - frac[:, 1])
-                     * (frac[:, 2] if db else 1 - frac[:, 2]))
-                index = ((base[:, 0] + dr) * size + base[:, 1] + dg) * size + base[:, 2] + db
-                design[np.arange(samples), index] += w
-    rows = []
-    grid = np.arange(nodes).reshape(size, size, size)
-    for axis in range(3):
-        moved = np.moveaxis(grid, axis, 0)
-        for i in range(size - 2):
-            for a, b_ in zip(moved[i].ravel(), moved[i + 2].ravel(), strict=True):
-                row = np.zeros(nodes)
-                row[a] += 1.0
-                row[b_] += 1.0
-                rows.append(row)
-            for k, c in enumerate(moved[i + 1].ravel()):
-                rows[-(size * size) + k][c] -= 2.0
-    second = np.array(rows)
+    design = _dense_trilinear(inputs, size)
+    second = _dense_second_differences(size)
     smooth_weight = smoothness * (size - 1) ** 4 / nodes
     prior_weight = prior / nodes
     system = np.vstack([design / np.sqrt(samples), np.sqrt(smooth_weight) * second,
@@ -354,16 +363,7 @@ def test_band_limited_fit_matches_a_dense_blurred_least_squares_solve():
                                  max_iterations=5000, tolerance=1e-12)
 
     pixels, nodes = shape[0] * shape[1], size ** 3
-    weights = np.zeros((pixels, nodes))
-    pos = inputs.reshape(-1, 3) * (size - 1)
-    base = np.minimum(np.floor(pos).astype(int), size - 2)
-    frac = pos - base
-    for dr in (0, 1):
-        for dg in (0, 1):
-            for db in (0, 1):
-                w = ((frac[:, 0] if dr else 1 - frac[:, 0]) * (frac[:, 1] if dg else 1 - frac[:, 1])
-                     * (frac[:, 2] if db else 1 - frac[:, 2]))
-                weights[np.arange(pixels), ((base[:, 0] + dr) * size + base[:, 1] + dg) * size + base[:, 2] + db] += w
+    weights = _dense_trilinear(inputs.reshape(-1, 3), size)
 
     def blur(image: np.ndarray) -> np.ndarray:
         return gaussian_filter(image, sigma, mode="constant", truncate=3.0)
@@ -372,17 +372,9 @@ def test_band_limited_fit_matches_a_dense_blurred_least_squares_solve():
     inside = blur(valid.astype(np.float64)).ravel() > 0.999
     compared = blur_matrix[inside]
     count = inside.sum()
-    second = []
-    grid = np.arange(nodes).reshape(size, size, size)
-    for axis in range(3):
-        moved = np.moveaxis(grid, axis, 0)
-        for i in range(size - 2):
-            for a, b_, c in zip(moved[i].ravel(), moved[i + 2].ravel(), moved[i + 1].ravel(), strict=True):
-                row = np.zeros(nodes)
-                row[a], row[b_], row[c] = 1.0, 1.0, -2.0
-                second.append(row)
+    second = _dense_second_differences(size)
     smooth_weight, prior_weight = smoothness * (size - 1) ** 4 / nodes, prior / nodes
-    system = np.vstack([compared @ weights / np.sqrt(count), np.sqrt(smooth_weight) * np.array(second),
+    system = np.vstack([compared @ weights / np.sqrt(count), np.sqrt(smooth_weight) * second,
                         np.sqrt(prior_weight) * np.eye(nodes)])
     identity = bl.identity_lut(size).reshape(nodes, 3).astype(np.float64)
     rhs = np.vstack([compared @ targets.reshape(-1, 3) / np.sqrt(count), np.zeros((len(second), 3)),
