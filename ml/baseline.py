@@ -52,12 +52,12 @@ DEFAULT_SMOOTHNESS = 1e-5
 # Against a Reference of much lower resolution than the Source (an SD transfer of a 2K scan), the LUT is
 # matched on colour coarser than the Reference resolves: both sides blurred by a Gaussian of the warp's
 # scale (Source px per Reference px) before they are compared (`fit_lut_band`); against a block-coded
-# Reference, by its coding blocks (`guide.detail_sigma`). Measured on the field corpus (held-out frames
-# against truth, CIEDE2000, pixel by pixel -> band-limited at the warp scale): SD References pal_speedup
-# 4.70 -> 3.98, ntsc_pulldown 2.30 -> 2.17, pan_scan 3.32 -> 2.96; the block-coded high_key 2.81 -> 2.34 at
-# 8 px. Near the Source's resolution (scale 1.0-1.45) the pixel-by-pixel fit is kept: there it also damps
-# the Source's grain (sky_wall 1.21 -> 1.42 and turning 2.91 -> 2.96 band-limited, spatial kinds lost
-# 0.1-0.2 dB).
+# Reference, by its coding blocks (`guide.coding_block_sigma`). Measured on the field corpus (held-out
+# frames against truth, CIEDE2000, pixel by pixel -> band-limited): SD References pal_speedup 4.70 -> 3.98,
+# ntsc_pulldown 2.30 -> 2.17, pan_scan 3.32 -> 2.96; the block-coded high_key 2.79 -> 2.33. Near the
+# Source's resolution (scale 1.0-1.45) the pixel-by-pixel fit is kept: there it also damps the Source's
+# grain (band-limited at the warp scale, sky_wall went 1.21 -> 1.42 and turning 2.91 -> 2.96; the spatial
+# kinds lost 0.1-0.2 dB).
 BAND_MIN_SCALE = 1.5
 BAND_PIXELS = 1_000_000  # pixels of the pairs the band-limited fit sees (seeded windows beyond that)
 BAND_ITERATIONS = 80

@@ -207,8 +207,8 @@ def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_wi
     if alone:
         psnr = float(np.mean([a.psnr for a in alone]))
         delta_e = float(np.mean([a.delta_e_mean for a in alone]))
-        notes.append(f"The model is reference-guided: on each pair it takes that frame's own Reference colour, "
-                     f"which is also the pair's target, so the model's numbers here are not an independent test "
+        notes.append(f"The model is reference-guided: on each pair it takes that frame's own Reference channels, "
+                     f"which are also the pair's target, so the model's numbers here are not an independent test "
                      f"(the truth frames are, where a sample has them). From the Source alone (what it gives "
                      f"where the Reference is missing) it scores {psnr:.2f} dB, CIEDE2000 {delta_e:.2f} on these "
                      f"pairs.")
@@ -395,7 +395,7 @@ def evaluate_job(job, reporter, options: EvaluateOptions | None = None) -> dict[
     primary = sets[-1]  # the truth, when given, is the better judge than the pairs' targets
     beat, text = verdict(primary.table, job.branch)
     if not primary.independent:
-        text += (" On held-out pairs a reference-guided model takes the targets' own Reference colour: not an "
+        text += (" On held-out pairs a reference-guided model takes the targets' own Reference channels: not an "
                  "independent test (the report gives its score from the Source alone).")
     for method, scores in primary.table.items():
         for name in ("psnr", "delta_e_mean", "delta_e_p95", "ssim"):
