@@ -298,9 +298,10 @@ class _Trainer:
         self.batch = max(1, t.batch // dist.world_size)  # per process
         self.validation_pairs = dataset.holdout_pairs or train_pairs
         self.validation_split = "holdout" if dataset.holdout_pairs else "train"
-        # Measured on the field corpus's block-coded kind (held-out frames against truth, 1000 steps): taught
-        # the Reference's blocks, the model scored 36.5 dB PSNR-CbCr / CIEDE2000 2.89; taught only its
-        # colour coarser than them, 39.4 / 2.34 (200 steps: 37.9 / 2.60 -> 38.3 / 2.57).
+        # Measured on the field corpus's block-coded kind (held-out frames against truth): taught the
+        # Reference's blocks, the model scored 36.5 dB PSNR-CbCr / CIEDE2000 2.89 at 1000 steps (worse than
+        # at 200); taught only its colour coarser than them, 38.3 / 2.57 at 200 steps, 39.4 / 2.37 at 1000
+        # and 39.4 / 2.33 at 2000 (bench/bench_field_schedule.py).
         self.band_sigma = coding_block_sigma(dataset) if dataset.branch == "chroma" else 0.0
         if self.band_sigma > 0:
             self.reporter.message(f"The Reference shows video coding blocks: the model learns only its colour "
