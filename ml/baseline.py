@@ -550,8 +550,12 @@ def fit_from_dataset(dataset, kind: BaselineKind = "lut", domain: BaselineDomain
     fit = fit_baseline(inputs, targets, kind, domain, lut_size, smoothness)
     sigma = dataset_band_sigma(dataset) if band_sigma is None else float(band_sigma)
     if kind == "lut" and sigma > 0:
-        params, solver = fit_lut_band(band_windows(training, BAND_PIXELS, seed, domain), sigma, lut_size,
-                                      smoothness, initial=fit.params)
+        try:
+            params, solver = fit_lut_band(band_windows(training, BAND_PIXELS, seed, domain), sigma, lut_size,
+                                          smoothness, initial=fit.params)
+        except FilmRecoveryError as exc:  # name the dataset whose pairs are too small for the band
+            raise FilmRecoveryError(exc.problem, where=str(Path(dataset.folder) / "manifest.json"),
+                                    fix=exc.fix) from exc
         fit = BaselineFit(kind, domain, params, dict(fit.settings), {**fit.stats, **solver})
         fit.stats["fit_rmse"] = float(np.sqrt(np.mean((apply_baseline(inputs, fit) - targets.reshape(-1, 3)) ** 2)))
     fit.settings.update(band_sigma=sigma if kind == "lut" else 0.0)

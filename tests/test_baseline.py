@@ -446,3 +446,12 @@ def test_baseline_command_matches_colour_at_the_references_scale(tmp_path):
     reference_scale(1.2)
     code, events = run_cli(["baseline", str(job_path), "--no-render"])
     assert code == 0 and bl.load_fit(events[-1]["fit"]).settings["band_sigma"] == 0.0
+
+
+def test_a_band_wider_than_the_pairs_is_refused_naming_the_dataset(tmp_path):
+    """Pairs too small for the blur window: a clear error naming the dataset and the fix; nothing written."""
+    job_path = write_synthetic_shot(tmp_path, [1001, 1002], holdout=set())
+    code, events = run_cli(["baseline", str(job_path), "--no-render", "--band-sigma", "40"])
+    error = next(e for e in events if e["type"] == "error")
+    assert code == 2 and error["where"].endswith("manifest.json") and "--band-sigma 0" in error["message"]
+    assert not (tmp_path / "work" / "baseline" / "fit.json").exists()
