@@ -506,7 +506,8 @@ def collect_samples(pairs: Iterable[tuple[np.ndarray, np.ndarray]], max_samples:
 def dataset_band_sigma(dataset) -> float:
     """`fit_lut_band`'s Gaussian for a dataset (0: fit pixel by pixel): a block-coded Reference's
     `guide.coding_block_sigma`, else the median warp scale of its training pairs (Source px per
-    Reference px, the manifest's matrices) where it is at least BAND_MIN_SCALE."""
+    Reference px, the manifest's matrices) where it is at least BAND_MIN_SCALE, doubled where the
+    Reference's chroma has half its luma's resolution (the manifest's `half_chroma`)."""
     from .guide import coding_block_sigma, training_matrices
     from .warp import scale_of
 
@@ -515,7 +516,9 @@ def dataset_band_sigma(dataset) -> float:
         return blocks
     matrices = training_matrices(dataset)
     scale = float(np.median([scale_of(m) for m in matrices])) if matrices else 0.0
-    return scale if scale >= BAND_MIN_SCALE else 0.0
+    if scale < BAND_MIN_SCALE:
+        return 0.0
+    return scale * (2.0 if dataset.manifest.get("half_chroma") else 1.0)
 
 
 def band_windows(pairs, pixels: int, seed: int, domain: BaselineDomain) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

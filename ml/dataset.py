@@ -322,6 +322,9 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
     if manifest["coding_blocks"] and reporter is not None:
         reporter.message("The Reference shows video coding blocks (an 8 px grid): the baseline and the model "
                          "take from it only colour coarser than its blocks.")
+    elif manifest["half_chroma"] and reporter is not None:
+        reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 or 4:2:2 video): the "
+                         "baseline and the model take from it only colour at twice its pixel size.")
     if not any(r["holdout"] for r in records) and reporter is not None:
         reporter.message("No held-out pairs: training cannot report validation PSNR. "
                          "Mark pairs as hold-out or set training.holdout_every.", level="warning")
@@ -405,12 +408,14 @@ def _manifest(job: Job, records: list[dict]) -> dict:
     from . import __version__
 
     job_dict = job_to_dict(job)
+    planner = GuidePlanner(job) if job.branch == "chroma" and job.reference.path else None
     return {
         "schema": DATASET_SCHEMA, "version": DATASET_VERSION, "engine": __version__,
         "branch": job.branch, "source_plate": job.source.path, "reference_plate": job.reference.path,
         "pairs": records,
-        # A block-coded Reference (`guide.coding_block_phase`): its colour is trusted only coarser than its blocks.
-        "coding_blocks": job.branch == "chroma" and bool(job.reference.path) and GuidePlanner(job).blocky,
+        # A block-coded Reference (`guide.coding_block_phase`): its colour is trusted only coarser than its
+        # blocks; one with half-resolution chroma (`guide.chroma_octave_ratio`) only at twice its pixel size.
+        "coding_blocks": bool(planner and planner.blocky), "half_chroma": bool(planner and planner.half_chroma),
         "preview": records[len(records) // 2]["input"],
         "rejected": [{"source_frame": p.source_frame, "reference_frame": p.reference_frame, "reason": p.reason}
                      for p in job.pairs if not p.accepted],

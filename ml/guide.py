@@ -62,6 +62,15 @@ BLOCKY_DETAIL = 0.75
 # combed NTSC fields). A static texture of exactly 8 px period could still pass: its shot then
 # takes its fine colour from the model, as a blocky one does.
 _BLOCK_EDGE_RATIO = 1.3
+# Chroma coded at half the luma's resolution (4:2:0 or 4:2:2 video: DVD, DV, broadcast SD/HD): its
+# finest octave is missing. Per 16 px tile of the picture, the energy of the finest octave (the plane
+# minus its 0.7 px Gaussian) over the next (0.7 px minus 1.4 px) is taken for the chroma and for the
+# luma; the median over the tiles of chroma over luma is ~1 for full-resolution chroma and well under
+# for subsampled chroma. Over the field corpus's 12 Reference kinds: 0.80-1.36 for full chroma (burned-in
+# subtitles add luma detail on a few tiles only: 0.80), 0.26-0.46 for 4:2:0. Such a Reference's colour
+# is resolved at twice its pixel size.
+_CHROMA_OCTAVE_RATIO = 0.6
+_OCTAVE_TILE = 16
 _BLOCK_SAMPLE_FRAMES = 3
 _MAX_PARTNER_TRIES = 3  # sync offsets tried for a frame without a pair
 
@@ -78,6 +87,7 @@ class GuideFrame:
     note: str = ""
     detail_sigma: float = 0.0  # models.reference_correction: the Reference's detail limit in Source px
     coding_blocks: bool = False  # the Reference shows video coding blocks (a wider detail limit)
+    half_chroma: bool = False  # the Reference's chroma is coded at half its luma's resolution (twice the limit)
 
 
 def _erode(mask: np.ndarray, px: int) -> np.ndarray:
@@ -224,24 +234,32 @@ class GuidePlanner:
         self.manual = {int(k) for k in alignment.use_manual if str(k) in alignment.manual}
         self.global_matrix = warp.as_matrix(alignment.solves["global"]) if "global" in alignment.solves else None
         self.pair_partner = dict(self.anchors)
-        self.blocky = job.branch == "chroma" and bool(job.reference.path) and self._reference_is_blocky()
+        self.blocky = self.half_chroma = False
+        if job.branch == "chroma" and job.reference.path:
+            self.blocky, self.half_chroma = self._reference_coding()
 
-    def _reference_is_blocky(self) -> bool:
-        """Whether the Reference shows video coding blocks (`coding_block_phase`), on a few of its
-        frames: the pairs' partners, else the frames nominally under the Source's first, middle and last."""
+    def _reference_coding(self) -> tuple[bool, bool]:
+        """Whether the Reference shows video coding blocks (`coding_block_phase`, the same grid on every
+        frame looked at) and whether its chroma has half its luma's resolution (`chroma_octave_ratio`,
+        median), on a few of its frames: the pairs' partners, else the frames nominally under the
+        Source's first, middle and last."""
         frames = [reference for _, reference in self.anchors]
         if not frames:
             src = self.job.source
             frames = [self.nominal(f) for f in (src.first_frame, (src.first_frame + src.last_frame) // 2, src.last_frame)]
         frames = [f for f in dict.fromkeys(frames) if self.in_reference(f)]
         step = max(1, len(frames) // _BLOCK_SAMPLE_FRAMES)
-        phases = []
+        phases, octave_ratios = [], []
         for frame in frames[::step][:_BLOCK_SAMPLE_FRAMES]:
             try:
-                phases.append(coding_block_phase(reference_frame(self.job, frame)))
+                image = reference_frame(self.job, frame)
             except Exception:  # noqa: BLE001 - an unreadable frame says nothing about coding; the guide names it later
                 continue
-        return bool(phases) and phases[0] is not None and all(p == phases[0] for p in phases)
+            phases.append(coding_block_phase(image))
+            octave_ratios.append(chroma_octave_ratio(image))
+        blocky = bool(phases) and phases[0] is not None and all(p == phases[0] for p in phases)
+        measured = [r for r in octave_ratios if r is not None]
+        return blocky, bool(measured) and float(np.median(measured)) < _CHROMA_OCTAVE_RATIO
 
     def in_reference(self, frame: int) -> bool:
         return self.job.reference.first_frame <= frame <= self.job.reference.last_frame
@@ -313,8 +331,8 @@ class GuidePlanner:
                 m, origin = solve.matrix, "solved-now"
         aligned, cov, note = reference_guide(src, ref, m)
         return aligned, cov, GuideFrame(frame, partner, warp.matrix_to_list(m), origin, float(cov.mean()), note,
-                                        detail_sigma(m, self.blocky) if job.branch == "chroma" else 0.0,
-                                        self.blocky)
+                                        detail_sigma(m, self.blocky, self.half_chroma) if job.branch == "chroma" else 0.0,
+                                        self.blocky, self.half_chroma)
 
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:
@@ -343,7 +361,38 @@ def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) ->
     return found[0], found[1]
 
 
-def detail_sigma(matrix: np.ndarray, blocky: bool = False) -> float:
+def chroma_octave_ratio(reference_rgb: np.ndarray) -> float | None:
+    """The median over 16 px tiles of the picture (bars left out) of the chroma's finest-octave energy
+    ratio over the luma's (see _CHROMA_OCTAVE_RATIO); None where too little of the frame has structure."""
+    from .colour import rgb_to_ycbcr
+    from .primitives import gaussian_blur
+
+    top, bottom, left, right = crop.detect_borders([reference_rgb])
+    h, w = reference_rgb.shape[:2]
+    inset = 4  # a bar's soft edge is not picture detail
+    ycc = rgb_to_ycbcr(reference_rgb[top + inset:h - bottom - inset, left + inset:w - right - inset])
+    rows, cols = ycc.shape[0] // _OCTAVE_TILE, ycc.shape[1] // _OCTAVE_TILE
+    if rows * cols < 8:
+        return None
+    fine = gaussian_blur(ycc, 0.7)
+    finest = (ycc - fine) ** 2
+    next_octave = (fine - gaussian_blur(ycc, 1.4)) ** 2
+
+    def per_tile(energy: np.ndarray) -> np.ndarray:
+        cut = energy[:rows * _OCTAVE_TILE, :cols * _OCTAVE_TILE]
+        return cut.reshape(rows, _OCTAVE_TILE, cols, _OCTAVE_TILE, 3).mean(axis=(1, 3)).reshape(-1, 3)
+
+    top_energy, next_energy = per_tile(finest), per_tile(next_octave)
+    chroma_next = next_energy[:, 1] + next_energy[:, 2]
+    structured = (next_energy[:, 0] > 1e-6) & (chroma_next > 1e-7)
+    if structured.sum() < 8:
+        return None
+    luma_ratio = top_energy[structured, 0] / next_energy[structured, 0]
+    chroma_ratio = (top_energy[structured, 1] + top_energy[structured, 2]) / chroma_next[structured]
+    return float(np.median(chroma_ratio / luma_ratio))
+
+
+def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = False) -> float:
     """How much of a chroma prediction's detail to keep under the Reference's colour: a Gaussian of
     DETAIL_SCALE x the warp's scale (Source px per Reference px), so a Reference of lower resolution
     corrects only the frequencies it resolves. Measured on the field corpus's chroma kinds (held-out
@@ -351,8 +400,11 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False) -> float:
     chroma whole on SD and pan-and-scan References and kept CIEDE2000 within 0.2 of it except on a
     heavily grained night shot (+0.3); 1.0 and 2.0 gained more PSNR on the lowest-resolution
     References but lost CIEDE2000 on the others. A `blocky` Reference (coding blocks) corrects only
-    below BLOCKY_DETAIL x its block instead."""
-    return warp.scale_of(warp.as_matrix(matrix)) * (BLOCKY_DETAIL * CODING_BLOCK if blocky else DETAIL_SCALE)
+    below BLOCKY_DETAIL x its block instead; one with `half_chroma` (`chroma_octave_ratio`: 4:2:0 or
+    4:2:2 video) resolves colour at twice its pixel size, so below twice the usual limit."""
+    if blocky:
+        return warp.scale_of(warp.as_matrix(matrix)) * BLOCKY_DETAIL * CODING_BLOCK
+    return warp.scale_of(warp.as_matrix(matrix)) * DETAIL_SCALE * (2.0 if half_chroma else 1.0)
 
 
 def training_matrices(dataset) -> list[np.ndarray]:
@@ -379,6 +431,7 @@ def guide_summary(records: list[GuideFrame]) -> dict:
             "unguided_frames": unguided,
             "notes": {str(r.source_frame): r.note for r in records if r.note},
             "coding_blocks": any(r.coding_blocks for r in records),
+            "half_chroma": any(r.half_chroma for r in records),
             "detail_sigma": float(np.median([r.detail_sigma for r in records if r.coverage > 0] or [0.0]))}
 
 
@@ -392,4 +445,7 @@ def guide_text(summary: dict) -> str:
     if summary.get("coding_blocks"):
         text += (f"; the Reference shows video coding blocks, so it sets only the colour coarser than "
                  f"{summary.get('detail_sigma', 0):.0f} px and the model the finer detail")
+    elif summary.get("half_chroma"):
+        text += (f"; the Reference's chroma has half its luma's resolution, so it sets only the colour coarser "
+                 f"than {summary.get('detail_sigma', 0):.1f} px and the model the finer detail")
     return text

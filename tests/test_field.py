@@ -155,7 +155,7 @@ def test_fast_subset_runs_through_the_cli_door(field_run):
         if shot["kind"] in ("grey_edge", "spatial_soft"):
             assert methods["model"]["psnr"] > methods["baseline"]["psnr"], (shot["kind"], methods)
         # What the inputs allow, chroma kinds only: a grade fitted to the truth beats one fitted to the Reference.
-        assert ({"truth_grade", "ideal_guided"} <= set(methods)) == (shot["branch"] == "chroma"), shot["kind"]
+        assert ({"truth_grade", "truth_grade_guided"} <= set(methods)) == (shot["branch"] == "chroma"), shot["kind"]
         if shot["branch"] == "chroma":
             assert methods["truth_grade"]["psnr"] > methods["baseline"]["psnr"], (shot["kind"], methods)
     saved = json.loads((out / "field.json").read_text())
@@ -223,8 +223,8 @@ def test_the_table_says_where_the_baseline_beats_the_model():
                       "(CIEDE2000 3.9 vs 4.2, PSNR-CbCr 31.0 vs 30.0 dB)."]
 
 
-def test_ideal_guided_takes_the_references_resolved_colour():
-    """`ideal_guided` corrects the truth grade by the Reference's CbCr where it covers: whole at sigma 0,
+def test_guided_truth_grade_takes_the_references_resolved_colour():
+    """`guided_truth_grade` corrects the truth grade by the Reference's CbCr where it covers: whole at sigma 0,
     only below sigma otherwise (a colour cast passes, the Reference's fine chroma does not), and the
     grade's luma is untouched."""
     from ml import colour
@@ -240,26 +240,26 @@ def test_ideal_guided_takes_the_references_resolved_colour():
     reference = colour.ycbcr_to_rgb(fine)
     everywhere, nowhere = np.ones((48, 64), bool), np.zeros((48, 64), bool)
 
-    whole = colour.rgb_to_ycbcr(field.ideal_guided(graded, reference, everywhere, 0.0))
+    whole = colour.rgb_to_ycbcr(field.guided_truth_grade(graded, reference, everywhere, 0.0))
     assert np.allclose(whole[..., 1:], fine[..., 1:], atol=1e-4)
     assert np.allclose(whole[..., 0], ycc[..., 0], atol=1e-4)
-    assert np.allclose(field.ideal_guided(graded, reference, nowhere, 3.0), graded, atol=1e-5)
-    coarse = colour.rgb_to_ycbcr(field.ideal_guided(graded, reference, everywhere, 3.0))
+    assert np.allclose(field.guided_truth_grade(graded, reference, nowhere, 3.0), graded, atol=1e-5)
+    coarse = colour.rgb_to_ycbcr(field.guided_truth_grade(graded, reference, everywhere, 3.0))
     inner = (slice(8, -8), slice(8, -8))
     assert np.abs(coarse[inner][..., 1:] - cast[inner][..., 1:]).max() < 2e-3  # the cast, not the checker
 
 
-def test_the_table_says_where_the_goal_is_beyond_the_inputs():
-    """A chroma kind whose ideal guided output misses the CIEDE2000 goal is named, with the truth
-    grade's and the model's numbers; a kind whose ideal meets it, and the spatial branch, are not."""
-    def shot(kind: str, ideal: float) -> dict:
+def test_the_table_says_where_the_guided_truth_grade_misses_the_goal():
+    """A chroma kind whose guided truth grade misses the CIEDE2000 goal is named, with the truth
+    grade's and the model's numbers; a kind whose guided truth grade meets it, and the spatial branch, are not."""
+    def shot(kind: str, guided: float) -> dict:
         methods = {name: {"psnr": 30.0, "delta_e_mean": value, "ssim": 0.9}
-                   for name, value in (("model", 2.5), ("baseline", 3.0), ("truth_grade", 2.6), ("ideal_guided", ideal))}
+                   for name, value in (("model", 2.5), ("baseline", 3.0), ("truth_grade", 2.6), ("truth_grade_guided", guided))}
         return {"kind": kind, "branch": "chroma",
                 "doors": {"cli": {"completed": True, "quality": {"methods": methods, "gap_closed": None}}}}
 
     result = {"shots": [shot("limited", 2.3), shot("reachable", 1.4)]}
-    assert field.beyond_the_inputs(result, "chroma", "cli") == ["limited (ideal 2.30, truth grade 2.60, model 2.50)"]
-    assert field.beyond_the_inputs(result, "spatial", "cli") == []
-    assert any("even the ideal guided output misses CIEDE2000 2.0 on limited" in line
+    assert field.guided_grade_misses(result, "chroma", "cli") == ["limited (guided 2.30, truth grade 2.60, model 2.50)"]
+    assert field.guided_grade_misses(result, "spatial", "cli") == []
+    assert any("the truth grade, guided, also misses CIEDE2000 2.0 on limited" in line
                for line in field.quality_goals(result))

@@ -202,6 +202,55 @@ def test_the_detail_scale_follows_the_references_resolution():
     assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)
 
 
+def test_half_resolution_chroma_is_found_and_doubles_the_detail_limit(sample, tmp_path):
+    """#14: a Reference whose chroma is coded at half its luma's resolution (4:2:0 video, as the field
+    corpus codes it) is told apart from full-resolution chroma, also with burned-in subtitles (detail
+    in the luma only) and letterbox bars; the guide then takes its colour only at twice the usual scale,
+    and the dataset records it, so the baseline's band doubles too."""
+    picture = _photo("coffee", 320, 192)
+    half = field_corpus.degrade_reference(picture, field_corpus.ReferenceSpec(chroma_420=True))
+    assert guide.chroma_octave_ratio(picture) > 0.8
+    assert guide.chroma_octave_ratio(half) < 0.5
+    subtitled, _ = field_corpus.burn_subtitle(picture.copy(), (0, 0, 320, 192))
+    assert guide.chroma_octave_ratio(subtitled) > 0.7
+    letterboxed = picture.copy()
+    letterboxed[:24] = letterboxed[-24:] = 0.0
+    assert guide.chroma_octave_ratio(letterboxed) > 0.8
+    assert guide.chroma_octave_ratio(np.full((64, 64, 3), 0.4, np.float32)) is None  # nothing to measure
+    scaled = np.diag([3.0, 3.0, 1.0])
+    assert guide.detail_sigma(scaled, half_chroma=True) == pytest.approx(2 * guide.detail_sigma(scaled))
+    assert guide.detail_sigma(scaled, blocky=True, half_chroma=True) == guide.detail_sigma(scaled, blocky=True)
+
+    info, _ = sample
+    plain = guide.GuidePlanner(_job(sample, tmp_path))
+    assert not plain.half_chroma
+    coded = tmp_path / "half_chroma"
+    coded.mkdir()
+    for path in Path(info.reference_pattern).parent.glob("*.exr"):
+        write_exr(coded / path.name, field_corpus.degrade_reference(read_image(str(path)),
+                                                                    field_corpus.ReferenceSpec(chroma_420=True)))
+    job = _job(sample, tmp_path)
+    job.reference.path = str(coded / Path(info.reference_pattern).name)
+    planner = guide.GuidePlanner(job)
+    assert planner.half_chroma and not planner.blocky
+    frame = job.pairs[0].source_frame
+    _, _, record = planner.guide(frame)
+    _, _, plain_record = plain.guide(frame)
+    assert record.half_chroma and record.detail_sigma == pytest.approx(2 * plain_record.detail_sigma, rel=0.05)
+    summary = guide.guide_summary([record])
+    assert summary["half_chroma"] and "half its luma's resolution" in guide.guide_text(summary)  # panel and CLI
+    assert "half its luma's resolution" in report._guide_section(summary)
+    export_dataset(job, out_dir=tmp_path / "half_ds")
+    half_dataset = load_dataset(tmp_path / "half_ds")
+    assert half_dataset.manifest["half_chroma"] and not half_dataset.manifest["coding_blocks"]
+    scale = float(np.median([warp.scale_of(m) for m in guide.training_matrices(half_dataset)]))
+    half_dataset.manifest["pairs"] = [{**entry, "matrix": warp.matrix_to_list(
+        np.diag([2.0, 2.0, 1.0]) @ warp.as_matrix(entry["matrix"]))} for entry in half_dataset.manifest["pairs"]]
+    assert baseline.dataset_band_sigma(half_dataset) == pytest.approx(2 * 2 * scale)  # an SD Reference's band, doubled
+    half_dataset.manifest["half_chroma"] = False
+    assert baseline.dataset_band_sigma(half_dataset) == pytest.approx(2 * scale)
+
+
 def _block_coded(rgb: np.ndarray) -> np.ndarray:
     """The field corpus's DVD-like coding (bench/field_corpus.py: 8x8 DCT blocks, 4:2:0 chroma), as its
     blocky kind's Reference has it."""
