@@ -57,7 +57,9 @@ DEFAULT_SMOOTHNESS = 1e-5
 # ntsc_pulldown 2.30 -> 2.17, pan_scan 3.32 -> 2.96; the block-coded high_key 2.79 -> 2.33. Near the
 # Source's resolution (scale 1.0-1.45) the pixel-by-pixel fit is kept: there it also damps the Source's
 # grain (band-limited at the warp scale, sky_wall went 1.21 -> 1.42 and turning 2.91 -> 2.96; the spatial
-# kinds lost 0.1-0.2 dB).
+# kinds lost 0.1-0.2 dB). An SD Reference whose chroma is 4:2:0 (the dataset manifest's `half_chroma`)
+# resolves colour at twice its pixel size, so its band doubles: pal_speedup 30.8 / 3.98 -> 32.7 / 3.56
+# (PSNR-CbCr / CIEDE2000), ntsc_pulldown 40.2 / 2.17 -> 39.8 / 2.20.
 BAND_MIN_SCALE = 1.5
 BAND_PIXELS = 1_000_000  # pixels of the pairs the band-limited fit sees (seeded windows beyond that)
 BAND_ITERATIONS = 80

@@ -323,7 +323,7 @@ def export_dataset(job: Job, reporter=None, out_dir: str | Path | None = None) -
         reporter.message("The Reference shows video coding blocks (an 8 px grid): the baseline and the model "
                          "take from it only colour coarser than its blocks.")
     elif manifest["half_chroma"] and reporter is not None:
-        reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 or 4:2:2 video): the "
+        reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 video): the "
                          "baseline and the model take from it only colour at twice its pixel size.")
     if not any(r["holdout"] for r in records) and reporter is not None:
         reporter.message("No held-out pairs: training cannot report validation PSNR. "

@@ -62,13 +62,14 @@ BLOCKY_DETAIL = 0.75
 # combed NTSC fields). A static texture of exactly 8 px period could still pass: its shot then
 # takes its fine colour from the model, as a blocky one does.
 _BLOCK_EDGE_RATIO = 1.3
-# Chroma coded at half the luma's resolution (4:2:0 or 4:2:2 video: DVD, DV, broadcast SD/HD): its
-# finest octave is missing. Per 16 px tile of the picture, the energy of the finest octave (the plane
+# Chroma coded at half the luma's resolution both ways (4:2:0 video: DVD, PAL DV, most broadcast and
+# web files): its finest octave is missing. Per 16 px tile of the picture, the energy of the finest octave (the plane
 # minus its 0.7 px Gaussian) over the next (0.7 px minus 1.4 px) is taken for the chroma and for the
 # luma; the median over the tiles of chroma over luma is ~1 for full-resolution chroma and well under
-# for subsampled chroma. Over the field corpus's 12 Reference kinds: 0.80-1.36 for full chroma (burned-in
+# for subsampled chroma. Over 12 of the field corpus's kinds: 0.80-1.36 for full chroma (burned-in
 # subtitles add luma detail on a few tiles only: 0.80), 0.26-0.46 for 4:2:0. Such a Reference's colour
-# is resolved at twice its pixel size.
+# is resolved at twice its pixel size. 4:2:2 (half only across) is not told apart reliably (0.48-0.95 on
+# three photographs with linear upsampling) and keeps the usual limit.
 _CHROMA_OCTAVE_RATIO = 0.6
 _OCTAVE_TILE = 16
 _BLOCK_SAMPLE_FRAMES = 3
@@ -400,8 +401,9 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = F
     chroma whole on SD and pan-and-scan References and kept CIEDE2000 within 0.2 of it except on a
     heavily grained night shot (+0.3); 1.0 and 2.0 gained more PSNR on the lowest-resolution
     References but lost CIEDE2000 on the others. A `blocky` Reference (coding blocks) corrects only
-    below BLOCKY_DETAIL x its block instead; one with `half_chroma` (`chroma_octave_ratio`: 4:2:0 or
-    4:2:2 video) resolves colour at twice its pixel size, so below twice the usual limit."""
+    below BLOCKY_DETAIL x its block instead; one with `half_chroma` (`chroma_octave_ratio`: 4:2:0
+    video) resolves colour at twice its pixel size, so below twice the usual limit (field corpus, 200
+    steps: pal_speedup 28.6 / 4.24 -> 29.0 / 4.16, ntsc_pulldown 40.0 / 1.68 -> 41.0 / 1.75)."""
     if blocky:
         return warp.scale_of(warp.as_matrix(matrix)) * BLOCKY_DETAIL * CODING_BLOCK
     return warp.scale_of(warp.as_matrix(matrix)) * DETAIL_SCALE * (2.0 if half_chroma else 1.0)

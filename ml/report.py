@@ -218,7 +218,7 @@ def _guide_section(guide: dict | None) -> str:
         text += (f"<p>The Reference shows video coding blocks, so it set only the colour coarser than "
                  f"{guide.get('detail_sigma', 0):.0f} px; the model's prediction gave the finer detail.</p>")
     elif guide.get("half_chroma"):
-        text += (f"<p>The Reference's chroma has half its luma's resolution (4:2:0 or 4:2:2 video), so it set "
+        text += (f"<p>The Reference's chroma has half its luma's resolution (4:2:0 video), so it set "
                  f"only the colour coarser than {guide.get('detail_sigma', 0):.1f} px; the model's prediction gave "
                  "the finer detail.</p>")
     if alone:

@@ -688,7 +688,7 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
         reporter.message("The Reference shows video coding blocks (8 px grid): it sets only the shot's coarser "
                          "colour; the model's prediction from the Source gives the finer colour detail.")
     elif planner is not None and planner.half_chroma:
-        reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 or 4:2:2 video): it sets "
+        reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 video): it sets "
                          "the colour only at twice its pixel size; the model's prediction gives the finer detail.")
     run = _Run(job, reporter, pipeline, options, setup, plan, planner)
     run.run()
