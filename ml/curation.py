@@ -233,6 +233,24 @@ def nominal_mapping(source: Plate, reference: Plate) -> Callable[[int], int]:
     return lambda f: reference.first_frame + int(math.floor((f - source.first_frame) * ratio + 0.5))
 
 
+def speed_change_note(shots: Sequence[ShotOffset], source_fps: float, reference_fps: float) -> str | None:
+    """A warning when the Reference's frame rate maps frames by time but the content matches say they
+    map one to one: a speed-up transfer (24 fps film played at 25 fps for PAL, every film frame once).
+    Mapped by time, such a Reference drifts by (1 - 25/24) frame per Source frame, a frame a second,
+    which soon leaves the match's search window; its shots' confident matches show that drift."""
+    expected = 1.0 - reference_fps / source_fps if source_fps > 0 else 0.0
+    if abs(expected) < 0.01:
+        return None
+    drifting = [s for s in shots if s.method == "content" and abs(s.drift - expected) <= 0.3 * abs(expected)]
+    if not drifting:
+        return None
+    names = ", ".join(f"{s.shot} ({s.first}-{s.last}, drift {s.drift:+.3f})" for s in drifting)
+    return (f"shot(s) {names}: the Reference's frames follow the Source's one for one, not by time at "
+            f"{reference_fps:g} fps: a speed-up transfer (such as PAL 25 fps of 24 fps film, frame for frame), "
+            f"which a mapping by time puts a frame off every {1 / abs(expected):.0f} frames. "
+            f"Fix: set reference.fps to the Source's {source_fps:g} (job.json or the Plates panel) and match again.")
+
+
 def shot_name(index: int) -> str:
     return str(index + 1)
 

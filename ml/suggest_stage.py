@@ -13,8 +13,8 @@ from .ingest import plate_frames, reference_frame, source_frame
 from .job import Job
 from .pairs import timecode
 
-# Source stats, Source cuts, and each Source frame's Reference partner (None: no partner).
-_Partners = tuple[list[curation.FrameStats], list[int], dict[int, int | None]]
+# Source stats, Source cuts, each Source frame's Reference partner (None: no partner), and warnings.
+_Partners = tuple[list[curation.FrameStats], list[int], dict[int, int | None], list[str]]
 
 
 @dataclass(frozen=True)
@@ -38,14 +38,15 @@ def suggest_for_job(job: Job, reporter, count: int | None = None, scope: str = "
         raise FilmRecoveryError("no Source frames in the range.", where="--frames",
                                 fix=f"Pick frames within {job.source.first_frame}-{job.source.last_frame}.")
     if job.reference.path and options.match:
-        stats, cuts, partner = _matched_partners(job, frames, options, reporter)
+        stats, cuts, partner, notes = _matched_partners(job, frames, options, reporter)
     else:
-        stats, cuts, partner = _nominal_partners(job, frames, options.workers, reporter)
+        stats, cuts, partner, notes = _nominal_partners(job, frames, options.workers, reporter)
     strictness = curation.SuggestOptions() if options.max_align_error is None else \
         curation.SuggestOptions(max_align_error=options.max_align_error)
     suggestion = curation.suggest_pairs(stats, count, scope, cuts=cuts, align_scores=align_scores,
                                         reference_for=partner.get, timecode_for=lambda f: timecode(f, job.source.fps),
                                         options=strictness)
+    suggestion.warnings[:0] = notes
     for text in suggestion.warnings:
         reporter.message(text, "warning")
     return suggestion
@@ -67,7 +68,8 @@ def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, r
     for shot in matched.shots:
         reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
                          f"({shot.method})")
-    return matched.source_stats, matched.source_cuts, partner
+    speed_note = curation.speed_change_note(matched.shots, job.source.fps, job.reference.fps)
+    return matched.source_stats, matched.source_cuts, partner, [speed_note] if speed_note else []
 
 
 def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _Partners:
@@ -81,4 +83,4 @@ def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _P
     for f in frames:
         r = nominal(f)
         partner[f] = r if (ref_first <= r <= ref_last or not job.reference.path) else None
-    return stats, cuts, partner
+    return stats, cuts, partner, []

@@ -50,8 +50,10 @@ class FILMREC_OT_match_reference(NeedsPlates, jobs.EngineJobOperator, bpy.types.
         shots = result.get("shots", [])
         if len(shots) == 1:
             fr.reference_offset = shots[0]["offset"]
+        warnings = result.get("warnings", [])
         fr.job_state.message = "; ".join(f"shot {s['shot']}: offset {s['offset']:+d} ({s['method']})"
-                                         for s in shots) + f"; {changed} pair(s) updated"
+                                         for s in shots) + f"; {changed} pair(s) updated" \
+            + (f"; {warnings[0]}" if warnings else "")
 
 
 class FILMREC_OT_pairs_table(NeedsPlates, jobs.EngineJobOperator, bpy.types.Operator):

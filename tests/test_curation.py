@@ -266,3 +266,47 @@ def test_suggest_and_match_commands_on_the_sample(sample, tmp_path):
         assert main(["--json", "match", str(job_path), "--frames", "1015-1018", "--search", "3"]) == 0
     report = json.loads(out.getvalue().splitlines()[-1])
     assert [m["reference_frame"] for m in report["frames"]] == [1017, 1018, 1019, 1020]
+
+
+def test_a_speed_up_transfer_mapped_by_time_is_named_with_the_fix(photos, tmp_path):
+    """#14: a PAL speed-up Reference (every film frame once, at 25 fps) entered at its file rate maps by
+    time and slips a frame every 24; the match still finds each frame, and `suggest` and `match` warn
+    with the fix (the Source's rate), in the result the add-on's panel line shows. Entered at the
+    Source's rate, the same plates map one to one and nothing is said."""
+    import contextlib
+
+    from ml.cli import main
+    from ml.imageio import write_exr
+    from ml.job import Job, Plate, save_job
+
+    n = 48
+    frames = _pan(photos[0], n, 5, 10, speed=2.5)
+    for folder, images in (("source", frames), ("reference", [_graded_reference(f) for f in frames])):
+        (tmp_path / folder).mkdir()
+        for i, image in enumerate(images):
+            write_exr(tmp_path / folder / f"{folder}.{FIRST + i}.exr", image)
+    plates = dict(first_frame=FIRST, last_frame=FIRST + n - 1)
+
+    def run(command: str, reference_fps: float) -> dict:
+        job = Job(name="speedup", work_dir=str(tmp_path / "work"),
+                  source=Plate(path=str(tmp_path / "source" / "source.####.exr"), fps=24.0, **plates),
+                  reference=Plate(path=str(tmp_path / "reference" / "reference.####.exr"), fps=reference_fps,
+                                  **plates))
+        job_path = save_job(job, tmp_path / "job.json")
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["--json", command, str(job_path), "--workers", "2", "--search", "4"]) == 0
+        return json.loads(out.getvalue().splitlines()[-1])
+
+    matched = run("match", 25.0)
+    assert matched["shots"][0]["method"] == "content"
+    assert matched["shots"][0]["drift"] == pytest.approx(-1 / 24, abs=0.01)
+    found = {m["source_frame"]: m["reference_frame"] for m in matched["frames"]}
+    assert sum(found[f] == f for f in found) >= 0.9 * n  # one to one, whatever the rate says
+    assert len(matched["warnings"]) == 1 and "set reference.fps to the Source's 24" in matched["warnings"][0]
+    suggested = run("suggest", 25.0)
+    assert any("speed-up transfer" in w for w in suggested["warnings"])
+    assert not run("match", 24.0)["warnings"] and not any("speed-up" in w for w in run("suggest", 24.0)["warnings"])
+    # A Reference that really runs by time at 25 fps drifts by nothing against the 25 fps mapping.
+    steady = curation.ShotOffset("1", FIRST, FIRST + n - 1, 0, 0.0, "content", 20)
+    assert curation.speed_change_note([steady], 24.0, 25.0) is None

@@ -65,6 +65,9 @@ def run(args, job, reporter) -> None:
     for shot in result.shots:
         reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): offset {shot.offset:+d} by {shot.method}"
                          + (f", drift {shot.drift:+.3f} frame/frame" if abs(shot.drift) > 1e-6 else ""))
+    speed_note = curation.speed_change_note(result.shots, job.source.fps, job.reference.fps)
+    if speed_note:
+        reporter.message(speed_note, "warning")
     frames = [{k: v for k, v in dataclasses.asdict(m).items() if k != "scores"} |
               {"scores": {str(r): round(s, 4) for r, s in m.scores.items()}} for m in result.frames]
     payload = {"frames": frames, "shots": [dataclasses.asdict(s) for s in result.shots],
@@ -78,4 +81,4 @@ def run(args, job, reporter) -> None:
             if pair.source_frame in best and best[pair.source_frame].in_range:
                 pair.reference_frame = best[pair.source_frame].reference_frame
         save_job(job, args.job)
-    reporter.result(report=str(out), applied=bool(args.apply), **payload)
+    reporter.result(report=str(out), applied=bool(args.apply), warnings=[speed_note] if speed_note else [], **payload)
