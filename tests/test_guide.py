@@ -221,16 +221,9 @@ def test_half_resolution_chroma_is_found_and_doubles_the_detail_limit(sample, tm
     assert guide.detail_sigma(scaled, half_chroma=True) == pytest.approx(2 * guide.detail_sigma(scaled))
     assert guide.detail_sigma(scaled, blocky=True, half_chroma=True) == guide.detail_sigma(scaled, blocky=True)
 
-    info, _ = sample
     plain = guide.GuidePlanner(_job(sample, tmp_path))
     assert not plain.half_chroma
-    coded = tmp_path / "half_chroma"
-    coded.mkdir()
-    for path in Path(info.reference_pattern).parent.glob("*.exr"):
-        write_exr(coded / path.name, field_corpus.degrade_reference(read_image(str(path)),
-                                                                    field_corpus.ReferenceSpec(chroma_420=True)))
-    job = _job(sample, tmp_path)
-    job.reference.path = str(coded / Path(info.reference_pattern).name)
+    job = _job_with_coded_reference(sample, tmp_path, field_corpus.ReferenceSpec(chroma_420=True))
     planner = guide.GuidePlanner(job)
     assert planner.half_chroma and not planner.blocky
     frame = job.pairs[0].source_frame
@@ -251,10 +244,25 @@ def test_half_resolution_chroma_is_found_and_doubles_the_detail_limit(sample, tm
     assert baseline.dataset_band_sigma(half_dataset) == pytest.approx(2 * scale)
 
 
+# The field corpus's DVD-like coding (bench/field_corpus.py: 8x8 DCT blocks, 4:2:0 chroma), as its
+# blocky kind's Reference has it.
+BLOCK_CODED = field_corpus.ReferenceSpec(compression=0.04, chroma_420=True)
+
+
 def _block_coded(rgb: np.ndarray) -> np.ndarray:
-    """The field corpus's DVD-like coding (bench/field_corpus.py: 8x8 DCT blocks, 4:2:0 chroma), as its
-    blocky kind's Reference has it."""
-    return field_corpus.degrade_reference(rgb, field_corpus.ReferenceSpec(compression=0.04, chroma_420=True))
+    return field_corpus.degrade_reference(rgb, BLOCK_CODED)
+
+
+def _job_with_coded_reference(sample, tmp_path, spec) -> Job:
+    """The sample job with its Reference frames coded as `spec` says (field_corpus.degrade_reference)."""
+    info, _ = sample
+    coded = tmp_path / "coded_reference"
+    coded.mkdir()
+    for path in Path(info.reference_pattern).parent.glob("*.exr"):
+        write_exr(coded / path.name, field_corpus.degrade_reference(read_image(str(path)), spec))
+    job = _job(sample, tmp_path)
+    job.reference.path = str(coded / Path(info.reference_pattern).name)
+    return job
 
 
 def test_coding_blocks_are_found_on_a_block_coded_reference_and_nowhere_else():
@@ -274,15 +282,9 @@ def test_coding_blocks_are_found_on_a_block_coded_reference_and_nowhere_else():
 
 
 def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
-    info, _ = sample
     plain = guide.GuidePlanner(_job(sample, tmp_path))
     assert not plain.blocky
-    coded = tmp_path / "coded"
-    coded.mkdir()
-    for path in Path(info.reference_pattern).parent.glob("*.exr"):
-        write_exr(coded / path.name, _block_coded(read_image(str(path))))
-    job = _job(sample, tmp_path)
-    job.reference.path = str(coded / Path(info.reference_pattern).name)
+    job = _job_with_coded_reference(sample, tmp_path, BLOCK_CODED)
     planner = guide.GuidePlanner(job)
     assert planner.blocky
     frame = job.pairs[0].source_frame
