@@ -107,7 +107,8 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], timing_2k: str = "")
              "default is the smoothed 17-node LUT in the display domain with smoothness 1e-5 (was 1e-4), matched "
              "on colour coarser than the Reference resolves: *band* blurs both sides by a Gaussian before "
              "comparing (`ml.baseline.fit_lut_band`); the default does so only against an SD Reference (the "
-             "pairs' warp scale, 1.5 Source px per Reference px or more) or a block-coded one (its blocks), "
+             "pairs' warp scale, 1.5 Source px per Reference px or more, twice that for 4:2:0 chroma) or a "
+             "block-coded one (its blocks), "
              "and fits pixel by pixel otherwise; the other rows fit pixel by pixel.",
              "", "| variant | " + " | ".join(kinds) + " | mean | fit s (mean) |", "|---|" + "---|" * (len(kinds) + 2)]
     for name in VARIANTS:
