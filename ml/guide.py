@@ -63,13 +63,13 @@ BLOCKY_DETAIL = 0.75
 # takes its fine colour from the model, as a blocky one does.
 _BLOCK_EDGE_RATIO = 1.3
 # Chroma coded at half the luma's resolution both ways (4:2:0 video: DVD, PAL DV, most broadcast and
-# web files): its finest octave is missing. Per 16 px tile of the picture, the energy of the finest octave (the plane
-# minus its 0.7 px Gaussian) over the next (0.7 px minus 1.4 px) is taken for the chroma and for the
-# luma; the median over the tiles of chroma over luma is ~1 for full-resolution chroma and well under
-# for subsampled chroma. Over 12 of the field corpus's kinds: 0.80-1.36 for full chroma (burned-in
+# web files) lacks its finest octave. Per 16 px tile of the picture, the energy of the finest octave
+# (the plane minus its 0.7 px Gaussian) over the next (0.7 px minus 1.4 px) is taken for the chroma and
+# for the luma; the median over the tiles of chroma over luma is ~1 for full-resolution chroma and well
+# under for subsampled chroma. Over 12 of the field corpus's kinds: 0.80-1.36 for full chroma (burned-in
 # subtitles add luma detail on a few tiles only: 0.80), 0.26-0.46 for 4:2:0. Such a Reference's colour
-# is resolved at twice its pixel size. 4:2:2 (half only across) is not told apart reliably (0.48-0.95 on
-# three photographs with linear upsampling) and keeps the usual limit.
+# is resolved at twice its pixel size. 4:2:2 (half only across) is not told apart reliably (0.48-0.95
+# on three photographs with linear upsampling) and keeps the usual limit.
 _CHROMA_OCTAVE_RATIO = 0.6
 _OCTAVE_TILE = 16
 _BLOCK_SAMPLE_FRAMES = 3
