@@ -68,8 +68,10 @@ _BLOCK_EDGE_RATIO = 1.3
 # for the luma; the median over the tiles of chroma over luma is ~1 for full-resolution chroma and well
 # under for subsampled chroma. Over 12 of the field corpus's kinds: 0.80-1.36 for full chroma (burned-in
 # subtitles add luma detail on a few tiles only: 0.80), 0.26-0.46 for 4:2:0. Such a Reference's colour
-# is resolved at twice its pixel size. 4:2:2 (half only across) is not told apart reliably (0.48-0.95
-# on three photographs with linear upsampling) and keeps the usual limit.
+# is resolved at twice its pixel size. A telecine's luma-only sharpening lowers full chroma's ratio
+# (unsharp mask 1.0 at 1 px: 0.67-1.09 on three photographs), still above the threshold. 4:2:2 (half
+# only across) is not told apart reliably (0.48-0.95 on three photographs with linear upsampling) and
+# keeps the usual limit.
 _CHROMA_OCTAVE_RATIO = 0.6
 _OCTAVE_TILE = 16
 _BLOCK_SAMPLE_FRAMES = 3
