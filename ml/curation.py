@@ -248,7 +248,7 @@ def speed_change_note(shots: Sequence[ShotOffset], source_fps: float, reference_
     return (f"shot(s) {names}: the Reference's frames follow the Source's one for one, not by time at "
             f"{reference_fps:g} fps: a speed-up transfer (such as PAL 25 fps of 24 fps film, frame for frame), "
             f"which a mapping by time puts a frame off every {1 / abs(expected):.0f} frames. "
-            f"Fix: set reference.fps to the Source's {source_fps:g} (job.json or the Plates panel) and match again.")
+            f"Fix: set reference.fps to the Source's {source_fps:g} (job.json or the Ingest panel) and match again.")
 
 
 def shot_name(index: int) -> str:

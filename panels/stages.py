@@ -27,6 +27,10 @@ def draw_ingest(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
         row.prop(plate, "first_frame", text="First")
         row.prop(plate, "last_frame", text="Last")
         box.prop(plate, "ingest", text="Ingest")
+        # An SD Reference's rate and pixel aspect decide its pairing and its placement on the Source.
+        row = box.row(align=True)
+        row.prop(plate, "fps", text="fps")
+        row.prop(plate, "pixel_aspect", text="Pixel aspect")
     layout.operator("film_recovery.load_plates", icon="SEQUENCE")
     layout.operator("film_recovery.run_qc", icon="CHECKBOX_HLT")
     if fr.qc_checks:
