@@ -336,15 +336,16 @@ def _truth_target(job, shot: dict, grade, frame: int) -> tuple[np.ndarray, np.nd
 
 def truth_grade(job, shot: dict, grade, frames: list[int]):
     """The 3D-LUT baseline's fit (pixel by pixel, its defaults) to the truth of the training frames
-    instead of their Reference: the best global grade of this Source, whatever the Reference."""
-    from ml.baseline import fit_baseline
+    instead of their Reference, on the same sampling of their pixels: the best global grade of this
+    Source, whatever the Reference."""
+    from ml.baseline import collect_samples, fit_baseline
 
-    inputs, targets = [], []
-    for frame in frames:
-        full, target, box = _truth_target(job, shot, grade, frame)
-        inputs.append(full[box].reshape(-1, 3))
-        targets.append(target.reshape(-1, 3))
-    return fit_baseline(np.concatenate(inputs), np.concatenate(targets))
+    def frame_pairs():
+        for frame in frames:
+            full, target, box = _truth_target(job, shot, grade, frame)
+            yield full[box], target
+
+    return fit_baseline(*collect_samples(frame_pairs(), seed=0))
 
 
 def guided_truth_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
