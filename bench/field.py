@@ -20,7 +20,7 @@ training pairs, against truth (ml.metrics): PSNR-CbCr and mean CIEDE2000 (chroma
 and SSIM (spatial) of the Source, the baseline, the model and the Reference's own channels
 (Reference warped onto the Source raster by its true warp and recombined like ml/dataset.py's
 `build_target`), and for chroma kinds two reference points of what the inputs allow: the truth
-grade, alone and guided (`truth_grade`, `guided_truth_grade`); stage times. It writes field.json and field.md into --out;
+grade, alone and guided, and the baseline guided (`truth_grade`, `guided_grade`); stage times. It writes field.json and field.md into --out;
 `--write-docs` also stores the table in bench/results/field_corpus.md and replaces the
 "## Field corpus" section of docs/benchmarks.md (bench/run_all.py keeps that section).
 """
@@ -348,11 +348,11 @@ def truth_grade(job, shot: dict, grade, frames: list[int]):
     return fit_baseline(*collect_samples(frame_pairs(), seed=0))
 
 
-def guided_truth_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """The truth grade corrected by the Reference's own CbCr below `sigma` px where it covers, as
-    `models.reference_correction` corrects the model's prediction: the guided design with the best
-    global grade as its Source-only prediction and exact alignment. A reference point, not a bound:
-    the model's prediction is local, and beats it on some kinds."""
+def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """A graded Source corrected by the Reference's own CbCr below `sigma` px where it covers, as
+    `models.reference_correction` corrects the model's prediction: the guided design with that grade
+    as its Source-only prediction and exact alignment. Of the truth grade, a reference point, not a
+    bound: the model's prediction is local, and beats it on some kinds."""
     from ml import colour
     from ml.primitives import gaussian_blur
 
@@ -367,8 +367,9 @@ def guided_truth_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: 
 
 def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) -> dict[str, Any] | None:
     """Source, baseline, model and the Reference's own channels against truth on frames that were
-    not training pairs (ml.metrics throughout); for chroma kinds also two reference points of what
-    the inputs allow: the truth grade (`truth_grade`), alone and guided (`guided_truth_grade`)."""
+    not training pairs (ml.metrics throughout); for chroma kinds also reference points of what the
+    inputs allow: the truth grade (`truth_grade`), alone and guided, and the baseline guided
+    (`guided_grade`, on the Reference's true warp)."""
     from ml.baseline import apply_baseline, load_fit
     from ml.dataset import build_target
     from ml.evaluation import evenly_spaced, fit_to, model_frame_path, sample_truth_grade
@@ -410,7 +411,7 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
             scores = score_image(image, target, job.branch)
             per_method.setdefault(method, []).append({"psnr": scores.psnr, "delta_e_mean": scores.delta_e_mean,
                                                       "ssim": scores.ssim})
-        partner, guided = partners.get(frame), None
+        partner, guide = partners.get(frame), None
         if partner is not None:  # the Reference's own channels, on its true warp
             reference = reference_frame(job, partner, cleaned=False)
             aligned = warp_to_source(reference, matrices[partner], full.shape)
@@ -419,13 +420,13 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
             coverage.append(float(mask.mean()))
             if mask.any():
                 per_method.setdefault("reference", []).append(_masked_scores(recombined, target, mask, job.branch))
-            if best_grade is not None:
-                guided = guided_truth_grade(outputs["truth_grade"], aligned[box], mask,
-                                           detail_sigma(matrices[partner], blocky, half_chroma))
-        if best_grade is not None:  # a frame without a Reference partner keeps the truth grade
-            scores = score_image(outputs["truth_grade"] if guided is None else guided, target, job.branch)
-            per_method.setdefault("truth_grade_guided", []).append(
-                {"psnr": scores.psnr, "delta_e_mean": scores.delta_e_mean, "ssim": scores.ssim})
+            guide = (aligned[box], mask, detail_sigma(matrices[partner], blocky, half_chroma))
+        for method, graded in (("truth_grade_guided", outputs.get("truth_grade")),
+                               ("baseline_guided", outputs.get("baseline") if chroma else None)):
+            if graded is not None:  # a frame without a Reference partner keeps the grade
+                scores = score_image(graded if guide is None else guided_grade(graded, *guide), target, job.branch)
+                per_method.setdefault(method, []).append(
+                    {"psnr": scores.psnr, "delta_e_mean": scores.delta_e_mean, "ssim": scores.ssim})
     summary = {method: {key: float(np.nanmean([s[key] for s in scores])) for key in ("psnr", "delta_e_mean", "ssim")}
                | {"frames": len(scores)} for method, scores in per_method.items()}
     return {"frames": frames, "branch": job.branch, "methods": summary,
@@ -588,6 +589,10 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
             if behind:
                 lines.append(f"- {branch}, {door}: the 3D-LUT baseline scores better than the model on "
                              + "; ".join(behind) + ".")
+            behind_guided = baseline_wins(result, branch, door, rival="baseline_guided")
+            if behind_guided:
+                lines.append(f"- {branch}, {door}: the guided baseline (true warps) scores better than the model on "
+                             + "; ".join(behind_guided) + ".")
             beyond = guided_grade_misses(result, branch, door)
             if beyond:
                 lines.append(f"- {branch}, {door}: the truth grade, guided, also misses CIEDE2000 "
@@ -596,7 +601,7 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
 
 
 def guided_grade_misses(result: dict[str, Any], branch: str, door: str) -> list[str]:
-    """The completed chroma kinds of one door whose guided truth grade (`guided_truth_grade`: the best
+    """The completed chroma kinds of one door whose guided truth grade (`guided_grade` of the best
     global grade under the Reference's resolved colour) misses the CIEDE2000 goal, with the truth
     grade's and the model's numbers: there the goal asks for more than the best global grade and the
     Reference's colour at the guide's scale give."""
@@ -614,14 +619,15 @@ def guided_grade_misses(result: dict[str, Any], branch: str, door: str) -> list[
     return out
 
 
-def baseline_wins(result: dict[str, Any], branch: str, door: str) -> list[str]:
-    """The completed kinds of one branch and door where the baseline beats the model (chroma: lower
-    CIEDE2000 or higher PSNR-CbCr; spatial: higher SSIM or luma PSNR), with both numbers."""
+def baseline_wins(result: dict[str, Any], branch: str, door: str, rival: str = "baseline") -> list[str]:
+    """The completed kinds of one branch and door where `rival` (a method of the quality scores: the
+    baseline, or the guided baseline) beats the model (chroma: lower CIEDE2000 or higher PSNR-CbCr;
+    spatial: higher SSIM or luma PSNR), with both numbers."""
     out = []
     for shot in result["shots"]:
         run = shot["doors"].get(door)
         methods = ((run or {}).get("quality") or {}).get("methods", {}) if run and run["completed"] else {}
-        model, base = methods.get("model"), methods.get("baseline")
+        model, base = methods.get("model"), methods.get(rival)
         if shot["branch"] != branch or not model or not base:
             continue
         colour_metric, colour_better = ("CIEDE2000", base["delta_e_mean"] < model["delta_e_mean"]) \
@@ -658,10 +664,12 @@ def markdown(result: dict[str, Any]) -> str:
              "inputs allow (chroma kinds): *Truth grade* is the baseline's 3D LUT fitted to the truth of the "
              "training frames instead of their Reference, the best global grade of this Source; *Guided truth "
              "grade* is that grade corrected by the Reference's own CbCr (true warp) below the guide's detail "
-             "limit, as the model's guide corrects its prediction. Neither is a bound: the model's prediction "
-             "is local, not a global grade.", "",
+             "limit, as the model's guide corrects its prediction; *Guided baseline* is the baseline corrected "
+             "the same way: the guided design with the shot's baseline as its Source-only prediction. None "
+             "is a bound: the model's prediction is local, not a global grade.", "",
              "| kind | branch | door | result | corner px mean / max | Source | Baseline | Model | Reference | "
-             "Truth grade | Guided truth grade | gap closed | wall s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Truth grade | Guided truth grade | Guided baseline | gap closed | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     details = []
     for shot in result["shots"]:
         for door, run in shot["doors"].items():
@@ -673,7 +681,8 @@ def markdown(result: dict[str, Any]) -> str:
             methods = (run.get("quality") or {}).get("methods", {})
             gap = (run.get("quality") or {}).get("gap_closed")
             cells = [_cell(methods.get(m), shot["branch"])
-                     for m in ("source", "baseline", "model", "reference", "truth_grade", "truth_grade_guided")]
+                     for m in ("source", "baseline", "model", "reference", "truth_grade", "truth_grade_guided",
+                               "baseline_guided")]
             lines.append(f"| {shot['kind']} | {shot['branch']} | {door} | {outcome} | {corner} | {' | '.join(cells)} | "
                          f"{'–' if gap is None else f'{gap:.0%}'} | {run['wall_seconds']:.0f} |")
             times = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in run["stage_seconds"].items())

@@ -155,7 +155,8 @@ def test_fast_subset_runs_through_the_cli_door(field_run):
         if shot["kind"] in ("grey_edge", "spatial_soft"):
             assert methods["model"]["psnr"] > methods["baseline"]["psnr"], (shot["kind"], methods)
         # What the inputs allow, chroma kinds only: a grade fitted to the truth beats one fitted to the Reference.
-        assert ({"truth_grade", "truth_grade_guided"} <= set(methods)) == (shot["branch"] == "chroma"), shot["kind"]
+        assert ({"truth_grade", "truth_grade_guided", "baseline_guided"} <= set(methods)) == \
+            (shot["branch"] == "chroma"), shot["kind"]
         if shot["branch"] == "chroma":
             assert methods["truth_grade"]["psnr"] > methods["baseline"]["psnr"], (shot["kind"], methods)
     saved = json.loads((out / "field.json").read_text())
@@ -221,10 +222,17 @@ def test_the_table_says_where_the_baseline_beats_the_model():
     behind = [line for line in lines if "baseline scores better" in line]
     assert behind == ["- chroma, cli: the 3D-LUT baseline scores better than the model on behind "
                       "(CIEDE2000 3.9 vs 4.2, PSNR-CbCr 31.0 vs 30.0 dB)."]
+    # The same test against another reference point of the scores, where a shot has it.
+    result["shots"][0]["doors"]["cli"]["quality"]["methods"]["baseline_guided"] = {
+        "psnr": 41.0, "delta_e_mean": 1.4, "ssim": 0.9}
+    assert field.baseline_wins(result, "chroma", "cli", rival="baseline_guided") == [
+        "ahead (CIEDE2000 1.4 vs 1.5, PSNR-CbCr 41.0 vs 40.0 dB)"]
+    assert any(line.startswith("- chroma, cli: the guided baseline (true warps) scores better than the model on ahead")
+               for line in field.quality_goals(result))
 
 
-def test_guided_truth_grade_takes_the_references_resolved_colour():
-    """`guided_truth_grade` corrects the truth grade by the Reference's CbCr where it covers: whole at sigma 0,
+def test_guided_grade_takes_the_references_resolved_colour():
+    """`guided_grade` corrects a grade by the Reference's CbCr where it covers: whole at sigma 0,
     only below sigma otherwise (a colour cast passes, the Reference's fine chroma does not), and the
     grade's luma is untouched."""
     from ml import colour
@@ -240,11 +248,11 @@ def test_guided_truth_grade_takes_the_references_resolved_colour():
     reference = colour.ycbcr_to_rgb(fine)
     everywhere, nowhere = np.ones((48, 64), bool), np.zeros((48, 64), bool)
 
-    whole = colour.rgb_to_ycbcr(field.guided_truth_grade(graded, reference, everywhere, 0.0))
+    whole = colour.rgb_to_ycbcr(field.guided_grade(graded, reference, everywhere, 0.0))
     assert np.allclose(whole[..., 1:], fine[..., 1:], atol=1e-4)
     assert np.allclose(whole[..., 0], ycc[..., 0], atol=1e-4)
-    assert np.allclose(field.guided_truth_grade(graded, reference, nowhere, 3.0), graded, atol=1e-5)
-    coarse = colour.rgb_to_ycbcr(field.guided_truth_grade(graded, reference, everywhere, 3.0))
+    assert np.allclose(field.guided_grade(graded, reference, nowhere, 3.0), graded, atol=1e-5)
+    coarse = colour.rgb_to_ycbcr(field.guided_grade(graded, reference, everywhere, 3.0))
     inner = (slice(8, -8), slice(8, -8))
     assert np.abs(coarse[inner][..., 1:] - cast[inner][..., 1:]).max() < 2e-3  # the cast, not the checker
 
