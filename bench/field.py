@@ -637,8 +637,9 @@ def baseline_wins(result: dict[str, Any], branch: str, door: str, rival: str = "
         if colour_better:
             worse.append(f"{colour_metric} {base[colour_key]:.3g} vs {model[colour_key]:.3g}")
         if base["psnr"] > model["psnr"]:
-            worse.append(f"{'PSNR-CbCr' if branch == 'chroma' else 'luma PSNR'} {base['psnr']:.1f} vs "
-                         f"{model['psnr']:.1f} dB")
+            digits = 1 if round(base["psnr"], 1) != round(model["psnr"], 1) else 2  # never "43.6 vs 43.6"
+            worse.append(f"{'PSNR-CbCr' if branch == 'chroma' else 'luma PSNR'} {base['psnr']:.{digits}f} vs "
+                         f"{model['psnr']:.{digits}f} dB")
         if worse:
             out.append(f"{shot['kind']} ({', '.join(worse)})")
     return out
