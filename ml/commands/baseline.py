@@ -23,8 +23,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-samples", type=int, default=2_000_000, help="pixels sampled from the pairs")
     parser.add_argument("--band-sigma", type=float, default=None,
                         help="match the LUT on colour coarser than this Gaussian (Source px); default: a "
-                             "block-coded Reference's blocks, an SD Reference's pixel size on the Source, else "
-                             "0 (pixel by pixel)")
+                             "block-coded Reference's blocks, an SD Reference's pixel size on the Source (twice "
+                             "that for 4:2:0 chroma), else 0 (pixel by pixel)")
     parser.add_argument("--no-render", action="store_true", help="fit and export only; do not render frames")
     parser.add_argument("--force", action="store_true", help="re-render frames this fit already rendered")
 
