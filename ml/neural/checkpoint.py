@@ -121,7 +121,8 @@ def _read_tensors(path: Path, record: dict[str, Any] | None, device: str | torch
 # build a network of hundreds of gigabytes before the weights are even read.
 _CONFIG_LIMITS = {"width": (1, 256), "levels": (1, 6), "downsample": (1, 16), "grid_depth": (1, 64)}
 _CONFIG_CHOICES = {"kind": ("unet", "bilateral"), "size": ("tiny", "small", "medium", "large"),
-                   "branch": ("chroma", "spatial"), "position": (True, False), "tone_curve": (True, False)}
+                   "branch": ("chroma", "spatial"), "position": (True, False), "tone_curve": (True, False),
+                   "colour_lut": (True, False)}
 MAX_PARAMETERS = 50_000_000  # the large UNet has about 7.8 M
 
 

@@ -5,7 +5,8 @@ Source's three YCbCr channels and predicts a residual only for the channels its 
 (Cb, Cr for chroma; Y for spatial); the other channels are copied from the Source untouched, so
 grain and detail the branch must keep survive by construction.
 The spatial branch's luma residual sits on a per-shot tone curve of the Source luma (`LumaCurve`),
-fitted to the training pairs before training.
+the chroma branch's colour residual on the shot's baseline 3D LUT (`ColourLUT`); both are fitted to
+the training pairs before training.
 
 `RecoveryModel` wraps a core network with that channel bookkeeping and with padding to the
 network's size multiple (reflect, then cropped back), so any frame size works.
@@ -59,6 +60,7 @@ class ModelConfig:
     position: bool = False  # also sees each pixel's place in the frame (uneven fades, vignettes)
     tone_curve: bool = False  # spatial: a per-shot luma tone curve (fitted before training) under the residual
     guided: bool = False  # also sees the aligned Reference (YCbCr + coverage, `ml.guide`) where it covers
+    colour_lut: bool = False  # chroma: the shot's baseline 3D LUT (fitted before training) under the residual
 
     @property
     def input_channels(self) -> int:
@@ -84,19 +86,21 @@ _BILATERAL_SIZES = {"tiny": (8, 2, 2), "small": (16, 2, 4), "medium": (32, 3, 4)
 
 
 def model_config(kind: str, size: str, branch: str, position: bool = False,
-                 tone_curve: bool | None = None, guided: bool = False) -> ModelConfig:
-    """`tone_curve` defaults to on for the spatial branch (see `LumaCurve`)."""
+                 tone_curve: bool | None = None, guided: bool = False, colour_lut: bool | None = None) -> ModelConfig:
+    """`tone_curve` defaults to on for the spatial branch (see `LumaCurve`), `colour_lut` for the
+    chroma branch (see `ColourLUT`)."""
     if branch not in BRANCH_CHANNELS:
         raise ValueError(f"unknown branch {branch!r}")
     tone_curve = branch == "spatial" if tone_curve is None else tone_curve
+    colour_lut = branch == "chroma" if colour_lut is None else colour_lut
     if kind == "unet":
         width, levels = _UNET_SIZES[size]
         return ModelConfig(kind, size, branch, width, levels, position=position, tone_curve=tone_curve,
-                           guided=guided)
+                           guided=guided, colour_lut=colour_lut)
     if kind == "bilateral":
         width, levels, downsample = _BILATERAL_SIZES[size]
         return ModelConfig(kind, size, branch, width, levels, downsample, position=position, tone_curve=tone_curve,
-                           guided=guided)
+                           guided=guided, colour_lut=colour_lut)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -246,6 +250,34 @@ class LumaCurve(nn.Module):
         self.values.copy_(torch.linalg.solve(normal, rhs).float())
 
 
+class ColourLUT(nn.Module):
+    """The shot's global grade as a 3D LUT on display RGB (indexed [r, g, b] over 0..1, inputs
+    clamped, trilinear: `ml.baseline.apply_baseline` of a display-domain LUT fit), the identity
+    until `load`ed. A fixed buffer, saved with the weights.
+
+    Like the luma tone curve: a network started at the Source spends most of a short schedule
+    learning the shot's global grade, which the baseline fit gets in seconds. Started from that fit
+    (the residual head is zero), a model is the baseline at step 0 and learns what is local."""
+
+    def __init__(self, size: int = 17):
+        super().__init__()
+        grid = torch.linspace(0.0, 1.0, size)
+        r, g, b = torch.meshgrid(grid, grid, grid, indexing="ij")
+        self.register_buffer("table", torch.stack([r, g, b], dim=-1))  # (R, G, B, 3), as the baseline's
+
+    @torch.no_grad()
+    def load(self, table: torch.Tensor) -> None:
+        """Take a fitted (S, S, S, 3) display-domain LUT of this module's size."""
+        self.table.copy_(table.to(self.table))
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) display RGB -> graded display RGB."""
+        n = rgb.shape[0]
+        volume = self.table.permute(3, 2, 1, 0)[None].expand(n, -1, -1, -1, -1)  # (N, 3, B, G, R)
+        where = (rgb.float().clamp(0.0, 1.0) * 2.0 - 1.0).permute(0, 2, 3, 1)[:, None]  # (N, 1, H, W, [r, g, b])
+        return F.grid_sample(volume, where, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Pad right/bottom to a multiple: reflect where the frame is big enough, else replicate."""
     h, w = x.shape[-2:]
@@ -320,7 +352,7 @@ def guide_input(guide: torch.Tensor) -> torch.Tensor:
 class RecoveryModel(nn.Module):
     """Source YCbCr in, recovered YCbCr out: predicted channels = base + residual, the rest
     copied from the Source bit for bit. The base is the Source's channel (through the shot's tone
-    curve for a spatial luma). A reference-guided model blends by the guide's coverage
+    curve for a spatial luma, through the shot's baseline LUT for chroma). A reference-guided model blends by the guide's coverage
     (`reference_correction`): the aligned Reference's own channel where it covers (the training
     target is exactly that channel there: measured on the field corpus, a learned residual on top
     only lost accuracy), or at inference on the chroma branch its low frequencies under the
@@ -336,6 +368,7 @@ class RecoveryModel(nn.Module):
             self.core = BilateralColourNet(out_channels, config.width, config.levels,
                                            config.downsample, config.grid_depth, config.input_channels)
         self.tone = LumaCurve() if (config.tone_curve and 0 in config.predicted_channels) else None
+        self.grade = ColourLUT() if (config.colour_lut and 1 in config.predicted_channels) else None
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
                 coords: torch.Tensor | None = None, guide: torch.Tensor | None = None,
@@ -366,12 +399,15 @@ class RecoveryModel(nn.Module):
             residual = self.core(padded)
         residual = residual[..., :h, :w].float()
         predicted = set(self.config.predicted_channels)
+        graded = rgb_to_ycbcr(self.grade(ycbcr_to_rgb(source_ycbcr.float()))) if self.grade is not None else None
         channels, k = [], 0
         for c in range(3):
             if c in predicted:
                 base = source_ycbcr[:, c:c + 1]
                 if c == 0 and self.tone is not None:  # the residual sits on the shot's tone curve
                     base = self.tone(base.float())
+                if c > 0 and graded is not None:  # the colour residual sits on the shot's baseline grade
+                    base = graded[:, c:c + 1]
                 value = base + residual[:, k:k + 1]
                 if guide is not None:  # the Reference's own channel wherever it covers
                     value = reference_correction(value, guide[:, c:c + 1].float(), guide[:, 3:4].float(),
