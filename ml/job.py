@@ -164,6 +164,11 @@ class Training:
               "in training and at inference, takes the Reference's channels where it covers and agrees with the "
               "Source, and predicts from the Source alone where it does not (bars, subtitles, missing frames). "
               "Off: a Source-only model.")
+    start_from_grade: bool = _field(
+        True, "Chroma branch: the network's colour sits on the shot's baseline grade (the 3D LUT the `baseline` "
+              "stage fits, fitted to the training pairs before the first step and saved in the model), so training "
+              "starts where the baseline ends. Off: on the Source's own colour, as models trained before it "
+              "(fine-tuning from one of those needs it off).")
     device: Literal["auto", "cuda", "mps", "cpu"] = _field("auto", "Compute device.")
     seed: int = _field(0, "Random seed.", low=0)
     augment: bool = _field(False, "Paired flips and turns of the training crops.")

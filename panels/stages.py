@@ -186,9 +186,10 @@ def draw_train(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     if fr.branch == "spatial":
         _draw_spatial_defaults(layout, training)
     for name in ("model", "size", "steps", "epochs", "batch", "crop_size", "learning_rate", "loss",
-                 "gradient_loss", "augment", "position", "reference_guided", "device", "seed", "validate_every",
-                 "checkpoint_every", "preview_every", "init_weights"):
-        col.prop(training, name)
+                 "gradient_loss", "augment", "position", "reference_guided", "start_from_grade", "device", "seed",
+                 "validate_every", "checkpoint_every", "preview_every", "init_weights"):
+        if name != "start_from_grade" or fr.branch == "chroma":  # the spatial branch has its tone curve
+            col.prop(training, name)
     prefs_python = preferences.get().python_path or "Blender's Python"
     col.label(text=f"Interpreter: {prefs_python}", icon="CONSOLE")
     row = layout.row(align=True)

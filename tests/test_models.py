@@ -68,6 +68,33 @@ def test_fresh_model_is_the_identity(kind):
     np.testing.assert_allclose(predict_frame(model, {}, rgb, "cpu"), rgb, atol=2e-6)
 
 
+def test_chroma_model_starts_from_a_3d_lut_that_matches_the_baseline_and_travels_with_its_weights(tmp_path):
+    from ml.baseline import BaselineFit, apply_baseline, identity_lut
+
+    # A shot's grade as the baseline would fit it: a cast and a gamma, not linear along any axis.
+    nodes = identity_lut(17)
+    lut = np.clip(nodes ** np.array([1.3, 0.9, 1.1]) * np.array([0.95, 1.0, 0.85]) + np.array([0.03, 0.0, 0.06]),
+                  0.0, 1.0).astype(np.float32)
+    fit = BaselineFit("lut", "display", lut)
+    model = build_model(model_config("bilateral", "tiny", "chroma")).eval()
+    assert model.config.colour_lut and model.grade is not None
+    assert build_model(model_config("unet", "tiny", "spatial")).grade is None
+    model.grade.load(torch.from_numpy(lut))
+    rgb = _photo(33, 47)
+    rgb[:3] += 0.2  # some values outside the LUT's cube: clamped, as apply_baseline does
+    graded = model.grade(_to_tensor(rgb))[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(graded, apply_baseline(rgb, fit), atol=2e-6)
+    # A fresh (zero-residual) model is the grade in Cb and Cr, and keeps the Source's luma bit for bit.
+    source = rgb_to_ycbcr(_to_tensor(rgb))
+    out = predict_ycbcr(model, source)
+    assert torch.equal(out[:, :1], source[:, :1])
+    expected = colour.rgb_to_ycbcr(apply_baseline(rgb, fit))[..., 1:]
+    np.testing.assert_allclose(out[0, 1:].permute(1, 2, 0).numpy(), expected, atol=2e-6)
+    path = save_model(tmp_path / "graded.safetensors", model, {"branch": "chroma", "colour": {"ycbcr": "bt709-full"}})
+    loaded, _ = load_model(path, "cpu")
+    assert torch.equal(loaded.grade.table, model.grade.table)
+
+
 @pytest.mark.parametrize("kind", ["unet", "bilateral"])
 def test_odd_frame_equals_padded_frame_cropped_back(kind):
     model = _active_model(kind, "chroma")

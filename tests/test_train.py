@@ -69,7 +69,9 @@ def events_of(stream: io.StringIO) -> list[dict]:
 
 def test_loss_falls_and_model_beats_the_source(tmp_path, dataset):
     stream = io.StringIO()
-    job = make_job(tmp_path, steps=120, validate_every=40, preview_every=60, checkpoint_every=40)
+    # From the Source's own colour: from the baseline grade, this dataset is solved at step 0 (below).
+    job = make_job(tmp_path, steps=120, validate_every=40, preview_every=60, checkpoint_every=40,
+                   start_from_grade=False)
     result = train(job, Reporter(stream), dataset_dir=dataset)
     events = events_of(stream)
     _, last_checkpoint = list_checkpoints(job.work_path("train", "checkpoints"))[-1]
@@ -154,18 +156,21 @@ def test_bilateral_model_trains_and_runs(tmp_path, dataset):
 
 
 def test_initial_weights_fine_tune(tmp_path, dataset):
-    first = train(make_job(tmp_path, steps=60, validate_every=60), Reporter(io.StringIO()), dataset_dir=dataset,
-                  out_dir=tmp_path / "first")
+    first = train(make_job(tmp_path, steps=60, validate_every=60, start_from_grade=False), Reporter(io.StringIO()),
+                  dataset_dir=dataset, out_dir=tmp_path / "first")
     stream = io.StringIO()
-    job = make_job(tmp_path, steps=1, validate_every=1, init_weights=first.final_model)
+    job = make_job(tmp_path, steps=1, validate_every=1, init_weights=first.final_model, start_from_grade=False)
     tuned = train(job, Reporter(stream), dataset_dir=dataset, out_dir=tmp_path / "tuned")
-    fresh = train(make_job(tmp_path, steps=1, validate_every=1), Reporter(io.StringIO()), dataset_dir=dataset,
-                  out_dir=tmp_path / "fresh")
+    fresh = train(make_job(tmp_path, steps=1, validate_every=1, start_from_grade=False), Reporter(io.StringIO()),
+                  dataset_dir=dataset, out_dir=tmp_path / "fresh")
     assert tuned.metrics["val_psnr"] > fresh.metrics["val_psnr"] + 2.0
     wrong = make_job(tmp_path, steps=1, size="small", init_weights=first.final_model)
     with pytest.raises(FilmRecoveryError, match="Initial Weights") as info:
         train(wrong, Reporter(io.StringIO()), dataset_dir=dataset, out_dir=tmp_path / "wrong")
     assert first.final_model in str(info.value)
+    graded = make_job(tmp_path, steps=1, init_weights=first.final_model)  # the first model has no starting grade
+    with pytest.raises(FilmRecoveryError, match="Start From Grade off"):
+        train(graded, Reporter(io.StringIO()), dataset_dir=dataset, out_dir=tmp_path / "graded")
 
 
 def test_dataset_problems_name_the_file(tmp_path, dataset):
@@ -342,3 +347,41 @@ def test_a_block_coded_references_dataset_teaches_only_its_coarse_colour(tmp_pat
         out, blocks, "charbonnier", 1.0)
     assert float(_reconstruction_loss(out, cast, "charbonnier", 1.0, sigma)) == pytest.approx(
         float(_reconstruction_loss(out, cast, "charbonnier", 1.0)), rel=0.05)
+
+
+def test_an_sd_references_dataset_teaches_only_colour_as_coarse_as_its_scale(tmp_path):
+    """#14: a Reference coarser than the Source (pairs warped at 2x, no coding blocks) is learnt only
+    below the baseline's band (`baseline.dataset_band_sigma`), as its baseline is fitted."""
+    folder = make_dataset(tmp_path / "sd")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in manifest["pairs"]:
+        entry["matrix"] = [2.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    stream = io.StringIO()
+    train(make_job(tmp_path, steps=2), Reporter(stream=stream), dataset_dir=folder)
+    assert any(e["type"] == "message" and "coarser than the Source" in e["text"] and "2.0 px" in e["text"]
+               for e in events_of(stream))
+
+
+def test_a_chroma_model_starts_from_the_shots_baseline_grade(tmp_path, dataset):
+    """#14: before the first step the chroma model is the shot's baseline (the same fit the `baseline`
+    stage makes with this seed): its step-0 validation equals the numpy baseline's on the held-out
+    pair, the starting grade is a best-model candidate, and the saved model carries the LUT."""
+    from ml.baseline import apply_baseline, fit_from_dataset
+    from ml.dataset_io import load_dataset
+
+    stream = io.StringIO()
+    job = make_job(tmp_path, model="bilateral", steps=10, validate_every=10)
+    result = train(job, Reporter(stream), dataset_dir=dataset)
+    metrics = {e["step"]: e for e in events_of(stream) if e["type"] == "metric" and e["name"] == "val_psnr"}
+    assert sorted(metrics) == [0, 10]
+    assert any("baseline grade" in e.get("text", "") for e in events_of(stream))
+
+    loaded = load_dataset(dataset)
+    fit = fit_from_dataset(loaded, seed=job.training.seed)
+    (held_out,) = loaded.holdout_pairs
+    error = rgb_to_ycbcr(apply_baseline(held_out.input, fit))[..., 1:] - rgb_to_ycbcr(held_out.target)[..., 1:]
+    assert metrics[0]["value"] == pytest.approx(-10.0 * np.log10(np.mean(error ** 2)), abs=0.01)
+    assert metrics[0]["value"] > metrics[0]["source_psnr"] + 10.0  # this dataset's fade is a global grade
+    model, _ = load_model(result.final_model)
+    np.testing.assert_allclose(model.grade.table.numpy(), fit.params, atol=1e-6)

@@ -188,11 +188,14 @@ def load_weights_into(model: torch.nn.Module, path: str | Path) -> dict[str, Any
     path = Path(path)
     metadata = _read_json(sidecar_path(path))
     core = unwrap(model)
-    if metadata.get("model") != core.config.to_dict():
+    theirs, ours = dict(metadata.get("model") or {}), core.config.to_dict()
+    if theirs != ours:
+        fix = "Pick initial weights of the same model type, size and branch, or clear Initial Weights."
+        if {**theirs, "colour_lut": ours["colour_lut"]} == ours:  # only the starting grade differs
+            on = "on" if theirs.get("colour_lut") else "off"
+            fix = f"Turn Start From Grade {on} (training.start_from_grade) to fine-tune from these weights."
         raise FilmRecoveryError(f"initial weights are a {metadata.get('model')} model, this training uses "
-                                f"{core.config.to_dict()}.", where=str(path),
-                                fix="Pick initial weights of the same model type, size and branch, or clear "
-                                    "Initial Weights.")
+                                f"{ours}.", where=str(path), fix=fix)
     state = _read_tensors(path, metadata.get("weights"))
     core.load_state_dict(state, strict=True)
     return metadata

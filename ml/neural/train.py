@@ -289,7 +289,8 @@ class _Trainer:
         if t.reference_guided and not dataset.has_guides:
             self.reporter.message("This dataset was exported without the aligned Reference guides: training a "
                                   "Source-only model. Export the dataset again for a reference-guided one.", "warning")
-        self.config = model_config(t.model, t.size, dataset.branch, position=t.position, guided=guided)
+        self.config = model_config(t.model, t.size, dataset.branch, position=t.position, guided=guided,
+                                   colour_lut=t.start_from_grade and dataset.branch == "chroma")
         self.channels = list(self.config.predicted_channels)
         self.channel_label = "".join(CHANNEL_NAMES[c] for c in self.channels)
         self.amp = amp_dtype_for(device)
