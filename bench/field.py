@@ -635,7 +635,8 @@ def baseline_wins(result: dict[str, Any], branch: str, door: str, rival: str = "
         colour_key = "delta_e_mean" if branch == "chroma" else "ssim"
         worse = []
         if colour_better:
-            worse.append(f"{colour_metric} {base[colour_key]:.3g} vs {model[colour_key]:.3g}")
+            figures = next((n for n in range(3, 7) if f"{base[colour_key]:.{n}g}" != f"{model[colour_key]:.{n}g}"), 7)
+            worse.append(f"{colour_metric} {base[colour_key]:.{figures}g} vs {model[colour_key]:.{figures}g}")
         if base["psnr"] > model["psnr"]:
             digits = 1 if round(base["psnr"], 1) != round(model["psnr"], 1) else 2  # never "43.6 vs 43.6"
             worse.append(f"{'PSNR-CbCr' if branch == 'chroma' else 'luma PSNR'} {base['psnr']:.{digits}f} vs "

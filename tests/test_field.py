@@ -229,6 +229,10 @@ def test_the_table_says_where_the_baseline_beats_the_model():
         "ahead (CIEDE2000 1.4 vs 1.5, PSNR-CbCr 41.0 vs 40.0 dB)"]
     assert any(line.startswith("- chroma, cli: the guided baseline (true warps) scores better than the model on ahead")
                for line in field.quality_goals(result))
+    # Never "1.6 vs 1.6": as many figures as tell the two apart.
+    result["shots"][0]["doors"]["cli"]["quality"]["methods"]["baseline_guided"] = {
+        "psnr": 39.0, "delta_e_mean": 1.4969, "ssim": 0.9}
+    assert field.baseline_wins(result, "chroma", "cli", rival="baseline_guided") == ["ahead (CIEDE2000 1.497 vs 1.5)"]
 
 
 def test_guided_grade_takes_the_references_resolved_colour():
