@@ -188,7 +188,9 @@ def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_wi
         pairs, key, label = dataset.pairs, "training", "Training pairs (none held out)"
         notes.append("No pair is held out, so these numbers are measured on the pairs the model and the "
                      "baseline were fitted on: they flatter both. Hold out a pair or two for an honest test.")
-    predict = source_only_predictor(job)
+    predict, problem = source_only_predictor(job)
+    if problem:
+        notes.append(problem)
     alone: list = []
     comparisons = []
     for done, pair in enumerate(pairs, start=1):
@@ -213,14 +215,15 @@ def evaluate_pairs(job, fit, dataset, model_dir: str | os.PathLike, thumbnail_wi
                      f"where the Reference is missing) it scores {psnr:.2f} dB, CIEDE2000 {delta_e:.2f} on these "
                      f"pairs.")
     finished = _finish_set(key, label, comparisons, notes)
-    finished.independent = not alone
+    finished.independent = not alone and not problem
     return finished
 
 
-def source_only_predictor(job) -> Callable[[Any], np.ndarray] | None:
+def source_only_predictor(job) -> tuple[Callable[[Any], np.ndarray] | None, str]:
     """For a reference-guided trained model (the job's, as `infer` resolves it): a function giving its
-    prediction for a dataset pair from the Source alone (`shot_score.predict_pair`). None for a
-    Source-only model, or when there is no trained model to load."""
+    prediction for a dataset pair from the Source alone (`shot_score.predict_pair`), and "". None for a
+    Source-only model or when nothing is trained (with ""), or for a model file that is there but does
+    not load (with a note naming it: the held-out numbers may then not be an independent test)."""
     from .errors import FilmRecoveryError
 
     try:
@@ -230,13 +233,18 @@ def source_only_predictor(job) -> Callable[[Any], np.ndarray] | None:
         from .neural.shot_score import predict_pair
 
         path = resolve_model_path(job)
+    except (FilmRecoveryError, ImportError):
+        return None, ""
+    try:
         device = resolve_device("auto")
         model, metadata = ckpt.load_model(path, device)
-    except (FilmRecoveryError, ImportError, OSError):
-        return None
+    except (FilmRecoveryError, OSError) as exc:
+        return None, (f"The trained model {path} did not load ({exc}), so its score from the Source alone is "
+                      f"missing; if it is reference-guided, its numbers on these pairs are not an independent "
+                      f"test. Train again or pass the right model.")
     if not model.config.guided:
-        return None
-    return lambda pair: predict_pair(model, metadata, pair, device)
+        return None, ""
+    return (lambda pair: predict_pair(model, metadata, pair, device)), ""
 
 
 def sample_truth_grade(truth_dir: str | os.PathLike) -> dict | None:
@@ -396,7 +404,8 @@ def evaluate_job(job, reporter, options: EvaluateOptions | None = None) -> dict[
     beat, text = verdict(primary.table, job.branch)
     if not primary.independent:
         text += (" On held-out pairs a reference-guided model takes the targets' own Reference channels: not an "
-                 "independent test (the report gives its score from the Source alone).")
+                 "independent test (the report's note on these pairs gives its score from the Source alone, or says "
+                 "why it could not).")
     for method, scores in primary.table.items():
         for name in ("psnr", "delta_e_mean", "delta_e_p95", "ssim"):
             reporter.metric(f"{method}_{name}", scores[name], set=primary.key)

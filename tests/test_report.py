@@ -147,6 +147,25 @@ def test_evaluate_command_end_to_end_flags_a_model_that_loses(tmp_path):
     assert (tmp_path / "work" / "baseline" / "fit.json").exists()  # fitted on demand
 
 
+def test_evaluate_names_a_trained_model_that_does_not_load(tmp_path):
+    """A model file that is there but damaged does not quietly drop the Source-only score: the
+    held-out set's note names the file, and the verdict does not call the pairs an independent test."""
+    frames = list(range(1001, 1005))
+    job_path = write_synthetic_shot(tmp_path, frames, holdout={1004})
+    infer = tmp_path / "work" / "infer" / "display"
+    for frame in frames:
+        write_exr(infer / f"shot.{frame:04d}.exr", read_image(str(tmp_path / "plates" / f"source.{frame:04d}.exr")))
+    damaged = tmp_path / "work" / "train" / "model_best.safetensors"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a model")
+    code, events = run_cli(["evaluate", str(job_path), "--run-id", "damaged"])
+    assert code == 0, events[-1]
+    assert "not an independent test" in events[-1]["verdict"]
+    report = strict_json(Path(events[-1]["report"]).parent / "report.json")
+    notes = " ".join(report["sets"][0]["notes"])
+    assert "did not load" in notes and str(damaged) in notes
+
+
 def test_evaluate_command_reports_a_model_that_beats_the_baseline(tmp_path):
     frames = list(range(1001, 1005))
     job_path = write_synthetic_shot(tmp_path, frames, holdout={1004})
