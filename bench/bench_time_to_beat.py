@@ -22,6 +22,7 @@ the sample (a carried `--sample-dir` needs none). No bpy.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import os
 import shutil
@@ -91,10 +92,11 @@ class Race:
         return next(((step, t) for step, t, value in self.points if value > level), None)
 
 
-def race(job_dir: Path, dataset_dir: Path, kind: str, settings: dict, max_seconds: float) -> Race:
-    """Train one model until the step plan ends or `max_seconds` pass; every validation timed."""
-    job = Job(name="time_to_beat", work_dir=str(job_dir / kind), branch="chroma",
-              training=Training(model=kind, **settings))
+def race(job_dir: Path, dataset_dir: Path, kind: str, settings: dict, max_seconds: float, shot: Job) -> Race:
+    """Train one model until the step plan ends or `max_seconds` pass; every validation timed. `shot`
+    is the job the dataset was exported from (training checks the dataset against its recipe)."""
+    job = dataclasses.replace(shot, name="time_to_beat", work_dir=str(job_dir / kind),
+                              training=Training(model=kind, **settings))
     start = time.perf_counter()
     clock = _ValidationClock(start)
 
@@ -159,7 +161,7 @@ def run(size: tuple[int, int] = (640, 360), frames: int = 24, sample_dir: str | 
         init_s = time.perf_counter() - start
         races = []
         for kind in ["bilateral"] + (["unet"] if unet else []):
-            races.append(race(root, root / "dataset", kind, settings, max_seconds))
+            races.append(race(root, root / "dataset", kind, settings, max_seconds, job))
             print(f"  {kind}: {races[-1].points[-1:]} after {races[-1].seconds:.1f} s", file=sys.stderr)
 
         crop_w, crop_h = dataset.pairs[0].input.shape[1], dataset.pairs[0].input.shape[0]

@@ -28,11 +28,13 @@ MotionModel = Literal["translation", "similarity", "affine", "perspective"]
 
 
 def _field(default: Any, doc: str, *, low: float | None = None, high: float | None = None,
-           length: int | None = None, choices: tuple | None = None) -> Any:
+           length: int | None = None, choices: tuple | None = None, added: bool = False) -> Any:
     """A schema field with its documentation and its valid range (checked on load, drawn as the
     add-on's slider limits, listed in docs/job-format.md): `low`/`high` bound numbers (and every
-    number in a list), `length` fixes a list's size, `choices` lists the allowed values."""
-    metadata = {"doc": doc, "low": low, "high": high, "length": length, "choices": choices}
+    number in a list), `length` fixes a list's size, `choices` lists the allowed values. `added`:
+    the field came after job files were in use, so a file without it takes the default (every
+    other field must be present)."""
+    metadata = {"doc": doc, "low": low, "high": high, "length": length, "choices": choices, "added": added}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -168,7 +170,7 @@ class Training:
         True, "Chroma branch: the network's colour sits on the shot's baseline grade (the 3D LUT the `baseline` "
               "stage fits, fitted to the training pairs before the first step and saved in the model), so training "
               "starts where the baseline ends. Off: on the Source's own colour, as models trained before it "
-              "(fine-tuning from one of those needs it off).")
+              "(fine-tuning from one of those needs it off).", added=True)
     device: Literal["auto", "cuda", "mps", "cpu"] = _field("auto", "Compute device.")
     seed: int = _field(0, "Random seed.", low=0)
     augment: bool = _field(False, "Paired flips and turns of the training crops.")
@@ -305,6 +307,8 @@ def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name in names:
         path = f"{where}.{name}"
+        if name not in data and fields[name].metadata.get("added"):
+            continue  # a job file from before the field: the default
         if name not in data:
             raise JobFileError("missing field.", where=path,
                                fix="Add it (`python -m ml init` writes a complete job.json).")

@@ -73,7 +73,8 @@ def job_format_markdown() -> str:
         "",
         f"Every engine command reads a job.json: `schema` is `{SCHEMA}`, `schema_version` {SCHEMA_VERSION}. "
         "`python -m ml init job.json` writes a complete one; the add-on writes one from the scene recipe "
-        "for every job. Every field must be present (unknown fields are refused). Loading checks each "
+        "for every job. Every field must be present (unknown fields are refused), except those marked *added*: "
+        "a job file written before them takes their default. Loading checks each "
         "field's type and range below (NaN and Inf are never accepted); `python -m ml validate job.json` "
         "and every command also check the job as a whole before any work: every plate frame present, "
         "accepted pairs inside the plates and unique, warps invertible, the crop inside the Source raster.",
@@ -90,7 +91,8 @@ def job_format_markdown() -> str:
         lines += ["| field | type | range | default | meaning |", "|---|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             lines.append(f"| `{f.name}` | {_type_text(hints[f.name])} | {_range_text(f.metadata)} | "
-                         f"{_default_text(f)} | {f.metadata.get('doc', '')} |")
+                         f"{_default_text(f)} | {f.metadata.get('doc', '')}"
+                         f"{' *Added:* may be absent (the default).' if f.metadata.get('added') else ''} |")
         lines.append("")
     return "\n".join(lines)
 

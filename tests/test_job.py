@@ -42,6 +42,20 @@ def test_bad_fields_are_named(mutate, where):
     assert info.value.where.startswith(where), info.value.describe()
 
 
+def test_a_job_file_from_before_an_added_field_takes_its_default():
+    """`training.start_from_grade` came after job files were in use: a file without it loads with the
+    default, a file with it keeps its value; fields not marked added stay required (above)."""
+    data = job_to_dict(Job())
+    data["training"].pop("start_from_grade")
+    assert job_from_dict(data).training.start_from_grade is True
+    data["training"]["start_from_grade"] = False
+    assert job_from_dict(data).training.start_from_grade is False
+    data["training"]["start_from_grade"] = "no"
+    with pytest.raises(JobFileError) as info:
+        job_from_dict(data)
+    assert info.value.where == "job.training.start_from_grade"
+
+
 def test_bool_is_not_an_int():
     data = job_to_dict(Job())
     data["training"]["steps"] = True
