@@ -667,8 +667,9 @@ def markdown(result: dict[str, Any]) -> str:
              "training frames instead of their Reference, the best global grade of this Source; *Guided truth "
              "grade* is that grade corrected by the Reference's own CbCr (true warp) below the guide's detail "
              "limit, as the model's guide corrects its prediction; *Guided baseline* is the baseline corrected "
-             "the same way: the guided design with the shot's baseline as its Source-only prediction. None "
-             "is a bound: the model's prediction is local, not a global grade.", "",
+             "the same way: the guided design with the shot's baseline as its Source-only prediction, which is "
+             "what a chroma model is before its first step (it starts from the shot's baseline grade, on the "
+             "true warps here). None is a bound: the model's prediction is local, not a global grade.", "",
              "| kind | branch | door | result | corner px mean / max | Source | Baseline | Model | Reference | "
              "Truth grade | Guided truth grade | Guided baseline | gap closed | wall s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
