@@ -191,6 +191,11 @@ def run(size: tuple[int, int] = (640, 360), frames: int = 24, sample_dir: str | 
             beat, goal = r.first_above(baseline_db), r.first_above(baseline_db + GOAL_DB)
             lines.append(f"| {r.label} | {source_db:.2f} | {baseline_db:.2f} | {last:.2f} | {best:.2f} | "
                          f"{r.steps_done}/{r.steps_planned} | {r.seconds:.1f} | {_hit(beat)} | {_hit(goal)} |")
+        lines.append("")
+        for r in races:  # the curve, so a model that loses ground after its start shows it
+            shown = r.points[::max(1, len(r.points) // 10)]
+            lines.append(f"- {r.label}, dB by step: " + ", ".join(f"{step}: {value:.2f}" for step, _, value in shown)
+                         + ".")
         goal_met = any((hit := r.first_above(baseline_db + GOAL_DB)) and hit[1] <= 60.0 for r in races)
         lines += ["", f"Goal (baseline + {GOAL_DB:.0f} dB within 60 s of training): "
                   f"{'met' if goal_met else 'not met'} on this device at this size."]

@@ -74,6 +74,7 @@ class HarnessSettings:
     stage_timeout: float = 900.0
     # Leave out the outputs no score reads (archival ACES EXRs, review PNGs): the fast test's budget.
     lean_outputs: bool = False
+    start_from_grade: bool = True  # chroma models start from the shot's baseline grade (the default)
 
     def recipe(self, branch: str = "chroma") -> dict[str, Any]:
         every = max(1, self.steps)
@@ -82,7 +83,7 @@ class HarnessSettings:
                   "training.size": self.model_size, "training.steps": self.steps, "training.batch": self.batch,
                   "training.crop_size": self.crop_size, "training.holdout_every": self.holdout_every,
                   "training.validate_every": every, "training.preview_every": every,
-                  "training.checkpoint_every": every}
+                  "training.checkpoint_every": every, "training.start_from_grade": self.start_from_grade}
         if self.lean_outputs:
             fields |= {"output.aces_exr": False, "output.review": "none"}
         return fields

@@ -36,7 +36,8 @@ from bench_dataset import cpu_name  # noqa: E402
 # over here rather than dropped: the field corpus (bench/field.py), film scale (bench/bench_farm.py)
 # and the baseline variants (bench/bench_baseline_fit.py).
 CARRIED_SECTIONS = [ROOT / "bench" / "results" / name
-                    for name in ("field_corpus.md", "film_scale.md", "baseline_fit.md", "primitives.md")]
+                    for name in ("field_corpus.md", "film_scale.md", "baseline_fit.md", "primitives.md",
+                                 "field_schedule.md", "starting_grade.md")]
 
 # (title, script arguments for the full run, for --quick, what is compared, the size run here)
 BENCHMARKS = [
