@@ -82,8 +82,10 @@ def test_chroma_model_starts_from_a_3d_lut_that_matches_the_baseline_and_travels
     model.grade.load(torch.from_numpy(lut))
     rgb = _photo(33, 47)
     rgb[:3] += 0.2  # some values outside the LUT's cube: clamped, as apply_baseline does
-    graded = model.grade(_to_tensor(rgb))[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(graded, apply_baseline(rgb, fit), atol=2e-6)
+    batch = torch.cat([_to_tensor(rgb), _to_tensor(np.ascontiguousarray(rgb[::-1]))])  # two frames at once
+    graded = model.grade(batch).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(graded[0], apply_baseline(rgb, fit), atol=2e-6)
+    np.testing.assert_allclose(graded[1], apply_baseline(rgb[::-1], fit), atol=2e-6)
     # A fresh (zero-residual) model is the grade in Cb and Cr, and keeps the Source's luma bit for bit.
     source = rgb_to_ycbcr(_to_tensor(rgb))
     out = predict_ycbcr(model, source)

@@ -272,10 +272,11 @@ class ColourLUT(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) display RGB -> graded display RGB."""
-        n = rgb.shape[0]
-        volume = self.table.permute(3, 2, 1, 0)[None].expand(n, -1, -1, -1, -1)  # (N, 3, B, G, R)
-        where = (rgb.float().clamp(0.0, 1.0) * 2.0 - 1.0).permute(0, 2, 3, 1)[:, None]  # (N, 1, H, W, [r, g, b])
-        return F.grid_sample(volume, where, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+        volume = self.table.permute(3, 2, 1, 0).contiguous()[None]  # (1, 3, B, G, R)
+        # The frames ride in the sampling grid's depth: one volume, no per-frame copies of it.
+        where = (rgb.float().clamp(0.0, 1.0) * 2.0 - 1.0).permute(0, 2, 3, 1)[None]  # (1, N, H, W, [r, g, b])
+        graded = F.grid_sample(volume, where, mode="bilinear", padding_mode="border", align_corners=True)
+        return graded[0].transpose(0, 1)  # (N, 3, H, W)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -304,9 +304,9 @@ class _Trainer:
         # (`baseline.dataset_band_sigma`: a block-coded Reference's blocks, an SD transfer's scale).
         # Measured on the field corpus (held-out frames against truth, 200 steps): on the block-coded
         # kind, taught its blocks the model scored 36.5 dB PSNR-CbCr / CIEDE2000 2.89 at 1000 steps, taught
-        # only coarser colour 38.3 / 2.57 (before the starting grade). With the starting grade, the SD
-        # kinds went from 28.2 / 4.51 to 32.1 / 3.51 (PAL speed-up) and 38.6 / 2.15 to 39.4 / 2.06 (pan and
-        # scan) against 40.4 / 1.90 to 40.5 / 2.00 (NTSC pulldown).
+        # only coarser colour 38.3 / 2.57 (before the starting grade). With the starting grade, this band on
+        # the SD kinds took PAL speed-up from 28.2 / 4.51 to 32.1 / 3.51 and pan and scan from 38.6 / 2.15 to
+        # 39.4 / 2.06; NTSC pulldown went from 40.4 / 1.90 to 40.5 / 2.00.
         self.band_sigma = dataset_band_sigma(dataset) if dataset.branch == "chroma" else 0.0
         if self.band_sigma > 0:
             why = "shows video coding blocks" if coding_block_sigma(dataset) > 0 else "is coarser than the Source"
