@@ -144,6 +144,10 @@ def test_resume_refuses_a_different_model(tmp_path, dataset):
     with pytest.raises(FilmRecoveryError, match="--no-resume"):
         train(make_job(tmp_path, steps=10, size="small"), Reporter(io.StringIO()), dataset_dir=dataset,
               out_dir=out)
+    # Checkpoints of a run from before the starting grade (or with it switched): the switch is named.
+    with pytest.raises(FilmRecoveryError, match="Start From Grade on .* Or: .*--no-resume"):
+        train(make_job(tmp_path, steps=10, start_from_grade=False), Reporter(io.StringIO()), dataset_dir=dataset,
+              out_dir=out)
 
 
 def test_bilateral_model_trains_and_runs(tmp_path, dataset):

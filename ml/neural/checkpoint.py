@@ -183,6 +183,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Re
     return model.to(device).eval(), metadata
 
 
+def starting_grade_fix(theirs: dict[str, Any], ours: dict[str, Any], action: str) -> str | None:
+    """When two model configurations differ only in the starting grade (`colour_lut`; a model
+    trained before it has none): the switch that makes them match, else None."""
+    if theirs == ours or {**theirs, "colour_lut": ours.get("colour_lut")} != ours:
+        return None
+    return f"Turn Start From Grade {'on' if theirs.get('colour_lut') else 'off'} (training.start_from_grade) to {action}."
+
+
 def load_weights_into(model: torch.nn.Module, path: str | Path) -> dict[str, Any]:
     """Initial weights (fine-tune) from an earlier model; its architecture must match."""
     path = Path(path)
@@ -190,10 +198,8 @@ def load_weights_into(model: torch.nn.Module, path: str | Path) -> dict[str, Any
     core = unwrap(model)
     theirs, ours = dict(metadata.get("model") or {}), core.config.to_dict()
     if theirs != ours:
-        fix = "Pick initial weights of the same model type, size and branch, or clear Initial Weights."
-        if {**theirs, "colour_lut": ours["colour_lut"]} == ours:  # only the starting grade differs
-            on = "on" if theirs.get("colour_lut") else "off"
-            fix = f"Turn Start From Grade {on} (training.start_from_grade) to fine-tune from these weights."
+        fix = (starting_grade_fix(theirs, ours, "fine-tune from these weights")
+               or "Pick initial weights of the same model type, size and branch, or clear Initial Weights.")
         raise FilmRecoveryError(f"initial weights are a {metadata.get('model')} model, this training uses "
                                 f"{ours}.", where=str(path), fix=fix)
     state = _read_tensors(path, metadata.get("weights"))

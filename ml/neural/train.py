@@ -412,9 +412,11 @@ class _Trainer:
         """Load a checkpoint of this model and dataset, with its optimizer and training state."""
         meta = ckpt.read_checkpoint_metadata(path)
         fix = "Train with resume off (--no-resume) to start over, or choose another output folder."
-        if meta.get("model") != self.config.to_dict():
+        theirs, ours = dict(meta.get("model") or {}), self.config.to_dict()
+        if theirs != ours:
+            grade_fix = ckpt.starting_grade_fix(theirs, ours, "resume it")
             raise FilmRecoveryError(f"the checkpoint is a {meta.get('model')} model; this run asks for "
-                                    f"{self.config.to_dict()}.", where=str(path), fix=fix)
+                                    f"{ours}.", where=str(path), fix=f"{grade_fix} Or: {fix}" if grade_fix else fix)
         if meta.get("dataset_hash") != self.dataset.manifest_hash:
             raise FilmRecoveryError("the checkpoint was trained on a different dataset export.",
                                     where=str(path), fix=fix)
