@@ -389,3 +389,11 @@ def test_a_chroma_model_starts_from_the_shots_baseline_grade(tmp_path, dataset):
     assert metrics[0]["value"] > metrics[0]["source_psnr"] + 10.0  # this dataset's fade is a global grade
     model, _ = load_model(result.final_model)
     np.testing.assert_allclose(model.grade.table.numpy(), fit.params, atol=1e-6)
+
+    # A UNet from the grade trains at a quarter of the learning rate (it swung at the full rate), and says so.
+    stream = io.StringIO()
+    train(make_job(tmp_path, steps=4, validate_every=4, learning_rate=2e-3), Reporter(stream), dataset_dir=dataset,
+          out_dir=tmp_path / "unet")
+    rates = [e["lr"] for e in events_of(stream) if e["type"] == "progress" and "lr" in e]
+    assert rates and max(rates) <= 0.25 * 2e-3 + 1e-12
+    assert any("quarter of the learning rate" in e.get("text", "") for e in events_of(stream))
