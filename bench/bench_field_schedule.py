@@ -33,11 +33,6 @@ def run(out: Path, kinds: list[str], steps: list[int]) -> dict[int, dict]:
     return results
 
 
-def _scores(shot: dict, method: str) -> dict | None:
-    run = shot["doors"].get("cli") or {}
-    return ((run.get("quality") or {}).get("methods") or {}).get(method)
-
-
 def markdown(results: dict[int, dict]) -> str:
     steps = sorted(results)
     kinds = [shot["kind"] for shot in results[steps[0]]["shots"]]
@@ -51,8 +46,8 @@ def markdown(results: dict[int, dict]) -> str:
              "|---|---|" + "---|" * len(steps)]
     for kind in kinds:
         shots = {n: next(s for s in results[n]["shots"] if s["kind"] == kind) for n in steps}
-        baseline = _scores(shots[steps[0]], "baseline")
-        cells = [field._cell(baseline, "chroma")] + [field._cell(_scores(shots[n], "model"), "chroma") for n in steps]
+        baseline = field.cli_scores(shots[steps[0]], "baseline")
+        cells = [field._cell(baseline, "chroma")] + [field._cell(field.cli_scores(shots[n], "model"), "chroma") for n in steps]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -70,9 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     section = markdown(results)
     print(section)
     if args.write_docs:
-        RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_MD.write_text(section + "\n")
-        field.DOCS.write_text(field.replace_section(field.DOCS.read_text(), section, SECTION_TITLE))
+        field.store_section(section, RESULTS_MD, SECTION_TITLE)
     return 0
 
 

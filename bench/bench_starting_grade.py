@@ -36,11 +36,6 @@ def run(out: Path, kinds: list[str], model: str, steps: int) -> dict[bool, dict]
     return results
 
 
-def _scores(shot: dict, method: str) -> dict | None:
-    run = shot["doors"].get("cli") or {}
-    return ((run.get("quality") or {}).get("methods") or {}).get(method)
-
-
 def markdown(results: dict[bool, dict], model: str, steps: int) -> str:
     kinds = [shot["kind"] for shot in results[True]["shots"]]
     lines = [SECTION_TITLE, "",
@@ -53,10 +48,10 @@ def markdown(results: dict[bool, dict], model: str, steps: int) -> str:
              "|---|---|---|---|---|"]
     for kind in kinds:
         shots = {grade: next(s for s in results[grade]["shots"] if s["kind"] == kind) for grade in (True, False)}
-        cells = [field._cell(_scores(shots[True], "baseline"), "chroma"),
-                 field._cell(_scores(shots[True], "baseline_guided"), "chroma"),
-                 field._cell(_scores(shots[False], "model"), "chroma"),
-                 field._cell(_scores(shots[True], "model"), "chroma")]
+        cells = [field._cell(field.cli_scores(shots[True], "baseline"), "chroma"),
+                 field._cell(field.cli_scores(shots[True], "baseline_guided"), "chroma"),
+                 field._cell(field.cli_scores(shots[False], "model"), "chroma"),
+                 field._cell(field.cli_scores(shots[True], "model"), "chroma")]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -74,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     section = markdown(results, args.model, args.steps)
     print(section)
     if args.write_docs:
-        RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_MD.write_text(section + "\n")
-        field.DOCS.write_text(field.replace_section(field.DOCS.read_text(), section, SECTION_TITLE))
+        field.store_section(section, RESULTS_MD, SECTION_TITLE)
     return 0
 
 

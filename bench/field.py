@@ -716,11 +716,21 @@ def replace_section(document: str, section: str, title: str = SECTION_TITLE) -> 
     return "".join(lines[:anchor]) + section + "\n" + "".join(lines[anchor:])
 
 
-def write_docs(result: dict[str, Any], docs: Path = DOCS, results_md: Path = RESULTS_MD) -> None:
-    section = markdown(result)
+def store_section(section: str, results_md: Path, title: str = SECTION_TITLE, docs: Path = DOCS) -> None:
+    """Keep a benchmark's section in bench/results/ (which `run_all.py` carries) and in the docs page."""
     results_md.parent.mkdir(parents=True, exist_ok=True)
     results_md.write_text(section + "\n")
-    docs.write_text(replace_section(docs.read_text() if docs.exists() else "# Benchmarks\n", section))
+    docs.write_text(replace_section(docs.read_text() if docs.exists() else "# Benchmarks\n", section, title))
+
+
+def write_docs(result: dict[str, Any], docs: Path = DOCS, results_md: Path = RESULTS_MD) -> None:
+    store_section(markdown(result), results_md, SECTION_TITLE, docs)
+
+
+def cli_scores(shot: dict[str, Any], method: str) -> dict[str, float] | None:
+    """One shot's quality scores of `method` through the CLI door (None where it did not complete)."""
+    run = shot["doors"].get("cli") or {}
+    return ((run.get("quality") or {}).get("methods") or {}).get(method)
 
 
 def main(argv: list[str] | None = None) -> int:
