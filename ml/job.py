@@ -156,7 +156,8 @@ class Training:
                          low=0, high=1_000_000)
     batch: int = _field(8, "Crops per step.", low=1, high=4096)
     crop_size: int = _field(128, "Training crop size in pixels.", low=16, high=8192)
-    learning_rate: float = _field(2e-3, "Peak learning rate (AdamW, warm-up then cosine).", low=1e-8, high=1.0)
+    learning_rate: float = _field(2e-3, "Peak learning rate (AdamW, warm-up then cosine); a UNet on the chroma "
+                                  "branch's starting grade trains at a quarter of it.", low=1e-8, high=1.0)
     loss: Literal["charbonnier", "l1"] = _field("charbonnier", "Reconstruction loss.")
     gradient_loss: float = _field(0.0, "Weight of an L1 term on image gradients (sharper edges).",
                                   low=0.0, high=100.0)
