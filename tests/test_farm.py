@@ -126,9 +126,10 @@ def test_dask_cluster_with_a_killed_worker_matches_a_serial_run(tmp_path):
                 unit = training[0]["task"].split(":")[0]
                 checkpoints = work / "plan" / "units" / unit / "train" / "checkpoints"
                 wait_until = time.monotonic() + 20
-                while time.monotonic() < wait_until and not list(checkpoints.glob("*.safetensors")):
+                # A checkpoint is complete when its JSON is written, last (an unfinished one is removed on retry).
+                while time.monotonic() < wait_until and not list(checkpoints.glob("ckpt_*.json")):
                     time.sleep(0.05)
-                resumed_unit = unit if list(checkpoints.glob("*.safetensors")) else ""
+                resumed_unit = unit if list(checkpoints.glob("ckpt_*.json")) else ""
                 killed = training[0]["worker"]
                 workers[killed].send_signal(signal.SIGKILL)
                 workers[killed].wait(timeout=30)
