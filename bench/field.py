@@ -75,6 +75,8 @@ class HarnessSettings:
     # Leave out the outputs no score reads (archival ACES EXRs, review PNGs): the fast test's budget.
     lean_outputs: bool = False
     start_from_grade: bool = True  # chroma models start from the shot's baseline grade (the default)
+    # 0: validate once, at the end (the CPU-sized default); the product validates every 100 steps.
+    validate_every: int = 0
 
     def recipe(self, branch: str = "chroma") -> dict[str, Any]:
         every = max(1, self.steps)
@@ -82,7 +84,7 @@ class HarnessSettings:
         fields = {"alignment.mode": self.alignment_mode, "training.model": model,
                   "training.size": self.model_size, "training.steps": self.steps, "training.batch": self.batch,
                   "training.crop_size": self.crop_size, "training.holdout_every": self.holdout_every,
-                  "training.validate_every": every, "training.preview_every": every,
+                  "training.validate_every": self.validate_every or every, "training.preview_every": every,
                   "training.checkpoint_every": every, "training.start_from_grade": self.start_from_grade}
         if self.lean_outputs:
             fields |= {"output.aces_exr": False, "output.review": "none"}
@@ -513,11 +515,30 @@ def run_field(out: str | Path, size: str = "small", kinds: list[str] | None = No
         shots.append(entry)
         result = {"schema": "film_recovery.field_results", "version": 1, "size": size,
                   "date": time.strftime("%Y-%m-%d %H:%M %Z"), "cpu_count": os.cpu_count(),
-                  "harness": harness.__dict__, "shots": shots}
+                  "device": training_device(), "harness": harness.__dict__, "shots": shots}
         # Written after every shot, so a long run that is stopped keeps what it measured.
         (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         (out / "field.md").write_text(markdown(result) + "\n")
     return result
+
+
+def training_device() -> str:
+    """What the jobs' `training.device: auto` trains on here, in words."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+
+
+def merge_results(paths: list[Path]) -> dict[str, Any]:
+    """One result from field.json files of runs over different kinds (parallel runs on one machine)."""
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    if not results:
+        raise ValueError("no field.json to merge")
+    merged = dict(results[0])
+    merged["shots"] = [shot for result in results for shot in result["shots"]]
+    merged["shots"].sort(key=lambda shot: list(field_corpus.KINDS).index(shot["kind"]))
+    merged["parallel_runs"] = len(results)
+    return merged
 
 
 # --------------------------------------------------------------------------- the table
@@ -533,6 +554,26 @@ def _cell(scores: dict[str, float] | None, branch: str) -> str:
 def _short(text: str, limit: int = 160) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _doors_run(result: dict[str, Any]) -> str:
+    run = {door for shot in result["shots"] for door in shot["doors"]}
+    described = {"cli": "the engine CLI sequence the README gives (`cli`)",
+                 "batch": "`scripts/film_recovery_batch.py --shot` (`batch`)"}
+    named = " and ".join(described[door] for door in DOORS if door in run)
+    return ("both front doors: " if len(run) == len(DOORS) else "one front door: ") + named
+
+
+def _machine(result: dict[str, Any]) -> str:
+    device = result.get("device", "CPU")
+    text = f"{result['cpu_count']} cores" + ("" if device == "CPU" else f", training on one {device}")
+    runs = result.get("parallel_runs", 1)
+    return text + (f", {runs} runs over different kinds at once" if runs > 1 else "")
+
+
+def _validation(harness: dict[str, Any]) -> str:
+    every = harness.get("validate_every") or 0
+    return f"every {every} steps (the best model kept)" if every else "at the end"
 
 
 def _kinds_run(result: dict[str, Any]) -> str:
@@ -652,11 +693,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [SECTION_TITLE, "",
              f"`bench/field.py` ran {_kinds_run(result)} of the field corpus (`bench/field_corpus.py`, "
              f"{result['size']} size) "
-             f"through both front doors on this machine ({result['cpu_count']} cores, {result['date']}): the engine "
-             "CLI sequence the README gives (`cli`) and `scripts/film_recovery_batch.py --shot` (`batch`). "
+             f"through {_doors_run(result)} on this machine ({_machine(result)}, {result['date']}). "
              f"Training: {harness['model_size']} {harness['model']} (spatial kinds: "
              f"{harness.get('spatial_model', harness['model'])}), {harness['steps']} steps of batch "
-             f"{harness['batch']} x {harness['crop_size']}^2, every {harness['holdout_every']}th pair held out, "
+             f"{harness['batch']} x {harness['crop_size']}^2, validated "
+             f"{_validation(harness)}, every {harness['holdout_every']}th pair held out, "
              f"{harness['alignment_mode']} alignment, reference-guided models (the default). Quality cells are against truth on up to "
              f"{harness['eval_frames']} Source frames that were not training pairs: chroma kinds "
              "`PSNR-CbCr dB / mean CIEDE2000`, spatial kinds `luma PSNR dB / SSIM`. *Reference* is the "
@@ -745,6 +786,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=HarnessSettings.crop_size)
     parser.add_argument("--model", choices=["bilateral", "unet"], default=HarnessSettings.model)
     parser.add_argument("--eval-frames", type=int, default=HarnessSettings.eval_frames)
+    parser.add_argument("--validate-every", type=int, default=0,
+                        help="validate every N steps (default 0: once, at the end; the product: 100)")
+    parser.add_argument("--merge", nargs="+", metavar="FIELD_JSON",
+                        help="print one table from the field.json files of runs over different kinds, and "
+                             "write it as field.json and field.md into --out")
     parser.add_argument("--reuse-shots", action="store_true", help="keep shots already generated in --out")
     parser.add_argument("--lean", action="store_true", help="skip the archival EXRs and review PNGs (no score reads them)")
     parser.add_argument("--write-docs", action="store_true",
@@ -757,6 +803,14 @@ def main(argv: list[str] | None = None) -> int:
         scores = score_work(args.shot_dir, Path(args.score_work), args.completed, args.eval_frames)
         print(json.dumps(scores, default=float))
         return 0
+    if args.merge:
+        result = merge_results([Path(p) for p in args.merge])
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        (out / "field.md").write_text(markdown(result) + "\n")
+        print(markdown(result))
+        return 0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] or None
     unknown = [k for k in kinds or [] if k not in field_corpus.KINDS]
     doors = tuple(d.strip() for d in args.doors.split(",") if d.strip())
@@ -764,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: kinds from {', '.join(field_corpus.KINDS)}; doors from {', '.join(DOORS)}", file=sys.stderr)
         return 2
     harness = HarnessSettings(steps=args.steps, batch=args.batch, crop_size=args.crop, model=args.model,
-                              eval_frames=args.eval_frames, lean_outputs=args.lean)
+                              eval_frames=args.eval_frames, lean_outputs=args.lean,
+                              validate_every=args.validate_every)
     result = run_field(args.out, args.size, kinds, doors, harness, args.frames, regenerate=not args.reuse_shots,
                        log=lambda text: print(text, file=sys.stderr, flush=True))
     print(markdown(result))

@@ -8,8 +8,12 @@
 #   host:  host CPU per frame of inference (decode + archival encode) on that machine's cores,
 #          before/after codecs, and the frames/s ceiling it sets (bench/bench_host.py, ~30 s);
 #   infer: end-to-end inference at 2048x1556 and 4096x2160 ($INFER_FRAMES frames after 4 warm-up,
-#          small UNet and small bilateral, archival ACES EXR only, ZIP then PIZ, in /dev/shm).
-# SECTIONS picks them (default: all three, in that order).
+#          small UNet and small bilateral, archival ACES EXR only, ZIP then PIZ, in /dev/shm);
+#   field: the field corpus's chroma kinds ($FIELD_KINDS) at 2K through the engine CLI door
+#          (bench/field.py) with the product's training defaults (small UNet, 2000 steps of batch
+#          8 x 128^2, validated every 100) on CUDA, $FIELD_RUNS runs over different kinds at once
+#          (one GPU, the host's cores shared); writes field_2k.md and field_2k.json.
+# SECTIONS picks them (default: the first three, in that order; field runs when named).
 #
 # OpenImageIO, PyOpenColorIO and OpenEXR are not on that machine: they travel as cp312 wheels in
 # .whl/bench (git-ignored; 16 MB). Make them here once, in the repo root:
@@ -30,6 +34,9 @@ LOG="$OUT/gpu_bench.log"      # progress and notes (stderr), also shown live
 TTB_SECONDS=${TTB_SECONDS:-60}
 INFER_FRAMES=${INFER_FRAMES:-24}
 SECTIONS=${SECTIONS:-ttb,host,infer}
+FIELD_KINDS=${FIELD_KINDS:-grey_edge,dark_edges,night,high_key,sky_wall,pal_speedup,ntsc_pulldown,pan_scan,turning,pillarbox_grade}
+FIELD_RUNS=${FIELD_RUNS:-5}
+FIELD_SECONDS=${FIELD_SECONDS:-400}  # each run stops here; what it finished (field.json per shot) is kept
 export PYTHONUNBUFFERED=1
 
 if [ "${1:-}" = "--cpu" ]; then
@@ -37,6 +44,7 @@ if [ "${1:-}" = "--cpu" ]; then
     TTB=(--device cpu --size 320x180 --frames 12 --max-seconds 10 --steps 200 --crop 64 --batch 4)
     INFER=(--device cpu --sizes 256x194,512x270 --frames 4 --warmup 1)
     HOST=(--sizes 256x194,512x270 --frames 2)
+    FIELD=(--size small --steps 20 --crop 64 --batch 4 --validate-every 10)
     SCRATCH=/tmp
 else
     PY=python3
@@ -48,6 +56,7 @@ else
     TTB=(--device cuda --size 2048x1556 --frames 24 --max-seconds "$TTB_SECONDS")
     INFER=(--device cuda --sizes 2048x1556,4096x2160 --frames "$INFER_FRAMES" --warmup 4)
     HOST=(--sizes 2048x1556,4096x2160 --frames 4 --cores "$(nproc)")
+    FIELD=(--size 2k --model unet --steps 2000 --crop 128 --batch 8 --validate-every 100)
     SCRATCH=/dev/shm
 fi
 
@@ -83,4 +92,24 @@ if [[ ",$SECTIONS," == *",infer,"* ]]; then
             --out "$SCRATCH/bench_infer" 2> >(tee -a "$LOG" >&2) | tee -a "$REPORT"
         echo "(inference section, $compression: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
     done
+fi
+
+if [[ ",$SECTIONS," == *",field,"* ]]; then
+    start=$SECONDS
+    IFS=, read -r -a kinds <<< "$FIELD_KINDS"
+    FIELD_DIR="$SCRATCH/gpu_field"
+    rm -rf "$FIELD_DIR"
+    mkdir -p "$FIELD_DIR"
+    threads=$(( $(nproc) / FIELD_RUNS > 1 ? $(nproc) / FIELD_RUNS : 1 ))  # the host's cores shared out
+    for ((i = 0; i < FIELD_RUNS && i < ${#kinds[@]}; i++)); do
+        group=$(for ((k = i; k < ${#kinds[@]}; k += FIELD_RUNS)); do printf '%s,' "${kinds[k]}"; done)
+        OMP_NUM_THREADS=$threads timeout "$FIELD_SECONDS" $PY bench/field.py --out "$FIELD_DIR/run_$i" \
+            --kinds "${group%,}" --doors cli --lean "${FIELD[@]}" > "$FIELD_DIR/run_$i.md" 2> >(sed "s/^/[run $i] /" | tee -a "$LOG" >&2) &
+    done
+    wait
+    runs=("$FIELD_DIR"/run_*/field.json)
+    $PY bench/field.py --merge "${runs[@]}" --out "$FIELD_DIR/all" > "$OUT/field_2k.md" 2>> "$LOG"
+    cp "$FIELD_DIR/all/field.json" "$OUT/field_2k.json" 2>/dev/null
+    tee -a "$REPORT" < "$OUT/field_2k.md"
+    echo "(field section: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
 fi

@@ -194,6 +194,25 @@ def test_batch_door_runs_the_addon_on_a_shot(field_run):
             cli_run["quality"]["methods"][method]["psnr"], abs=tolerance), method
 
 
+def test_runs_over_different_kinds_merge_into_one_table(field_run):
+    """Parallel runs (one GPU machine, kinds split over several processes) give one table that names
+    the doors, the machine and how many runs shared it."""
+    out, cli, _ = field_run
+    assert "through one front door: the engine CLI sequence" in field.markdown(cli)
+    assert cli["device"] == field.training_device()
+    merged = field.merge_results([out / "batch" / "field.json", out / "field.json"])
+    order = list(field_corpus.KINDS)
+    assert [s["kind"] for s in merged["shots"]] == sorted([BATCH_KIND, *FAST_KINDS], key=order.index)
+    table = field.markdown(merged)
+    assert "through both front doors:" in table and "2 runs over different kinds at once" in table
+    assert table.count(f"| {BATCH_KIND} |") == 2
+    with pytest.raises(ValueError):
+        field.merge_results([])
+    # The product validates every 100 steps (best model kept); the CPU-sized default once, at the end.
+    assert HARNESS.recipe()["training.validate_every"] == HARNESS.steps
+    assert field.HarnessSettings(validate_every=100).recipe()["training.validate_every"] == 100
+
+
 def test_docs_section_is_replaced_not_duplicated():
     document = "# Benchmarks\n\n## A\n\na\n\n## Field corpus\n\nold\n\n## Measured on a lent GPU\n\ng\n"
     once = field.replace_section(document, "## Field corpus\n\nnew")
