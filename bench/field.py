@@ -351,11 +351,13 @@ def truth_grade(job, shot: dict, grade, frames: list[int]):
     return fit_baseline(*collect_samples(frame_pairs(), seed=0))
 
 
-def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
-    """A graded Source corrected by the Reference's own CbCr below `sigma` px where it covers, as
-    `models.reference_correction` corrects the model's prediction: the guided design with that grade
-    as its Source-only prediction and exact alignment. Of the truth grade, a reference point, not a
-    bound: the model's prediction is local, and beats it on some kinds."""
+def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float,
+                 fine_weight: float = 0.0) -> np.ndarray:
+    """A graded Source corrected by the Reference's own CbCr below `sigma` px where it covers (and
+    `fine_weight` of the finer difference), as `models.reference_correction` corrects the model's
+    prediction: the guided design with that grade as its Source-only prediction and exact alignment.
+    Of the truth grade, a reference point, not a bound: the model's prediction is local, and beats
+    it on some kinds."""
     from ml import colour
     from ml.primitives import gaussian_blur
 
@@ -363,7 +365,8 @@ def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.nda
     cover = mask.astype(np.float32)
     difference = (reference - predicted)[..., 1:] * cover[..., None]
     if sigma > 0:
-        difference = gaussian_blur(difference, sigma) / np.maximum(gaussian_blur(cover, sigma), 1e-3)[..., None]
+        low = gaussian_blur(difference, sigma) / np.maximum(gaussian_blur(cover, sigma), 1e-3)[..., None]
+        difference = low + fine_weight * (difference - low)
     predicted[..., 1:] += cover[..., None] * difference
     return np.clip(colour.ycbcr_to_rgb(predicted), 0.0, 1.0)
 
@@ -376,7 +379,7 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
     from ml.baseline import apply_baseline, load_fit
     from ml.dataset import build_target
     from ml.evaluation import evenly_spaced, fit_to, model_frame_path, sample_truth_grade
-    from ml.guide import GuidePlanner, detail_sigma
+    from ml.guide import GuidePlanner, detail_sigma, fine_weight, sampling_sigma
     from ml.imageio import read_image
     from ml.ingest import reference_frame
     from ml.metrics import score_image
@@ -423,7 +426,9 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
             coverage.append(float(mask.mean()))
             if mask.any():
                 per_method.setdefault("reference", []).append(_masked_scores(recombined, target, mask, job.branch))
-            guide = (aligned[box], mask, detail_sigma(matrices[partner], blocky, half_chroma))
+            guide = (aligned[box], mask, detail_sigma(matrices[partner], blocky, half_chroma),
+                     fine_weight(source, aligned[box], mask.astype(np.float32),
+                                 sampling_sigma(matrices[partner], half_chroma)))
         for method, graded in (("truth_grade_guided", outputs.get("truth_grade")),
                                ("baseline_guided", outputs.get("baseline") if chroma else None)):
             if graded is not None:  # a frame without a Reference partner keeps the grade

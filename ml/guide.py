@@ -55,6 +55,16 @@ DETAIL_SCALE = 0.5  # chroma: the Reference corrects frequencies below this x it
 # Reference px.
 CODING_BLOCK = 8
 BLOCKY_DETAIL = 0.75
+# Below the detail limit the prediction keeps the Source's own colour detail, which is picture or
+# grain. The luma tells which: in the octave just below the Reference's sampling limit, the Source's
+# luma correlates with the aligned Reference's where the picture has detail there (0.6-0.9 on the
+# field corpus's small shots, photographs at pixel scale) and hardly where the Source's octave is
+# grain (0.04-0.5 on its 2K shots, upscaled photographs, and on heavy grain). Below FINE_MATCH_LOW
+# the Reference's colour is taken whole (`fine_weight` 1), above FINE_MATCH_HIGH the prediction's
+# detail is kept, linear between. Measured with the trained models (held-out frames against truth):
+# 2K grey_edge 49.9 -> 54.8 dB PSNR-CbCr, sky_wall 46.3 -> 55.4, ntsc_pulldown 43.2 -> 45.5; the
+# small shots whose correlation is high lose 3-5 dB taken whole (grey_edge, pan_scan, pal_speedup).
+FINE_MATCH_LOW, FINE_MATCH_HIGH = 0.5, 0.65
 # Block edges: in both directions one phase of the 8 px grid carries steps (median over the
 # picture) this much above the median of the phases away from it, at the same phase in every
 # sampled frame. Over the field corpus's 10 chroma kinds the blocky Reference passes on all of its
@@ -94,6 +104,7 @@ class GuideFrame:
     detail_sigma: float = 0.0  # models.reference_correction: the Reference's detail limit in Source px
     coding_blocks: bool = False  # the Reference shows video coding blocks (a wider detail limit)
     half_chroma: bool = False  # the Reference's chroma is coded at half its luma's resolution (twice the limit)
+    fine_weight: float = 0.0  # share of the Reference's colour finer than detail_sigma taken too (`fine_weight`)
 
 
 def _erode(mask: np.ndarray, px: int) -> np.ndarray:
@@ -336,9 +347,12 @@ class GuidePlanner:
             if solve.usable:
                 m, origin = solve.matrix, "solved-now"
         aligned, cov, note = reference_guide(src, ref, m)
+        chroma = job.branch == "chroma"
         return aligned, cov, GuideFrame(frame, partner, warp.matrix_to_list(m), origin, float(cov.mean()), note,
-                                        detail_sigma(m, self.blocky, self.half_chroma) if job.branch == "chroma" else 0.0,
-                                        self.blocky, self.half_chroma)
+                                        detail_sigma(m, self.blocky, self.half_chroma) if chroma else 0.0,
+                                        self.blocky, self.half_chroma,
+                                        fine_weight(src, aligned, cov, sampling_sigma(m, self.half_chroma))
+                                        if chroma else 0.0)
 
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:
@@ -402,6 +416,36 @@ def chroma_octave_ratio(reference_rgb: np.ndarray) -> float | None:
     return float(np.median(chroma_ratio / luma_ratio))
 
 
+def sampling_sigma(matrix: np.ndarray, half_chroma: bool = False) -> float:
+    """The finest colour the Reference resolves on the Source raster: DETAIL_SCALE x the warp's
+    scale (Source px per Reference px), twice that for 4:2:0 chroma."""
+    return warp.scale_of(warp.as_matrix(matrix)) * DETAIL_SCALE * (2.0 if half_chroma else 1.0)
+
+
+def fine_weight(source_rgb: np.ndarray, aligned_rgb: np.ndarray, cover: np.ndarray, sigma: float) -> float:
+    """How much of the Reference's colour finer than its detail limit to take (0 to 1): from the
+    correlation of the Source's luma with the aligned Reference's in the octave below `sigma` (the
+    `sampling_sigma`), inside the coverage (see FINE_MATCH_LOW). 0 where too little is covered to tell."""
+    from .primitives import gaussian_blur
+
+    if sigma <= 0:
+        return 0.0
+    inner = (gaussian_blur(cover, 4.0 * sigma) > 0.98) & (cover > 0.5)
+    if inner.sum() < 1024:
+        return 0.0
+    weight = np.maximum(gaussian_blur(cover, sigma / 2.0), 1e-3), np.maximum(gaussian_blur(cover, sigma), 1e-3)
+
+    def octave(rgb: np.ndarray) -> np.ndarray:
+        plane = luma(rgb) * cover
+        band = gaussian_blur(plane, sigma / 2.0) / weight[0] - gaussian_blur(plane, sigma) / weight[1]
+        return band[inner]
+
+    source, reference = octave(source_rgb), octave(aligned_rgb)
+    norm = float(np.sqrt((source * source).mean() * (reference * reference).mean()))
+    match = float((source * reference).mean()) / norm if norm > 0 else 1.0
+    return float(np.clip((FINE_MATCH_HIGH - match) / (FINE_MATCH_HIGH - FINE_MATCH_LOW), 0.0, 1.0))
+
+
 def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = False) -> float:
     """How much of a chroma prediction's detail to keep under the Reference's colour: a Gaussian of
     DETAIL_SCALE x the warp's scale (Source px per Reference px), so a Reference of lower resolution
@@ -415,7 +459,7 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = F
     steps: pal_speedup 28.6 / 4.24 -> 29.0 / 4.16, ntsc_pulldown 40.0 / 1.68 -> 41.0 / 1.75)."""
     if blocky:
         return warp.scale_of(warp.as_matrix(matrix)) * BLOCKY_DETAIL * CODING_BLOCK
-    return warp.scale_of(warp.as_matrix(matrix)) * DETAIL_SCALE * (2.0 if half_chroma else 1.0)
+    return sampling_sigma(matrix, half_chroma)
 
 
 def training_matrices(dataset) -> list[np.ndarray]:
@@ -443,7 +487,8 @@ def guide_summary(records: list[GuideFrame]) -> dict:
             "notes": {str(r.source_frame): r.note for r in records if r.note},
             "coding_blocks": any(r.coding_blocks for r in records),
             "half_chroma": any(r.half_chroma for r in records),
-            "detail_sigma": float(np.median([r.detail_sigma for r in records if r.coverage > 0] or [0.0]))}
+            "detail_sigma": float(np.median([r.detail_sigma for r in records if r.coverage > 0] or [0.0])),
+            "fine_weight": float(np.median([r.fine_weight for r in records if r.coverage > 0] or [0.0]))}
 
 
 def guide_text(summary: dict) -> str:
@@ -453,10 +498,24 @@ def guide_text(summary: dict) -> str:
     frames, unguided = summary.get("frames", 0), len(summary.get("unguided_frames", []))
     text = f"; Reference-guided on {frames - unguided} of {frames} frames ({summary.get('mean_coverage', 0):.0%} covered)"
     text += f", {unguided} from the Source alone" if unguided else ""
+    detail = detail_sentence(summary)
+    return text + (f"; {detail}" if detail else "")
+
+
+def detail_sentence(summary: dict) -> str:
+    """Which colour detail the Reference set and which the model (lower case, no full stop), or ""."""
+    sigma, weight = summary.get("detail_sigma", 0.0), summary.get("fine_weight", 0.0)
     if summary.get("coding_blocks"):
-        text += (f"; the Reference shows video coding blocks, so it sets only the colour coarser than "
-                 f"{summary.get('detail_sigma', 0):.0f} px and the model the finer detail")
+        text = f"the Reference shows video coding blocks, so it sets the colour coarser than {sigma:.0f} px"
     elif summary.get("half_chroma"):
-        text += (f"; the Reference's chroma has half its luma's resolution, so it sets only the colour coarser "
-                 f"than {summary.get('detail_sigma', 0):.1f} px and the model the finer detail")
-    return text
+        text = (f"the Reference's chroma has half its luma's resolution (4:2:0 video), so it sets the colour "
+                f"coarser than {sigma:.1f} px")
+    elif weight >= 0.5:
+        text = f"the Reference sets the colour coarser than {sigma:.1f} px"
+    else:
+        return ""
+    if weight < 0.5:
+        return text + " and the model's prediction the finer detail"
+    share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
+    return (text + "; finer, the Source's detail is mostly grain (its luma does not follow the Reference's "
+            f"there), so the Reference's colour is taken {share} there too")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .evaluation import METHODS, EvaluationSet
+from .guide import detail_sentence
 from .imageio import atomic_path, write_png
 from .primitives import nice_ticks
 
@@ -214,13 +215,9 @@ def _guide_section(guide: dict | None) -> str:
     text = (f"<p>The aligned Reference guided {frames - len(alone)} of {frames} inferred frames, covering "
             f"{100 * guide.get('mean_coverage', 0):.1f} % of their pixels on average; elsewhere the model "
             "predicted from the Source alone.</p>")
-    if guide.get("coding_blocks"):
-        text += (f"<p>The Reference shows video coding blocks, so it set only the colour coarser than "
-                 f"{guide.get('detail_sigma', 0):.0f} px; the model's prediction gave the finer detail.</p>")
-    elif guide.get("half_chroma"):
-        text += (f"<p>The Reference's chroma has half its luma's resolution (4:2:0 video), so it set "
-                 f"only the colour coarser than {guide.get('detail_sigma', 0):.1f} px; the model's prediction gave "
-                 "the finer detail.</p>")
+    detail = detail_sentence(guide)
+    if detail:
+        text += f"<p>{html.escape(detail[0].upper() + detail[1:], quote=False)}.</p>"
     if alone:
         text += f"<p class='note'>From the Source alone: frames {html.escape(', '.join(map(str, alone[:40])))}.</p>"
     notes = list((guide.get("notes") or {}).items())[:8]

@@ -197,6 +197,48 @@ def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail
     torch.testing.assert_close(half[..., 32:], predicted[..., 32:])
 
 
+def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_only_grain():
+    """#14: below its detail limit the Reference's colour replaces the prediction's by `fine_weight`
+    (0 keeps the prediction's detail, 1 takes the Reference whole); the weight comes from the luma: a
+    Source whose finer octave is picture the Reference also shows keeps it, one whose finer octave is
+    grain (a soft picture, as a 2K scan of it, under heavy grain) takes the Reference's colour."""
+    from ml.neural.models import reference_correction
+
+    _, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    predicted = 0.1 + 0.05 * (1.0 - 2.0 * (xx % 2))[None, None]
+    reference, cover = torch.full_like(predicted, 0.3), torch.ones_like(predicted)
+    sigma = torch.tensor([2.0])
+    kept = reference_correction(predicted, reference, cover, sigma, torch.tensor([0.0]))
+    torch.testing.assert_close(kept, reference_correction(predicted, reference, cover, sigma))
+    torch.testing.assert_close(reference_correction(predicted, reference, cover, sigma, torch.tensor([1.0])),
+                               reference)
+    half = reference_correction(predicted, reference, cover, sigma, torch.tensor([0.5]))
+    torch.testing.assert_close(half, 0.5 * (kept + reference))
+
+    rng = np.random.default_rng(3)
+    sharp = _photo("astronaut", 256, 256)  # detail down to the pixel
+    soft = transform.resize(_photo("astronaut", 64, 64), (256, 256), order=3).astype(np.float32)
+    every = np.ones((256, 256), np.float32)
+    scale = np.diag([4 / 3, 4 / 3, 1.0])  # a Reference at 3/4 of the Source's width
+    limit = guide.sampling_sigma(scale)
+
+    def as_reference(picture: np.ndarray) -> np.ndarray:  # resolved down to the Reference's pixels
+        small = transform.resize(picture, (192, 192), anti_aliasing=True)
+        return transform.resize(small, (256, 256), order=1).astype(np.float32)
+
+    def grainy(picture: np.ndarray, amount: float) -> np.ndarray:
+        return np.clip(picture + rng.normal(0, amount, picture.shape[:2])[..., None], 0, 1).astype(np.float32)
+
+    assert guide.fine_weight(grainy(sharp, 0.005), as_reference(sharp), every, limit) == 0.0
+    assert guide.fine_weight(grainy(soft, 0.03), as_reference(soft), every, limit) == 1.0
+    assert guide.fine_weight(grainy(soft, 0.03), as_reference(soft), np.zeros_like(every), limit) == 0.0
+    assert guide.fine_weight(sharp, sharp, every, 0.0) == 0.0
+    summary = {"detail_sigma": 0.7, "fine_weight": 1.0, "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
+    assert "mostly grain" in guide.guide_text(summary) and "taken whole" in guide.guide_text(summary)
+    assert "mostly grain" in report._guide_section(summary)
+    assert guide.detail_sentence({**summary, "fine_weight": 0.2}) == ""
+
+
 def test_the_detail_scale_follows_the_references_resolution():
     assert guide.detail_sigma(np.diag([3.0, 3.0, 1.0])) == pytest.approx(3.0 * guide.DETAIL_SCALE)
     assert guide.detail_sigma(warp.translation(4, 2)) == pytest.approx(guide.DETAIL_SCALE)

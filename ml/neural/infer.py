@@ -377,16 +377,17 @@ class DevicePipeline:
 
     @torch.inference_mode()
     def _predict(self, source: torch.Tensor, guide: torch.Tensor | None = None,
-                 detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
-        """Model call; on CUDA out of memory: split the batch, then tiles, halving until it fits."""
+                 detail: torch.Tensor | None = None) -> torch.Tensor:
+        """Model call; on CUDA out of memory: split the batch, then tiles, halving until it fits.
+        `detail` (N, 2): each frame's guide detail limit and fine weight (`_guide`)."""
         while True:
             try:
                 if self.batch_limit is not None and source.shape[0] > self.batch_limit:
                     parts = source.split(self.batch_limit)
                     guides = guide.split(self.batch_limit) if guide is not None else [None] * len(parts)
-                    sigmas = detail_sigma.split(self.batch_limit) if detail_sigma is not None else [None] * len(parts)
-                    return torch.cat([self._predict(part, g, s) for part, g, s in zip(parts, guides, sigmas, strict=True)])
-                return self._predict_padded(source, guide, detail_sigma)
+                    details = detail.split(self.batch_limit) if detail is not None else [None] * len(parts)
+                    return torch.cat([self._predict(part, g, d) for part, g, d in zip(parts, guides, details, strict=True)])
+                return self._predict_padded(source, guide, detail)
             except torch.cuda.OutOfMemoryError:
                 pass
             torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are freed
@@ -403,12 +404,12 @@ class DevicePipeline:
             self.notes.append(f"out of GPU memory: {tile} px tiles")
 
     def _predict_padded(self, source: torch.Tensor, guide: torch.Tensor | None = None,
-                        detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
+                        detail: torch.Tensor | None = None) -> torch.Tensor:
         """Tiles cover the frame padded as the whole-frame pass pads it, so the frame's own edges
         see the same context either way; only the tiles' inner seams differ (feathered)."""
         height, width = source.shape[-2:]
         if not self.tile or (height <= self.tile and width <= self.tile):
-            return predict_ycbcr(self.model, source, self.amp, guide=guide, detail_sigma=detail_sigma)
+            return predict_ycbcr(self.model, source, self.amp, guide=guide, detail=detail)
         config = self.model.config
         padded = pad_to_multiple(source, config.multiple)
         # Position channels as the whole-frame pass sees them: the frame's own, padded the same way.
@@ -417,7 +418,7 @@ class DevicePipeline:
         tile = max(self.tile // config.multiple * config.multiple, config.multiple)
         guide = None if guide is None else pad_to_multiple(guide, config.multiple)
         out = predict_ycbcr(self.model, padded, self.amp, tile, self.overlap, coords=coords, guide=guide,
-                            detail_sigma=detail_sigma)
+                            detail=detail)
         return out[..., :height, :width]
 
     @torch.inference_mode()
@@ -427,9 +428,9 @@ class DevicePipeline:
         self._wait_for_uploads(batch)
         clock = [self._stamp()]
         source, model_source = self._model_source(batch)
-        guide, sigma = self._guide(batch, source.shape[-2:]) if self.guided else (None, None)
+        guide, detail = self._guide(batch, source.shape[-2:]) if self.guided else (None, None)
         clock.append(self._stamp())
-        out = self._predict(model_source, guide, sigma)
+        out = self._predict(model_source, guide, detail)
         clock.append(self._stamp())
         display, aces, review = self._outputs(self._recombine(out, source, batch))
         ready = None
@@ -466,13 +467,14 @@ class DevicePipeline:
         return source, model_source
 
     def _guide(self, batch: list[_Decoded], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """A guided model's guide tensor and detail sigmas; frames without a guide get coverage 0
-        (the model's Source-only prediction)."""
+        """A guided model's guide tensor and each frame's (detail sigma, fine weight) (N, 2); frames
+        without a guide get coverage 0 (the model's Source-only prediction)."""
         stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
                                torch.zeros((*size, 4), device=self.device) for d in batch]).float()
         guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
-        sigma = torch.tensor([d.guide_record.detail_sigma if d.guide_record is not None else 0.0 for d in batch])
-        return guide, sigma
+        detail = torch.tensor([(d.guide_record.detail_sigma, d.guide_record.fine_weight)
+                               if d.guide_record is not None else (0.0, 0.0) for d in batch])
+        return guide, detail
 
     def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded]) -> torch.Tensor:
         """The prediction with the plate's own kept channels and, as job.output.grain says, its grain."""
@@ -515,12 +517,13 @@ class DevicePipeline:
 
 def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: str | torch.device = "cpu",
                 settings: PipelineSettings | None = None, kept: np.ndarray | None = None,
-                guide: np.ndarray | None = None, detail_sigma: float = 0.0) -> np.ndarray:
+                guide: np.ndarray | None = None, detail: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Recover one (H, W, 3) frame through the inference pipeline's device path; float32 RGB,
     before any half-float quantisation (`settings.exact_display` is forced on). `settings` gives
     the precision, tiles and grain choice. `kept` supplies the kept channels (default: `rgb`'s) and
     the grain `grain="keep_source"` puts back; `guide` (H, W, 4: aligned Reference RGB + coverage)
-    feeds a reference-guided model, corrected as `detail_sigma` says (`models.reference_correction`)."""
+    feeds a reference-guided model, corrected as `detail` (detail sigma, fine weight) says
+    (`models.reference_correction`)."""
     settings = dataclasses.replace(settings or PipelineSettings(), exact_display=True)
     pipeline = DevicePipeline(model, metadata, torch.device(device), settings)
 
@@ -530,7 +533,8 @@ def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray,
     decoded = _Decoded(0, tensor(rgb), None if kept is None else tensor(kept), "", 0.0)
     if guide is not None:
         decoded.guide = tensor(guide)
-        decoded.guide_record = GuideFrame(0, None, None, "given", float(guide[..., 3].mean()), "", detail_sigma)
+        decoded.guide_record = GuideFrame(0, None, None, "given", float(guide[..., 3].mean()), "", detail[0],
+                                          fine_weight=detail[1])
     launched = pipeline.launch([decoded])
     pipeline.finish(launched)
     return launched.display[0].numpy()
@@ -685,11 +689,13 @@ def run_inference(job: Job, reporter: Reporter, options: InferOptions | None = N
     start = time.perf_counter()
     planner = GuidePlanner(job) if pipeline.guided else None
     if planner is not None and planner.blocky:
-        reporter.message("The Reference shows video coding blocks (8 px grid): it sets only the shot's coarser "
-                         "colour; the model's prediction from the Source gives the finer colour detail.")
+        reporter.message("The Reference shows video coding blocks (8 px grid): it sets the shot's coarser "
+                         "colour; the model's prediction from the Source gives the finer colour detail where the "
+                         "Source's luma shows picture there, not grain.")
     elif planner is not None and planner.half_chroma:
         reporter.message("The Reference's chroma has half its luma's resolution (4:2:0 video): it sets "
-                         "the colour only at twice its pixel size; the model's prediction gives the finer detail.")
+                         "the colour at twice its pixel size; the model's prediction gives the finer detail where "
+                         "the Source's luma shows picture there, not grain.")
     run = _Run(job, reporter, pipeline, options, setup, plan, planner)
     run.run()
     wall = time.perf_counter() - start

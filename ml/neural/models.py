@@ -321,14 +321,17 @@ def degrain_ycbcr(ycbcr: torch.Tensor, strength: float) -> torch.Tensor:
 
 
 def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover: torch.Tensor,
-                         detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
+                         detail_sigma: torch.Tensor | None = None,
+                         fine_weight: torch.Tensor | None = None) -> torch.Tensor:
     """The prediction corrected towards the aligned Reference where it covers.
 
     Without `detail_sigma` (or where it is 0) the covered pixels take the Reference's values. With
     it (N,), only the difference's frequencies below a Gaussian of that many pixels are taken
     (normalised by the blurred coverage, so nothing outside the coverage leaks in): the Reference
     sets the colour, the prediction from the full-resolution Source keeps the detail a softer
-    Reference lacks (an SD, 4:2:0 transfer's chroma)."""
+    Reference lacks (an SD, 4:2:0 transfer's chroma). `fine_weight` (N,, 0 to 1, default 0) takes
+    that share of the finer difference too (`ml.guide.fine_weight`: where the Source's finer
+    detail is grain rather than picture); 1 takes the Reference's values whole."""
     if detail_sigma is None or not bool((detail_sigma > 0).any()):
         return predicted + cover * (reference - predicted)
     out = []
@@ -339,7 +342,8 @@ def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover
             out.append(p + c * (r - p))
             continue
         low = gaussian_blur(c * (r - p), sigma) / gaussian_blur(c, sigma).clamp_min(1e-3)
-        out.append(p + c * low)
+        weight = float(fine_weight[i]) if fine_weight is not None else 0.0
+        out.append(p + c * (low + weight * (r - p - low)) if weight > 0 else p + c * low)
     return torch.cat(out)
 
 
@@ -373,12 +377,12 @@ class RecoveryModel(nn.Module):
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
                 coords: torch.Tensor | None = None, guide: torch.Tensor | None = None,
-                detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
+                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None) -> torch.Tensor:
         """`coords` (N or 1, 2, H, W) place the pixels in their frame (see `frame_coords`); without
         them the input is taken to be a whole frame. Models without position ignore them.
         `guide` (N, 4, H, W): the aligned Reference's YCbCr and coverage (`ml.guide`); a guided
         model without one predicts from the Source alone, as where the coverage is 0.
-        `detail_sigma` (N,): see `reference_correction` (inference on the chroma branch)."""
+        `detail_sigma`, `fine_weight` (N,): see `reference_correction` (inference on the chroma branch)."""
         h, w = source_ycbcr.shape[-2:]
         parts = [source_ycbcr]
         if self.config.position:
@@ -412,7 +416,7 @@ class RecoveryModel(nn.Module):
                 value = base + residual[:, k:k + 1]
                 if guide is not None:  # the Reference's own channel wherever it covers
                     value = reference_correction(value, guide[:, c:c + 1].float(), guide[:, 3:4].float(),
-                                                 detail_sigma)
+                                                 detail_sigma, fine_weight)
                 channels.append(value)
                 k += 1
             else:

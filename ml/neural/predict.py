@@ -86,17 +86,19 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 @torch.inference_mode()
 def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.dtype | None = None,
                   tile: int | None = None, overlap: int = 32, coords: torch.Tensor | None = None,
-                  guide: torch.Tensor | None = None, detail_sigma: torch.Tensor | None = None) -> torch.Tensor:
+                  guide: torch.Tensor | None = None, detail: torch.Tensor | None = None) -> torch.Tensor:
     """(1, 3, H, W) Source YCbCr -> recovered YCbCr, whole frame or in feathered tiles.
 
     `coords` place the image in its frame (models.frame_coords); default: it is a whole frame.
     `guide` (N, 4, H, W): the aligned Reference and its coverage for a guided model (`ml.guide`),
-    `detail_sigma` (N,) how it corrects the prediction (`models.reference_correction`)."""
+    `detail` (N, 2) how it corrects the prediction: each frame's detail sigma and fine weight
+    (`models.reference_correction`)."""
+    correction = {} if detail is None else {"detail_sigma": detail[:, 0], "fine_weight": detail[:, 1]}
     height, width = source.shape[-2:]
     if coords is None and model.config.position:
         coords = frame_coords(height, width, device=source.device)
     if not tile or (height <= tile and width <= tile):
-        return model(source, amp_dtype=amp_dtype, coords=coords, guide=guide, detail_sigma=detail_sigma)
+        return model(source, amp_dtype=amp_dtype, coords=coords, guide=guide, **correction)
     overlap = min(overlap, tile // 2)
     channels = list(model.config.predicted_channels)
     total = torch.zeros((source.shape[0], len(channels), height, width), device=source.device)
@@ -111,7 +113,7 @@ def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.d
             tile_coords = None if coords is None else coords[..., y:y + th, x:x + tw]
             tile_guide = None if guide is None else guide[..., y:y + th, x:x + tw]
             piece = model(source[..., y:y + th, x:x + tw], amp_dtype=amp_dtype, coords=tile_coords,
-                          guide=tile_guide, detail_sigma=detail_sigma)[:, channels]
+                          guide=tile_guide, **correction)[:, channels]
             total[..., y:y + th, x:x + tw] += piece * w
             weight[..., y:y + th, x:x + tw] += w
     out = source.clone()  # untouched channels stay the Source's own values
