@@ -115,8 +115,10 @@ GPU_HOWTO = """\
 `bench/gpu_suite.sh` runs, on a machine with a CUDA GPU and no bpy, the time-to-beat race at
 2048x1556 (the sample shot generated there with scikit-image; at most 60 s of training) and
 the host CPU per inference frame on that machine's cores, and end-to-end inference at 2048x1556
-and 4096x2160 with ZIP and PIZ archival EXRs, writing `gpu_bench.md` (`SECTIONS` picks parts).
-OpenImageIO, PyOpenColorIO and OpenEXR travel as cp312 wheels in `.whl/bench` (the script's
+and 4096x2160 with ZIP and PIZ archival EXRs, writing `gpu_bench.md` (`SECTIONS` picks parts);
+`SECTIONS=field` runs the field corpus's chroma kinds at 2K through the engine CLI door with the
+product's training defaults, `FIELD_RUNS` at once (about 4-5 minutes a kind with five at once: give
+it two calls, or fewer kinds, `FIELD_KINDS`). OpenImageIO, PyOpenColorIO and OpenEXR travel as cp312 wheels in `.whl/bench` (the script's
 header says how to fetch them); `bash bench/gpu_suite.sh --cpu` is its smoke test on the CPU.
 """
 
