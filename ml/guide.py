@@ -352,8 +352,14 @@ class GuidePlanner:
         return aligned, cov, GuideFrame(frame, partner, warp.matrix_to_list(m), origin, float(cov.mean()), note,
                                         detail_sigma(m, self.blocky, self.half_chroma) if chroma else 0.0,
                                         self.blocky, self.half_chroma,
-                                        fine_weight(src, aligned, cov, sampling_sigma(m, self.half_chroma))
-                                        if chroma else 0.0)
+                                        self._fine_weight(src, aligned, cov, m) if chroma else 0.0)
+
+    def _fine_weight(self, src: np.ndarray, aligned: np.ndarray, cov: np.ndarray, matrix: np.ndarray) -> float:
+        """`fine_weight` as job.output.fine_colour asks: measured (auto), 0 (model) or 1 (reference)."""
+        choice = self.job.output.fine_colour
+        if choice != "auto":
+            return 1.0 if choice == "reference" else 0.0
+        return fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma))
 
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:

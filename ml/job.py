@@ -200,6 +200,13 @@ class Output:
         "Reference's); `keep_source` separates the Source's grain (its luma above a 1.5 px Gaussian, "
         "`ml.neural.predict.source_grain`) and adds it back over the restored luma. Chroma keeps the Source's luma, "
         "grain and all, either way.")
+    # Below the Reference's resolution a chroma model's colour detail is the Source's own: picture, or
+    # grain the Reference does not have. `auto` tells them apart per frame by the luma (ml.guide.fine_weight).
+    fine_colour: Literal["auto", "model", "reference"] = _field(
+        "auto", "Chroma branch, reference-guided model: where the colour detail finer than the Reference resolves "
+        "comes from. `auto` decides per frame from the luma: the model's prediction (the Source's detail) where "
+        "the Source's luma follows the Reference's there, the Reference's colour where it does not (grain); "
+        "`model` always keeps the prediction's detail; `reference` takes the Reference's colour whole.", added=True)
 
 
 # The spatial branch's training, chosen from measurements on the spatial sample (bench/bench_spatial.py

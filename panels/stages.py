@@ -208,7 +208,7 @@ def draw_inference(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     draw_job_state(layout, fr)
     layout.prop(fr, "model_path")
     col = layout.column()
-    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite", "grain"):
+    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite", "grain", "fine_colour"):
         col.prop(fr.output, name)
     layout.operator("film_recovery.infer", icon="RENDER_ANIMATION")
     if fr.infer_display:

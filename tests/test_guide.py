@@ -3,6 +3,7 @@ channel bookkeeping, the guides in the dataset, and a guide for every frame at i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -237,6 +238,18 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
     assert "mostly grain" in guide.guide_text(summary) and "taken whole" in guide.guide_text(summary)
     assert "mostly grain" in report._guide_section(summary)
     assert guide.detail_sentence({**summary, "fine_weight": 0.2}) == ""
+
+
+def test_the_job_chooses_where_the_finer_colour_comes_from(sample, tmp_path):
+    """`output.fine_colour`: auto measures each frame's fine weight; model keeps the prediction's
+    finer colour (0), reference takes the Reference's whole (1)."""
+    job = _job(sample, tmp_path)
+    frame = job.pairs[0].source_frame
+    weights = {}
+    for choice in ("auto", "model", "reference"):
+        chosen = dataclasses.replace(job, output=dataclasses.replace(job.output, fine_colour=choice))
+        weights[choice] = guide.GuidePlanner(chosen).guide(frame)[2].fine_weight
+    assert weights["model"] == 0.0 and weights["reference"] == 1.0 and 0.0 <= weights["auto"] <= 1.0
 
 
 def test_the_detail_scale_follows_the_references_resolution():

@@ -54,6 +54,13 @@ def test_a_job_file_from_before_an_added_field_takes_its_default():
     with pytest.raises(JobFileError) as info:
         job_from_dict(data)
     assert info.value.where == "job.training.start_from_grade"
+    data = job_to_dict(Job())
+    data["output"].pop("fine_colour")  # the guide's fine colour choice came later too
+    assert job_from_dict(data).output.fine_colour == "auto"
+    data["output"]["fine_colour"] = "grain"
+    with pytest.raises(JobFileError) as info:
+        job_from_dict(data)
+    assert info.value.where == "job.output.fine_colour"
 
 
 def test_bool_is_not_an_int():
