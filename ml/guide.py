@@ -59,7 +59,7 @@ BLOCKY_DETAIL = 0.75
 # grain. The luma tells which: in the octave just below the Reference's sampling limit, the Source's
 # luma correlates with the aligned Reference's where the picture has detail there (0.6-0.9 on the
 # field corpus's small shots, photographs at pixel scale) and hardly where the Source's octave is
-# grain (0.04-0.5 on its 2K shots, upscaled photographs, and on heavy grain). Below FINE_MATCH_LOW
+# grain (0.04-0.53 on its 2K shots, upscaled photographs, and on heavy grain). Below FINE_MATCH_LOW
 # the Reference's colour is taken whole (`fine_weight` 1), above FINE_MATCH_HIGH the prediction's
 # detail is kept, linear between. Measured with the trained models (held-out frames against truth):
 # 2K grey_edge 49.9 -> 54.8 dB PSNR-CbCr, sky_wall 46.3 -> 55.4, ntsc_pulldown 43.2 -> 45.5; the

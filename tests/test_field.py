@@ -278,6 +278,9 @@ def test_guided_grade_takes_the_references_resolved_colour():
     coarse = colour.rgb_to_ycbcr(field.guided_grade(graded, reference, everywhere, 3.0))
     inner = (slice(8, -8), slice(8, -8))
     assert np.abs(coarse[inner][..., 1:] - cast[inner][..., 1:]).max() < 2e-3  # the cast, not the checker
+    # With the guide's fine weight (the Source's finer colour is grain), the finer colour is the Reference's too.
+    assert np.allclose(field.guided_grade(graded, reference, everywhere, 3.0, fine_weight=1.0),
+                       field.guided_grade(graded, reference, everywhere, 0.0), atol=1e-5)
 
 
 def test_the_table_says_where_the_guided_truth_grade_misses_the_goal():
