@@ -75,9 +75,11 @@ def _gap(value: float | None) -> str:
 
 def markdown(rows: list[dict], field_dir: Path) -> str:
     size = rows[0]["size"] if rows else "?"
+    harness = json.loads((field_dir / "field.json").read_text())["harness"]
     lines = [SECTION_TITLE, "",
-             f"`bench/bench_fine_colour.py` inferred each chroma kind of a field run ({size} size, "
-             f"`{field_dir.name}`; this machine, {time.strftime('%Y-%m-%d')}) twice with the same trained model: "
+             f"`bench/bench_fine_colour.py` inferred each chroma kind of a field run ({size} size, CLI door, "
+             f"{harness['model_size']} {harness['model']} trained {harness['steps']} steps of batch {harness['batch']} "
+             f"x {harness['crop_size']}^2; this machine, {time.strftime('%Y-%m-%d')}) twice with the same trained model: "
              "`output.fine_colour = model` keeps the prediction's colour detail finer than the Reference resolves "
              "(the guide before `ml.guide.fine_weight`), `auto` (the default) takes the Reference's colour there "
              "too where the Source's luma does not follow the Reference's (grain). Cells: `PSNR-CbCr dB / mean "
