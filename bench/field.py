@@ -536,9 +536,11 @@ def training_device() -> str:
 
 def merge_results(paths: list[Path]) -> dict[str, Any]:
     """One result from field.json files of runs over different kinds (parallel runs on one machine)."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing or not paths:
+        raise ValueError(f"no field.json to merge: {', '.join(missing) or 'none given'} "
+                         "(a run writes it after its first finished shot)")
     results = [json.loads(Path(p).read_text()) for p in paths]
-    if not results:
-        raise ValueError("no field.json to merge")
     merged = dict(results[0])
     merged["shots"] = [shot for result in results for shot in result["shots"]]
     merged["shots"].sort(key=lambda shot: list(field_corpus.KINDS).index(shot["kind"]))
@@ -713,7 +715,7 @@ def markdown(result: dict[str, Any]) -> str:
              "inputs allow (chroma kinds): *Truth grade* is the baseline's 3D LUT fitted to the truth of the "
              "training frames instead of their Reference, the best global grade of this Source; *Guided truth "
              "grade* is that grade corrected by the Reference's own CbCr (true warp) below the guide's detail "
-             "limit, as the model's guide corrects its prediction; *Guided baseline* is the baseline corrected "
+             "limit (and finer, by the guide's fine weight), as the model's guide corrects its prediction; *Guided baseline* is the baseline corrected "
              "the same way: the guided design with the shot's baseline as its Source-only prediction, which is "
              "what a chroma model is before its first step (it starts from the shot's baseline grade, on the "
              "true warps here). None is a bound: the model's prediction is local, not a global grade.", "",
@@ -809,7 +811,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(scores, default=float))
         return 0
     if args.merge:
-        result = merge_results([Path(p) for p in args.merge])
+        try:
+            result = merge_results([Path(p) for p in args.merge])
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")

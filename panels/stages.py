@@ -208,8 +208,10 @@ def draw_inference(layout: bpy.types.UILayout, context: bpy.types.Context) -> No
     draw_job_state(layout, fr)
     layout.prop(fr, "model_path")
     col = layout.column()
-    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite", "grain", "fine_colour"):
+    for name in ("display_exr", "aces_exr", "compression", "review", "overwrite", "grain"):
         col.prop(fr.output, name)
+    if fr.branch == "chroma":  # where a guided chroma model's finer colour comes from
+        col.prop(fr.output, "fine_colour")
     layout.operator("film_recovery.infer", icon="RENDER_ANIMATION")
     if fr.infer_display:
         layout.label(text=f"Frames: {fr.infer_display}"[:110])

@@ -206,8 +206,10 @@ def test_runs_over_different_kinds_merge_into_one_table(field_run):
     table = field.markdown(merged)
     assert "through both front doors:" in table and "2 runs over different kinds at once" in table
     assert table.count(f"| {BATCH_KIND} |") == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="none given"):
         field.merge_results([])
+    with pytest.raises(ValueError, match="run_3/field.json"):  # a run stopped before its first shot
+        field.merge_results([out / "field.json", out / "run_3" / "field.json"])
     # The product validates every 100 steps (best model kept); the CPU-sized default once, at the end.
     assert HARNESS.recipe()["training.validate_every"] == HARNESS.steps
     assert field.HarnessSettings(validate_every=100).recipe()["training.validate_every"] == 100

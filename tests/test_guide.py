@@ -376,3 +376,20 @@ def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(samp
     options = InferOptions()
     assert recipe_hash(job, 0.0, "fp32", options) == recipe_hash(moved, 0.0, "fp32", options)
     assert recipe_hash(job, 0.0, "fp32", options, guided=True) != recipe_hash(moved, 0.0, "fp32", options, guided=True)
+
+
+def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_path):
+    """The add-on (installed from its zip into the bpy module): the Inference panel's Fine Colour
+    reaches the job the engine runs."""
+    from importlib import import_module
+
+    import bpy
+    from conftest import ADDON_MODULE
+
+    recipe = import_module(ADDON_MODULE + ".addon.recipe")
+    fr = bpy.context.scene.film_recovery
+    fr.work_dir, fr.branch = str(tmp_path), "chroma"
+    assert fr.output.fine_colour == "auto"
+    fr.output.fine_colour = "reference"
+    assert recipe.recipe_to_job(fr).output.fine_colour == "reference"
+    fr.output.fine_colour = "auto"

@@ -151,9 +151,9 @@ def _deferred_stop_signals() -> Iterator[dict[str, bool]]:
             signal.signal(s, handler)
 
 
+UNET_GRADE_LR_SCALE = 0.25  # see _Trainer: a UNet on the starting grade at the full rate swung
 # A reference-guided model must also predict where the Reference is missing (bars, subtitles, frames
 # without one): this share of training crops loses its guide, and this share loses a rectangle of it.
-UNET_GRADE_LR_SCALE = 0.25  # see _Trainer: a UNet on the starting grade at the full rate swung
 GUIDE_DROP = 0.3
 GUIDE_HOLE = 0.2
 
