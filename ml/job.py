@@ -193,13 +193,14 @@ class Output:
         "piz", "EXR compression: PIZ lossless (best on grain), ZIP lossless, DWAA lossy (archive only).")
     review: Literal["none", "png", "movie"] = _field("png", "Review output.")
     overwrite: bool = _field(False, "Replace frames that already exist (otherwise they are kept and resumed).")
-    # Restoration artists deliver a spatial recovery either with the plate's own grain (it matches
-    # the rest of the film) or clean (for a re-grain later); the target's luma holds neither.
+    # Restoration artists deliver a recovery either with the plate's own grain (it matches the rest of
+    # the film) or clean (for a re-grain later); the target (the Reference's luma or colour) holds none.
     grain: Literal["clean", "keep_source"] = _field(
         "clean", "Spatial branch: `clean` delivers the restored luma as the model predicts it (no grain, or the "
         "Reference's); `keep_source` separates the Source's grain (its luma above a 1.5 px Gaussian, "
-        "`ml.neural.predict.source_grain`) and adds it back over the restored luma. Chroma keeps the Source's luma, "
-        "grain and all, either way.")
+        "`ml.neural.predict.source_grain`) and adds it back over the restored luma. Chroma branch: the luma is the "
+        "Source's, grain and all, either way; `clean` reduces the colour grain the recovered colour carries from the "
+        "Source (`ml.neural.predict.reduce_colour_grain`), `keep_source` leaves it.")
     # Below the Reference's resolution a chroma model's colour detail is the Source's own: picture, or
     # grain the Reference does not have. `auto` tells them apart per frame by the luma (ml.guide.fine_weight).
     fine_colour: Literal["auto", "model", "reference"] = _field(

@@ -223,7 +223,7 @@ def draw_review(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     row = layout.row(align=True)
     for mode, label in (("result", "Result"), ("wipe", "A/B Wipe"), ("difference", "Difference")):
         row.operator("film_recovery.review", text=label).mode = mode
-    layout.prop(fr.output, "grain")  # spatial: the Source's grain back over the restored luma, or clean
+    layout.prop(fr.output, "grain")  # the Source's grain back (spatial) or kept (chroma), or clean
     layout.operator("film_recovery.fit_baseline", icon="COLOR")
     layout.prop(fr, "truth_dir")
     layout.operator("film_recovery.evaluate", icon="GRAPH")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..errors import FilmRecoveryError
 from .models import RecoveryModel, frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
@@ -142,15 +143,61 @@ def source_grain(luma: torch.Tensor, sigma: float = GRAIN_SIGMA) -> torch.Tensor
     return luma - blurred
 
 
+# Colour grain (`reduce_colour_grain`). The fit's window and flatness floor: 3x3 px and a luma
+# variance of 1e-3 (a std of 0.03 in display units, above film grain's). The noise level is the 25th
+# percentile of the residual's local power (5x5 px) times 1.2: on pure noise that percentile is about
+# 0.6 of the noise variance and the mean residual power about 0.75 of it (simulated), so the product
+# is the power a grain-only window has, provided a quarter of the frame is that flat.
+COLOUR_GRAIN_RADIUS = 1
+COLOUR_GRAIN_FLAT_VARIANCE = 1e-3
+COLOUR_GRAIN_POWER_RADIUS = 2
+COLOUR_GRAIN_NOISE_QUANTILE = 0.25
+COLOUR_GRAIN_NOISE_SCALE = 1.2
+
+
+def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2 radius + 1)^2 box, over the pixels inside the frame at its edges."""
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def reduce_colour_grain(ycbcr: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) recovered YCbCr -> the same with the Source's colour grain reduced in CbCr.
+
+    A chroma recovery carries the Source's fine colour through the grade, and with it the Source's
+    colour grain, amplified where the grade undoes a fade; the target (the Reference's colour) has
+    none. Per 3x3 window, the colour the luma explains (a linear fit of each chroma channel on the
+    luma: picture edges) is kept; what is left is shrunk towards zero by a local Wiener gain,
+    1 - noise / its local power, with the noise level measured on the frame itself (its flattest
+    quarter). Colour detail the luma does not explain survives where it stands above the grain."""
+    luma, chroma = ycbcr[:, :1].float(), ycbcr[:, 1:].float()
+    r = COLOUR_GRAIN_RADIUS
+    mean_y, mean_c = _box_mean(luma, r), _box_mean(chroma, r)
+    covariance = _box_mean(luma * chroma, r) - mean_y * mean_c
+    variance = (_box_mean(luma * luma, r) - mean_y * mean_y).clamp_min(0.0)
+    slope = covariance / (variance + COLOUR_GRAIN_FLAT_VARIANCE)
+    explained = _box_mean(slope, r) * luma + _box_mean(mean_c - slope * mean_y, r)
+    residual = chroma - explained
+    power = _box_mean(residual * residual, COLOUR_GRAIN_POWER_RADIUS)
+    sample = power[..., ::2, ::2].flatten(2)  # every 4th pixel is plenty for a percentile
+    rank = max(1, int(COLOUR_GRAIN_NOISE_QUANTILE * sample.shape[-1]))
+    noise = COLOUR_GRAIN_NOISE_SCALE * sample.kthvalue(rank, dim=-1).values  # (N, 2)
+    keep = (1.0 - noise[..., None, None] / power.clamp_min(1e-12)).clamp(0.0, 1.0)
+    return torch.cat([ycbcr[:, :1], (explained + keep * residual).to(ycbcr.dtype)], dim=1)
+
+
 def apply_grain_choice(recovered: torch.Tensor, source: torch.Tensor, grain: str,
                        predicted_channels: tuple[int, ...]) -> torch.Tensor:
-    """The recipe's grain choice (job.output.grain) on a recovered YCbCr batch: `keep_source` adds
-    the Source's grain (`source_grain` of `source`'s luma) over a predicted luma; `clean` and the
-    chroma branch (its luma is the Source's own, grain included) leave it as it is."""
+    """The recipe's grain choice (job.output.grain) on a recovered YCbCr batch. Spatial branch:
+    `keep_source` adds the Source's grain (`source_grain` of `source`'s luma) over a predicted luma,
+    `clean` leaves it as predicted. Chroma branch (its luma is the Source's own, grain included):
+    `clean` reduces the colour grain the prediction carries from the Source (`reduce_colour_grain`),
+    `keep_source` leaves it."""
     if grain not in GRAIN_CHOICES:
         raise FilmRecoveryError(f"unknown grain choice {grain!r}.", where="job.output.grain",
                                 fix="Use clean or keep_source.")
-    if grain == "clean" or 0 not in predicted_channels:
+    if 0 not in predicted_channels:
+        return reduce_colour_grain(recovered) if grain == "clean" else recovered
+    if grain == "clean":
         return recovered
     out = recovered.clone()
     out[:, :1] = recovered[:, :1] + source_grain(source[:, :1].float())
