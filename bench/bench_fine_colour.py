@@ -12,7 +12,7 @@ field harness does; the training is not repeated, so only that choice differs.
 
     .venv/bin/python bench/field.py --out /tmp/f2k --size 2k --doors cli --steps 20 --eval-frames 4 --lean \\
         --kinds grey_edge,dark_edges,night,high_key,sky_wall,pal_speedup,ntsc_pulldown,pan_scan,turning,pillarbox_grade
-    .venv/bin/python bench/bench_fine_colour.py --field /tmp/f2k --option grain --eval-frames 4 --write-docs
+    .venv/bin/python bench/bench_fine_colour.py --field /tmp/f2k [/tmp/fsmall ...] --option grain --write-docs
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ OPTIONS = {
 }
 
 
-def rescore(field_dir: Path, eval_frames: int, option: str = "fine_colour", log=print) -> list[dict]:
+def rescore(field_dir: Path, eval_frames: int | None, option: str = "fine_colour", log=print) -> list[dict]:
     """Per completed chroma kind of a field run: its scores and median fine weight under each choice
-    of job.output.<option>."""
+    of job.output.<option>, on `eval_frames` held-out frames (None: as many as the run scored)."""
     result = json.loads((field_dir / "field.json").read_text())
+    eval_frames = eval_frames or result["harness"]["eval_frames"]
     rows = []
     for shot in result["shots"]:
         run = shot["doors"].get("cli")
@@ -98,20 +99,10 @@ def _gap(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
 
-def markdown(rows: list[dict], field_dir: Path, option: str = "fine_colour") -> str:
-    spec = OPTIONS[option]
-    before_choice, after_choice = spec.choices
-    size = rows[0]["size"] if rows else "?"
-    harness = json.loads((field_dir / "field.json").read_text())["harness"]
-    lines = [spec.title, "",
-             f"`bench/bench_fine_colour.py --option {option}` inferred each chroma kind of a field run ({size} size, "
-             f"CLI door, {harness['model_size']} {harness['model']} trained {harness['steps']} steps of batch "
-             f"{harness['batch']} x {harness['crop_size']}^2; this machine, {time.strftime('%Y-%m-%d')}) twice with the "
-             f"same trained model: {spec.explains}. Cells: `PSNR-CbCr dB / mean CIEDE2000` against truth on the "
-             "field table's held-out frames; the goal as the field table's (90 % of the baseline-to-Reference gap "
-             "where the Reference beats the baseline, CIEDE2000 at most 2.0).", "",
-             f"| kind | Reference | Baseline | Reference's own | {before_choice}: Model | gap closed | fine weight (median) "
-             f"| {after_choice}: Model | gap closed | goal met ({after_choice}) |",
+def _table(rows: list[dict], option: str) -> list[str]:
+    before_choice, after_choice = OPTIONS[option].choices
+    lines = [f"| kind | Reference | Baseline | Reference's own | {before_choice}: Model | gap closed "
+             f"| fine weight (median) | {after_choice}: Model | gap closed | goal met ({after_choice}) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         before, after = row[before_choice]["quality"], row[after_choice]["quality"]
@@ -122,24 +113,49 @@ def markdown(rows: list[dict], field_dir: Path, option: str = "fine_colour") -> 
                      f"{row[after_choice]['fine_weight']:.2f} | {_cell(methods['model'])} | "
                      f"{_gap(after['gap_closed'])} | {'yes' if field.goal_met('chroma', after)[0] else 'no'} |")
     met = {choice: sum(field.goal_met("chroma", row[choice]["quality"])[0] for row in rows)
-           for choice in spec.choices}
-    lines += ["", f"Goal met: {met[before_choice]} of {len(rows)} kinds with `{before_choice}`, "
-                  f"{met[after_choice]} of {len(rows)} with `{after_choice}`."]
+           for choice in (before_choice, after_choice)}
+    return lines + ["", f"Goal met: {met[before_choice]} of {len(rows)} kinds with `{before_choice}`, "
+                        f"{met[after_choice]} of {len(rows)} with `{after_choice}`."]
+
+
+def _trained(field_dir: Path) -> str:
+    harness = json.loads((field_dir / "field.json").read_text())["harness"]
+    return (f"{harness['model_size']} {harness['model']} trained {harness['steps']} steps of batch {harness['batch']} "
+            f"x {harness['crop_size']}^2")
+
+
+def markdown(runs: list[tuple[Path, list[dict]]], option: str = "fine_colour") -> str:
+    """The section: one table per field run (size), all from this invocation."""
+    spec = OPTIONS[option]
+    sizes = ", ".join(f"{rows[0]['size'] if rows else '?'} size ({_trained(field_dir)})" for field_dir, rows in runs)
+    lines = [spec.title, "",
+             f"`bench/bench_fine_colour.py --option {option}` inferred each chroma kind of field runs ({sizes}; "
+             f"CLI door; this machine, {time.strftime('%Y-%m-%d')}) twice with the same trained model: "
+             f"{spec.explains}. Cells: `PSNR-CbCr dB / mean CIEDE2000` against truth on the field table's held-out "
+             "frames; the goal as the field table's (90 % of the baseline-to-Reference gap where the Reference beats "
+             "the baseline, CIEDE2000 at most 2.0)."]
+    for _, rows in runs:
+        if len(runs) > 1:
+            lines += ["", f"### {rows[0]['size'] if rows else '?'} size"]
+        lines += [""] + _table(rows, option)
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--field", required=True, help="a bench/field.py --out folder (CLI door run)")
+    parser.add_argument("--field", required=True, nargs="+", help="bench/field.py --out folders (CLI door runs)")
     parser.add_argument("--option", choices=sorted(OPTIONS), default="fine_colour",
                         help="the job.output choice to compare")
-    parser.add_argument("--eval-frames", type=int, default=field.HarnessSettings.eval_frames)
+    parser.add_argument("--eval-frames", type=int, default=None, help="default: each field run's own")
     parser.add_argument("--write-docs", action="store_true",
-                        help="store the table in bench/results/ (fine_colour.md or colour_grain.md) and the docs")
+                        help="store the section in bench/results/ (fine_colour.md or colour_grain.md) and the docs")
     args = parser.parse_args(argv)
-    field_dir = Path(args.field).resolve()
-    rows = rescore(field_dir, args.eval_frames, args.option, log=lambda text: print(text, file=sys.stderr, flush=True))
-    section = markdown(rows, field_dir, args.option)
+    runs = []
+    for folder in args.field:
+        field_dir = Path(folder).resolve()
+        runs.append((field_dir, rescore(field_dir, args.eval_frames, args.option,
+                                        log=lambda text: print(text, file=sys.stderr, flush=True))))
+    section = markdown(runs, args.option)
     print(section)
     if args.write_docs:
         spec = OPTIONS[args.option]

@@ -78,11 +78,12 @@ def make_model(folder: Path, kind: str, size: str) -> tuple[Path, int]:
     return path, parameter_count(model)
 
 
-def run_case(root: Path, plate: Path, model: Path, frames: int, warmup: int, args, review: bool) -> dict:
+def run_case(root: Path, plate: Path, model: Path, frames: int, warmup: int, args, review: bool,
+             grain: str = "clean") -> dict:
     job = Job(name="bench", work_dir=str(root / "work"), source=Plate(str(plate), 1001, 1000 + frames),
               model_path=str(model),
               output=Output(display_exr=not args.no_display, aces_exr=True, compression=args.compression,
-                            review="png" if review else "none", overwrite=True))
+                            review="png" if review else "none", overwrite=True, grain=grain))
     options = InferOptions(device=args.device, dtype=args.dtype, batch=args.batch, compile=args.compile,
                            decode_workers=args.decode_workers, encode_workers=args.encode_workers,
                            archival=args.archival, overwrite=True)
@@ -111,6 +112,8 @@ def main() -> None:
     parser.add_argument("--compression", default="zip", choices=["zip", "piz", "dwaa"])
     parser.add_argument("--no-display", action="store_true", help="archival EXR only")
     parser.add_argument("--review", action="store_true", help="also write review PNGs")
+    parser.add_argument("--grain", default="clean,keep_source",
+                        help="output.grain choices, a row each (clean reduces the colour grain: its cost is in colour)")
     parser.add_argument("--decode-workers", type=int, default=0)
     parser.add_argument("--encode-workers", type=int, default=0)
     parser.add_argument("--out", default="", help="scratch folder (default: a temp folder; /dev/shm takes the disk out)")
@@ -120,6 +123,7 @@ def main() -> None:
         args.sizes, args.frames, args.warmup = "512x389,1024x540", 6, 2
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     kinds = [k.strip() for k in args.model_kind.split(",") if k.strip()]
+    grains = [g.strip() for g in args.grain.split(",") if g.strip()]
     device = resolve_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device.type} ({os.cpu_count()} cores)"
     if args.out:
@@ -129,19 +133,19 @@ def main() -> None:
     print(f"{args.frames} measured frames per row after {args.warmup} warm-up frames; outputs: archival ACES "
           f"EXR ({args.compression}, {args.archival}){'' if args.no_display else ' + display EXR'}"
           f"{' + review PNG' if args.review else ''}; scratch {root}.\n")
-    header = ["size", "model", "params", "precision", "fps", *(f"{s} ms/frame" for s in STAGES)]
+    header = ["size", "model", "grain", "params", "precision", "fps", *(f"{s} ms/frame" for s in STAGES)]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     try:
         for width, height in sizes:
             plate = make_plate(root / f"plate_{width}x{height}", width, height, args.frames)
-            for kind in kinds:
+            for kind, grain in ((k, g) for k in kinds for g in grains):
                 model, params = make_model(root, kind, args.model_size)
                 start = time.perf_counter()
-                row = run_case(root, plate, model, args.frames, args.warmup, args, args.review)
+                row = run_case(root, plate, model, args.frames, args.warmup, args, args.review, grain)
                 stages = row["stages"]
-                cells = [f"{width}x{height}", f"{args.model_size} {kind}", f"{params / 1e6:.2f} M", row["precision"],
-                         f"{row['fps']:.2f}", *(f"{stages[s]['ms_per_frame']:.1f}" for s in STAGES)]
+                cells = [f"{width}x{height}", f"{args.model_size} {kind}", grain, f"{params / 1e6:.2f} M",
+                         row["precision"], f"{row['fps']:.2f}", *(f"{stages[s]['ms_per_frame']:.1f}" for s in STAGES)]
                 print("| " + " | ".join(cells) + " |", flush=True)
                 for note in row["notes"]:
                     print(f"  note: {note}", file=sys.stderr)
