@@ -513,8 +513,11 @@ def guide_text(summary: dict) -> str:
 
 
 def detail_sentence(summary: dict) -> str:
-    """Which colour detail the Reference set and which the model (lower case, no full stop), or ""."""
+    """Which colour detail the Reference set and which the model, and whether the model's colour
+    grain was reduced (lower case, no full stop), or ""."""
     sigma, weight = summary.get("detail_sigma", 0.0), summary.get("fine_weight", 0.0)
+    grain = ("the colour grain the prediction carries from the Source is reduced (output.grain clean)"
+             if summary.get("colour_grain") == "reduced" and weight < 0.99 else "")
     if summary.get("coding_blocks"):
         text = f"the Reference shows video coding blocks, so it sets the colour coarser than {sigma:.0f} px"
     elif summary.get("half_chroma"):
@@ -523,9 +526,11 @@ def detail_sentence(summary: dict) -> str:
     elif weight >= 0.5:
         text = f"the Reference sets the colour coarser than {sigma:.1f} px"
     else:
-        return ""
+        return grain
     if weight < 0.5:
-        return text + " and the model's prediction the finer detail"
-    share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
-    return (text + "; finer, the Source's detail is mostly grain (its luma does not follow the Reference's "
-            f"there), so the Reference's colour is taken {share} there too")
+        text += " and the model's prediction the finer detail"
+    else:
+        share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
+        text += ("; finer, the Source's detail is mostly grain (its luma does not follow the Reference's "
+                 f"there), so the Reference's colour is taken {share} there too")
+    return text + (f"; {grain}" if grain else "")

@@ -263,6 +263,12 @@ def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edge
     assert chroma_error(reduce_colour_grain(picture)) < 0.02 * chroma_error(grainy)
     kept = apply_grain_choice(grainy, grainy, "keep_source", chroma)
     torch.testing.assert_close(kept, grainy, atol=0, rtol=0)
+    # The inference line and the report say so where the prediction's detail is kept.
+    summary = {"detail_sigma": 0.7, "fine_weight": 0.0, "frames": 1, "mean_coverage": 1.0, "unguided_frames": [],
+               "colour_grain": "reduced"}
+    assert "colour grain" in guide.guide_text(summary) and "colour grain" in report._guide_section(summary)
+    assert "colour grain" not in guide.detail_sentence({**summary, "colour_grain": "kept"})
+    assert "colour grain" not in guide.detail_sentence({**summary, "fine_weight": 1.0})
 
 
 def test_the_job_chooses_where_the_finer_colour_comes_from(sample, tmp_path):

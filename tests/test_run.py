@@ -72,6 +72,7 @@ def test_run_goes_through_every_stage_and_keeps_the_addons_decisions(tmp_path):
     # Reference-guided by default: every frame gets its Reference partner and coverage, recorded.
     guide = result["results"]["infer"]["guide"]
     assert guide["frames"] == 12 and guide["mean_coverage"] > 0.5, guide
+    assert guide["colour_grain"] == "reduced"  # output.grain clean, the default, on the chroma branch
     frames = json.loads((work / "infer" / "guide.json").read_text())["frames"]
     assert {f["source_frame"] for f in frames} == set(range(1001, 1013))
     assert all(f["reference_frame"] is not None and f["matrix"] for f in frames if f["coverage"] > 0)

@@ -842,6 +842,8 @@ def _write_guide_report(job: Job, records: list[GuideFrame]) -> dict[str, Any]:
     summary = guide_summary(sorted(records, key=lambda r: r.source_frame))
     if not summary:
         return {}
+    if job.branch == "chroma":  # output.grain on this branch: the prediction's colour grain (apply_grain_choice)
+        summary["colour_grain"] = "reduced" if job.output.grain == "clean" else "kept"
     path = job.work_path("infer", "guide.json")
     from ..imageio import atomic_path
 
