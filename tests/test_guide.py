@@ -263,6 +263,13 @@ def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edge
     assert chroma_error(reduce_colour_grain(picture)) < 0.02 * chroma_error(grainy)
     kept = apply_grain_choice(grainy, grainy, "keep_source", chroma)
     torch.testing.assert_close(kept, grainy, atol=0, rtol=0)
+    # Where the guide took the Reference's finer colour (coverage x fine weight), there is no Source
+    # grain to reduce: that share is left as it is.
+    share = torch.zeros((1, 1, 256, 256))
+    share[..., :, 128:] = 1.0
+    partly = apply_grain_choice(grainy, grainy, "clean", chroma, reference_share=share)
+    torch.testing.assert_close(partly[..., 128:], grainy[..., 128:], atol=0, rtol=0)
+    torch.testing.assert_close(partly[..., :128], cleaned[..., :128], atol=1e-6, rtol=0)
     # The inference line and the report say so where the prediction's detail is kept.
     summary = {"detail_sigma": 0.7, "fine_weight": 0.0, "frames": 1, "mean_coverage": 1.0, "unguided_frames": [],
                "colour_grain": "reduced"}

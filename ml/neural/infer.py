@@ -432,7 +432,7 @@ class DevicePipeline:
         clock.append(self._stamp())
         out = self._predict(model_source, guide, detail)
         clock.append(self._stamp())
-        display, aces, review = self._outputs(self._recombine(out, source, batch))
+        display, aces, review = self._outputs(self._recombine(out, source, batch, guide, detail))
         ready = None
         if self.cuda:
             ready = torch.cuda.Event()
@@ -476,8 +476,11 @@ class DevicePipeline:
                                if d.guide_record is not None else (0.0, 0.0) for d in batch])
         return guide, detail
 
-    def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded]) -> torch.Tensor:
-        """The prediction with the plate's own kept channels and, as job.output.grain says, its grain."""
+    def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],
+                   guide: torch.Tensor | None = None, detail: torch.Tensor | None = None) -> torch.Tensor:
+        """The prediction with the plate's own kept channels and, as job.output.grain says, its grain
+        (on the chroma branch, not where the guide took the Reference's finer colour: `detail`'s
+        fine weight times the guide's coverage)."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -487,7 +490,12 @@ class DevicePipeline:
             grain_from = rgb_to_ycbcr(kept.float().permute(0, 3, 1, 2))
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
-        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels)
+        reference_share = None
+        if guide is not None and detail is not None:
+            # without a detail limit (sigma 0) the covered pixels took the Reference whole (reference_correction)
+            weight = torch.where(detail[:, 0] > 0, detail[:, 1], torch.ones_like(detail[:, 1]))
+            reference_share = guide[:, 3:4] * weight.to(guide.device).view(-1, 1, 1, 1)
+        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, reference_share)
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """YCbCr -> the display, archival and review pixels, copied (on CUDA: queued) to the host."""

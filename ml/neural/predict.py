@@ -186,17 +186,25 @@ def reduce_colour_grain(ycbcr: torch.Tensor) -> torch.Tensor:
 
 
 def apply_grain_choice(recovered: torch.Tensor, source: torch.Tensor, grain: str,
-                       predicted_channels: tuple[int, ...]) -> torch.Tensor:
+                       predicted_channels: tuple[int, ...], reference_share: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """The recipe's grain choice (job.output.grain) on a recovered YCbCr batch. Spatial branch:
     `keep_source` adds the Source's grain (`source_grain` of `source`'s luma) over a predicted luma,
     `clean` leaves it as predicted. Chroma branch (its luma is the Source's own, grain included):
     `clean` reduces the colour grain the prediction carries from the Source (`reduce_colour_grain`),
-    `keep_source` leaves it."""
+    `keep_source` leaves it. `reference_share` (N, 1, H, W): how much of each pixel's finer colour the
+    guide took from the Reference (coverage x fine weight); that share carries no Source grain and is
+    left as it is."""
     if grain not in GRAIN_CHOICES:
         raise FilmRecoveryError(f"unknown grain choice {grain!r}.", where="job.output.grain",
                                 fix="Use clean or keep_source.")
     if 0 not in predicted_channels:
-        return reduce_colour_grain(recovered) if grain == "clean" else recovered
+        if grain == "keep_source":
+            return recovered
+        reduced = reduce_colour_grain(recovered)
+        if reference_share is None:
+            return reduced
+        return recovered - (1.0 - reference_share) * (recovered - reduced)  # exact where the share is 1
     if grain == "clean":
         return recovered
     out = recovered.clone()
