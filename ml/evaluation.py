@@ -244,7 +244,7 @@ def source_only_predictor(job) -> tuple[Callable[[Any], np.ndarray] | None, str]
                       f"test. Train again or pass the right model.")
     if not model.config.guided:
         return None, ""
-    return (lambda pair: predict_pair(model, metadata, pair, device)), ""
+    return (lambda pair: predict_pair(model, metadata, pair, device, job.output.grain)), ""
 
 
 def sample_truth_grade(truth_dir: str | os.PathLike) -> dict | None:

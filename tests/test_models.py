@@ -164,6 +164,23 @@ def test_predict_batch_tensor_matches_predict_frame():
                                atol=1e-6)
 
 
+def test_the_source_alone_score_follows_the_grain_choice():
+    """shot_score.predict_pair (the per-shot scores and the report's from-the-Source-alone figure)
+    applies job.output.grain as `infer` does: the same pixels as predict_frame under each choice."""
+    from pathlib import Path
+
+    from ml.dataset_io import DatasetPair
+    from ml.neural.shot_score import predict_pair
+
+    model = _active_model("bilateral", "chroma")
+    rgb = _photo(40, 56)
+    pair = DatasetPair("pair", Path("input.exr"), Path("target.exr"), True, rgb, rgb)
+    kept, clean = (predict_pair(model, {}, pair, "cpu", grain) for grain in ("keep_source", "clean"))
+    np.testing.assert_allclose(kept, predict_frame(model, {}, rgb, "cpu", grain="keep_source"), atol=1e-6)
+    np.testing.assert_allclose(clean, predict_frame(model, {}, rgb, "cpu", grain="clean"), atol=1e-6)
+    assert np.abs(clean - kept).max() > 1e-4
+
+
 _LOAD_WATCHING_PICKLE = """
 import sys
 from pathlib import Path

@@ -36,7 +36,8 @@ def run(args, job, reporter) -> None:
         raise FilmRecoveryError("no model to score.", where="job.model_path",
                                 fix="Set job.model_path or pass --model PATH.")
     scores = score_shots(dataset, model, job.branch, args.device,
-                         progress=lambda done, total: reporter.progress(done, total, "score"), baseline=args.baseline)
+                         progress=lambda done, total: reporter.progress(done, total, "score"), baseline=args.baseline,
+                         grain=job.output.grain)
     out = Path(args.out) if args.out else dataset.parent / "scores.json"
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")

@@ -31,13 +31,13 @@ import numpy as np
 from ..errors import FilmRecoveryError
 
 
-def predict_pair(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
+def predict_pair(model, metadata: dict[str, Any], pair, device, grain: str = "clean") -> np.ndarray:
     """The model's prediction for a dataset pair's input from the Source alone (no Reference guide),
-    each pixel placed in its frame; float32 RGB."""
+    each pixel placed in its frame, with job.output.grain applied as `infer` applies it; float32 RGB."""
     import torch
 
     from .models import frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
-    from .predict import check_metadata, predict_ycbcr
+    from .predict import apply_grain_choice, check_metadata, predict_ycbcr
 
     check_metadata(metadata)
     rgb = torch.from_numpy(np.ascontiguousarray(pair.input.transpose(2, 0, 1)))[None].to(device)
@@ -45,12 +45,14 @@ def predict_pair(model, metadata: dict[str, Any], pair, device) -> np.ndarray:
     if model.config.position:
         coords = frame_coords(rgb.shape[2], rgb.shape[3], pair.origin, pair.frame_size, device=device)
     with torch.inference_mode():
-        out = predict_ycbcr(model, rgb_to_ycbcr(rgb), None, tile=1024, coords=coords)
+        source = rgb_to_ycbcr(rgb)
+        out = predict_ycbcr(model, source, None, tile=1024, coords=coords)
+        out = apply_grain_choice(out, source, grain, model.config.predicted_channels)
     return ycbcr_to_rgb(out)[0].permute(1, 2, 0).float().cpu().numpy()
 
 
 def score_shots(dataset_dir: str | os.PathLike, model_path: str | os.PathLike, branch: str,
-                device: str = "cpu", progress=None, baseline: str = "unit") -> dict[str, Any]:
+                device: str = "cpu", progress=None, baseline: str = "unit", grain: str = "clean") -> dict[str, Any]:
     """Numbers per shot (see the module docstring), keyed by shot name."""
     from ..baseline import apply_baseline, collect_samples, fit_baseline, fit_from_dataset
     from ..dataset_io import load_dataset
@@ -96,7 +98,7 @@ def score_shots(dataset_dir: str | os.PathLike, model_path: str | os.PathLike, b
         comparisons = []
         for pair in held:
             comparisons.append(compare(pair.name, 0, pair.input, apply_baseline(pair.input, fit),
-                                       predict_pair(model, metadata, pair, torch_device), pair.target, branch,
+                                       predict_pair(model, metadata, pair, torch_device, grain), pair.target, branch,
                                        thumbnail_width=64))
             done += 1
             if progress:
