@@ -66,18 +66,20 @@ def rescore(field_dir: Path, eval_frames: int | None, option: str = "fine_colour
             continue
         work = field_dir / "work" / shot["kind"] / "cli"
         row = {"kind": shot["kind"], "size": result["size"], "reference_size": shot["reference_size"]}
-        for choice in OPTIONS[option].choices:
-            start = time.perf_counter()
-            _set_output(work / "job.json", option, choice)
-            code, message, _, _ = field.run_engine(["infer", str(work / "job.json"), "--overwrite"], timeout=3600)
-            if code:
-                raise RuntimeError(f"{shot['kind']}: infer failed: {message}")
-            guide = json.loads((work / "infer" / "guide.json").read_text())["summary"]
-            scores = field.score_work(str(field_dir / "shots" / shot["kind"]), work, True, eval_frames)["quality"]
-            row[choice] = {"quality": scores, "fine_weight": guide.get("fine_weight", 0.0)}
-            log(f"[{shot['kind']}] {choice}: {_cell(scores['methods']['model'])}, "
-                f"fine weight {row[choice]['fine_weight']:.2f} ({time.perf_counter() - start:.0f} s)")
-        _set_output(work / "job.json", option, OPTIONS[option].choices[-1])
+        try:  # the job is left at the default choice, whatever happens
+            for choice in OPTIONS[option].choices:
+                start = time.perf_counter()
+                _set_output(work / "job.json", option, choice)
+                code, message, _, _ = field.run_engine(["infer", str(work / "job.json"), "--overwrite"], timeout=3600)
+                if code:
+                    raise RuntimeError(f"{shot['kind']}: infer failed: {message}")
+                guide = json.loads((work / "infer" / "guide.json").read_text())["summary"]
+                scores = field.score_work(str(field_dir / "shots" / shot["kind"]), work, True, eval_frames)["quality"]
+                row[choice] = {"quality": scores, "fine_weight": guide.get("fine_weight", 0.0)}
+                log(f"[{shot['kind']}] {choice}: {_cell(scores['methods']['model'])}, "
+                    f"fine weight {row[choice]['fine_weight']:.2f} ({time.perf_counter() - start:.0f} s)")
+        finally:
+            _set_output(work / "job.json", option, OPTIONS[option].choices[-1])
         rows.append(row)
     return rows
 

@@ -414,6 +414,11 @@ def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(samp
     options = InferOptions()
     assert recipe_hash(job, 0.0, "fp32", options) == recipe_hash(moved, 0.0, "fp32", options)
     assert recipe_hash(job, 0.0, "fp32", options, guided=True) != recipe_hash(moved, 0.0, "fp32", options, guided=True)
+    # Where the finer colour comes from changes a guided model's pixels; the grain choice any model's.
+    other = dataclasses.replace(job, output=dataclasses.replace(job.output, fine_colour="reference"))
+    assert recipe_hash(job, 0.0, "fp32", options, guided=True) != recipe_hash(other, 0.0, "fp32", options, guided=True)
+    kept = dataclasses.replace(job, output=dataclasses.replace(job.output, grain="keep_source"))
+    assert recipe_hash(job, 0.0, "fp32", options) != recipe_hash(kept, 0.0, "fp32", options)
 
 
 def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_path):

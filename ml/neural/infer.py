@@ -220,15 +220,16 @@ def precision_name(device: torch.device, dtype: str) -> str:
 def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions, guided: bool = False) -> str:
     """SHA-256 of what decides the output pixels besides the model: the Source and its chain,
     the branch, the precision, the archival transform and the compression; for a guided model also
-    the Reference, the warps and the pairs it is guided by (a Source-only model's frames stay
-    current when only those change)."""
+    the Reference, the warps and the pairs it is guided by, and where its finer colour comes from
+    (`output.fine_colour`; a Source-only model's frames stay current when only those change)."""
     recipe = {"source": dataclasses.asdict(job.source), "balance": dataclasses.asdict(job.balance),
               "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
               "compression": job.output.compression}
     if guided:
         recipe.update(reference=dataclasses.asdict(job.reference), alignment=dataclasses.asdict(job.alignment),
-                      pairs=[(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted])
+                      pairs=[(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted],
+                      fine_colour=job.output.fine_colour)
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
