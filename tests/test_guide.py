@@ -419,6 +419,15 @@ def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(samp
     assert recipe_hash(job, 0.0, "fp32", options, guided=True) != recipe_hash(other, 0.0, "fp32", options, guided=True)
     kept = dataclasses.replace(job, output=dataclasses.replace(job.output, grain="keep_source"))
     assert recipe_hash(job, 0.0, "fp32", options) != recipe_hash(kept, 0.0, "fp32", options)
+    # and the reduction's method: frames written before it (or by another version) are not resumed over
+    from ml.neural import infer
+
+    before = recipe_hash(job, 0.0, "fp32", options)
+    infer.COLOUR_GRAIN_METHOD, method = "another", infer.COLOUR_GRAIN_METHOD
+    try:
+        assert recipe_hash(job, 0.0, "fp32", options) != before
+    finally:
+        infer.COLOUR_GRAIN_METHOD = method
 
 
 def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_path):

@@ -67,7 +67,14 @@ from .models import (
     rgb_to_ycbcr,
     ycbcr_to_rgb,
 )
-from .predict import amp_dtype_for, apply_grain_choice, check_metadata, predict_ycbcr, resolve_device
+from .predict import (
+    COLOUR_GRAIN_METHOD,
+    amp_dtype_for,
+    apply_grain_choice,
+    check_metadata,
+    predict_ycbcr,
+    resolve_device,
+)
 
 OUTPUT_KINDS = ("display", "aces", "review")
 PROVENANCE = "film_recovery:"
@@ -226,6 +233,9 @@ def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions,
               "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
               "compression": job.output.compression}
+    if job.branch == "chroma" and job.output.grain == "clean":
+        # frames written before the colour grain reduction are stale: a resumed run must not mix the two
+        recipe["colour_grain"] = COLOUR_GRAIN_METHOD
     if guided:
         recipe.update(reference=dataclasses.asdict(job.reference), alignment=dataclasses.asdict(job.alignment),
                       pairs=[(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted],

@@ -153,6 +153,7 @@ COLOUR_GRAIN_FLAT_VARIANCE = 1e-3
 COLOUR_GRAIN_POWER_RADIUS = 2
 COLOUR_GRAIN_NOISE_QUANTILE = 0.25
 COLOUR_GRAIN_NOISE_SCALE = 1.2
+COLOUR_GRAIN_METHOD = "luma-fit-wiener-1"  # in infer's recipe hash: change it when the reduction's pixels change
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
