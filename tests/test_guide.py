@@ -278,6 +278,35 @@ def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edge
     assert "colour grain" not in guide.detail_sentence({**summary, "fine_weight": 1.0})
 
 
+def test_the_colour_grain_level_is_each_frames_own_and_the_references_share_follows_the_detail_limit():
+    """#14: the reduction measures the noise on each frame, so a batch of frames (inference's) gives
+    each frame what it gives alone: a clean frame beside a grainy one is not shrunk by the other's
+    grain level. The share left alone is coverage x fine weight, and the coverage whole on a frame
+    without a detail limit (the covered pixels took the Reference's colour whole)."""
+    from ml.neural.models import reference_correction
+    from ml.neural.predict import reduce_colour_grain, reference_share
+
+    rng = np.random.default_rng(11)
+    picture = torch.from_numpy(colour.rgb_to_ycbcr(_photo("astronaut", 128, 128))).permute(2, 0, 1)[None]
+    grainy = picture.clone()
+    grainy[:, 1:] += torch.from_numpy(rng.normal(0, 0.03, (1, 2, 128, 128)).astype(np.float32))
+    batch = reduce_colour_grain(torch.cat([picture, grainy]))
+    torch.testing.assert_close(batch[:1], reduce_colour_grain(picture), atol=1e-6, rtol=0)
+    torch.testing.assert_close(batch[1:], reduce_colour_grain(grainy), atol=1e-6, rtol=0)
+
+    cover = torch.zeros((3, 1, 128, 128))
+    cover[..., :, 32:] = 1.0
+    guide_batch = torch.cat([picture.repeat(3, 1, 1, 1), cover], dim=1)
+    detail = torch.tensor([(0.0, 0.0), (2.0, 0.0), (2.0, 0.25)])
+    share = reference_share(guide_batch, detail)
+    torch.testing.assert_close(share[0], cover[0], atol=0, rtol=0)
+    assert float(share[1].abs().max()) == 0.0
+    torch.testing.assert_close(share[2], 0.25 * cover[2], atol=0, rtol=0)
+    # The same rule as the correction itself: without a detail limit the Reference is taken whole.
+    whole = reference_correction(grainy[:, 1:], picture[:, 1:], cover[:1], torch.tensor([0.0]), torch.tensor([0.0]))
+    torch.testing.assert_close(whole[..., 32:], picture[:, 1:, :, 32:], atol=1e-6, rtol=0)
+
+
 def test_the_job_chooses_where_the_finer_colour_comes_from(sample, tmp_path):
     """`output.fine_colour`: auto measures each frame's fine weight; model keeps the prediction's
     finer colour (0), reference takes the Reference's whole (1)."""

@@ -73,6 +73,7 @@ from .predict import (
     apply_grain_choice,
     check_metadata,
     predict_ycbcr,
+    reference_share,
     resolve_device,
 )
 
@@ -501,12 +502,8 @@ class DevicePipeline:
             grain_from = rgb_to_ycbcr(kept.float().permute(0, 3, 1, 2))
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
-        reference_share = None
-        if guide is not None and detail is not None:
-            # without a detail limit (sigma 0) the covered pixels took the Reference whole (reference_correction)
-            weight = torch.where(detail[:, 0] > 0, detail[:, 1], torch.ones_like(detail[:, 1]))
-            reference_share = guide[:, 3:4] * weight.to(guide.device).view(-1, 1, 1, 1)
-        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, reference_share)
+        share = reference_share(guide, detail) if guide is not None and detail is not None else None
+        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share)
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """YCbCr -> the display, archival and review pixels, copied (on CUDA: queued) to the host."""

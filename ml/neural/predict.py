@@ -186,6 +186,14 @@ def reduce_colour_grain(ycbcr: torch.Tensor) -> torch.Tensor:
     return torch.cat([ycbcr[:, :1], (explained + keep * residual).to(ycbcr.dtype)], dim=1)
 
 
+def reference_share(guide: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
+    """(N, 4, H, W) guide and (N, 2) detail (sigma, fine weight) -> (N, 1, H, W): how much of each
+    pixel's finer colour `models.reference_correction` took from the Reference: coverage x fine
+    weight, or the coverage whole for a frame without a detail limit (sigma 0)."""
+    weight = torch.where(detail[:, 0] > 0, detail[:, 1], torch.ones_like(detail[:, 1]))
+    return guide[:, 3:4] * weight.to(guide.device).view(-1, 1, 1, 1)
+
+
 def apply_grain_choice(recovered: torch.Tensor, source: torch.Tensor, grain: str,
                        predicted_channels: tuple[int, ...], reference_share: torch.Tensor | None = None
                        ) -> torch.Tensor:
