@@ -9,10 +9,10 @@
 #          before/after codecs, and the frames/s ceiling it sets (bench/bench_host.py, ~30 s);
 #   infer: end-to-end inference at 2048x1556 and 4096x2160 ($INFER_FRAMES frames after 4 warm-up,
 #          small UNet and small bilateral, archival ACES EXR only, ZIP then PIZ, in /dev/shm);
-#   field: the field corpus's chroma kinds ($FIELD_KINDS) at 2K through the engine CLI door
-#          (bench/field.py) with the product's training defaults (small UNet, 2000 steps of batch
-#          8 x 128^2, validated every 100) on CUDA, $FIELD_RUNS runs over different kinds at once
-#          (one GPU, the host's cores shared); writes field_2k.md and field_2k.json.
+#   field: the field corpus's chroma kinds ($FIELD_KINDS) at $FIELD_SIZE (2k or small) through the
+#          engine CLI door (bench/field.py) with the product's training defaults (small UNet, 2000
+#          steps of batch 8 x 128^2, validated every 100) on CUDA, $FIELD_RUNS runs over different
+#          kinds at once (one GPU, the host's cores shared); writes field_$FIELD_SIZE.md and .json.
 # SECTIONS picks them (default: the first three, in that order; field runs when named).
 #
 # OpenImageIO, PyOpenColorIO and OpenEXR are not on that machine: they travel as cp312 wheels in
@@ -22,6 +22,10 @@
 # The run tool's call (about 3 minutes of command after the machine starts):
 #   command: bash bench/gpu_suite.sh      carry: [".whl/bench"]      timeout_s: 260
 # Inference only (about 1.5 minutes): SECTIONS=host,infer bash bench/gpu_suite.sh
+# #14's training-time figure for all ten chroma kinds (the 2K corpus spends most of a run in CPU
+# stages and did not finish in one call; the small one does, each kind's train stage timed):
+#   command: SECTIONS=field FIELD_SIZE=small FIELD_RUNS=2 FIELD_SECONDS=480 bash bench/gpu_suite.sh
+#   carry: [".whl/bench"]      timeout_s: 540
 #
 # Smoke test on this CPU (tiny sizes, the dev venv, nothing installed):
 #   OUT=/tmp/gpu_smoke bash bench/gpu_suite.sh --cpu
@@ -36,6 +40,7 @@ INFER_FRAMES=${INFER_FRAMES:-24}
 SECTIONS=${SECTIONS:-ttb,host,infer}
 FIELD_KINDS=${FIELD_KINDS:-grey_edge,dark_edges,night,high_key,sky_wall,pal_speedup,ntsc_pulldown,pan_scan,turning,pillarbox_grade}
 FIELD_RUNS=${FIELD_RUNS:-5}
+FIELD_SIZE=${FIELD_SIZE:-2k}
 FIELD_SECONDS=${FIELD_SECONDS:-400}  # each run stops here; what it finished (field.json per shot) is kept
 export PYTHONUNBUFFERED=1
 
@@ -44,7 +49,8 @@ if [ "${1:-}" = "--cpu" ]; then
     TTB=(--device cpu --size 320x180 --frames 12 --max-seconds 10 --steps 200 --crop 64 --batch 4)
     INFER=(--device cpu --sizes 256x194,512x270 --frames 4 --warmup 1)
     HOST=(--sizes 256x194,512x270 --frames 2)
-    FIELD=(--size small --steps 20 --crop 64 --batch 4 --validate-every 10)
+    FIELD=(--steps 20 --crop 64 --batch 4 --validate-every 10)
+    FIELD_SIZE=small
     SCRATCH=/tmp
 else
     PY=python3
@@ -56,7 +62,7 @@ else
     TTB=(--device cuda --size 2048x1556 --frames 24 --max-seconds "$TTB_SECONDS")
     INFER=(--device cuda --sizes 2048x1556,4096x2160 --frames "$INFER_FRAMES" --warmup 4)
     HOST=(--sizes 2048x1556,4096x2160 --frames 4 --cores "$(nproc)")
-    FIELD=(--size 2k --model unet --steps 2000 --crop 128 --batch 8 --validate-every 100)
+    FIELD=(--model unet --steps 2000 --crop 128 --batch 8 --validate-every 100)
     SCRATCH=/dev/shm
 fi
 
@@ -105,12 +111,12 @@ if [[ ",$SECTIONS," == *",field,"* ]]; then
     for ((i = 0; i < FIELD_RUNS && i < ${#kinds[@]}; i++)); do
         group=$(for ((k = i; k < ${#kinds[@]}; k += FIELD_RUNS)); do printf '%s,' "${kinds[k]}"; done)
         OMP_NUM_THREADS=$threads timeout "$FIELD_SECONDS" $PY bench/field.py --out "$FIELD_DIR/run_$i" \
-            --kinds "${group%,}" --doors cli --lean "${FIELD[@]}" > "$FIELD_DIR/run_$i.md" 2> >(sed "s/^/[run $i] /" | tee -a "$LOG" >&2) &
+            --kinds "${group%,}" --doors cli --lean --size "$FIELD_SIZE" "${FIELD[@]}" > "$FIELD_DIR/run_$i.md" 2> >(sed "s/^/[run $i] /" | tee -a "$LOG" >&2) &
     done
     wait
     runs=("$FIELD_DIR"/run_*/field.json)
-    $PY bench/field.py --merge "${runs[@]}" --out "$FIELD_DIR/all" > "$OUT/field_2k.md" 2>> "$LOG"
-    cp "$FIELD_DIR/all/field.json" "$OUT/field_2k.json" 2>/dev/null
-    tee -a "$REPORT" < "$OUT/field_2k.md"
+    $PY bench/field.py --merge "${runs[@]}" --out "$FIELD_DIR/all" > "$OUT/field_$FIELD_SIZE.md" 2>> "$LOG"
+    cp "$FIELD_DIR/all/field.json" "$OUT/field_$FIELD_SIZE.json" 2>/dev/null
+    tee -a "$REPORT" < "$OUT/field_$FIELD_SIZE.md"
     echo "(field section: $((SECONDS - start)) s wall)" | tee -a "$REPORT"
 fi
