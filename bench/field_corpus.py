@@ -121,6 +121,7 @@ PHOTO_SOURCES: dict[str, tuple[str, ...]] = {
     "motorcycle": ("stereo_motorcycle",), "retina": ("retina",), "hubble_deep_field": ("hubble_deep_field",),
     "immunohistochemistry": ("immunohistochemistry",), "tinted_camera": ("camera",), "tinted_coins": ("coins",),
     "tinted_gravel": ("gravel",), "sky_and_wall": ("brick", "grass"), "colorwheel_on_grass": ("colorwheel", "grass"),
+    "tinted_moon": ("moon",),
 }
 
 PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
@@ -131,6 +132,7 @@ PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
     "tinted_camera": lambda: _tint(_skimage_rgb("camera"), 1),
     "tinted_coins": lambda: _tint(_skimage_rgb("coins"), 2),
     "tinted_gravel": lambda: _tint(_skimage_rgb("gravel"), 3),
+    "tinted_moon": lambda: _tint(_skimage_rgb("moon"), 11),
     "sky_and_wall": _sky_and_wall,
     "colorwheel_on_grass": lambda: np.clip(0.55 * _skimage_rgb("colorwheel")[:, :370]
                                            + 0.45 * _skimage_rgb("grass")[:370, :370], 0, 1),
@@ -235,6 +237,14 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          "defocused frame edges",
          aspect="4:3", source=SourceSpec(edge="defocus"),
          reference=ReferenceSpec(size_2k=(1920, 1080), framing="pillarbox", grade=TEAL_ORANGE_GRADE)),
+    # Found on a shot outside the corpus: alignment read its confidence at full resolution, where
+    # this Source is grain and the SD Reference has no detail, and failed every pair.
+    Kind("low_structure", "chroma", "tinted_moon",
+         "little structure (a few dark craters) under heavy grain; flicker; SD PAL anamorphic 4:2:0 "
+         "Reference in a cool night grade",
+         source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.03),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, grade=COOL_NIGHT_GRADE),
+         settings={"reference.pixel_aspect": 64 / 45}),
     Kind("spatial_soft", "spatial", "tinted_gravel",
          "spatial: soft, heavily grainy Source with its colour intact; sharper Reference",
          source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.02] * 3,

@@ -351,8 +351,10 @@ class _Pyramid:
     confidence_level: int  # the level where the confidence is read
 
 
-def _level_counts(box: tuple[float, float, float, float], src_shape: Sequence[int]) -> tuple[int, int, int]:
-    """(ECC levels, phase-correlation level, confidence level) for a ROI on a Source raster."""
+def _level_counts(box: tuple[float, float, float, float], src_shape: Sequence[int],
+                  reference_scale: float = 1.0) -> tuple[int, int, int]:
+    """(ECC levels, phase-correlation level, confidence level) for a ROI on a Source raster;
+    `reference_scale`: Source px per Reference px (the starting matrix's scale)."""
     roi_min = min(box[2] - box[0], box[3] - box[1])
     ecc_levels = 1
     while roi_min / 2 ** ecc_levels >= _MIN_LEVEL_SIDE and ecc_levels < 7:
@@ -360,8 +362,13 @@ def _level_counts(box: tuple[float, float, float, float], src_shape: Sequence[in
     phase_level = max(0, int(round(math.log2(max(src_shape) / _PHASE_SIDE))))
     # The confidence is read at the finest level whose ROI is at most _CONFIDENCE_SIDE px: at full
     # 2K/4K resolution grain decorrelates the images and would make every good solve look weak.
+    # Nor finer than the Reference's own sampling: below it an SD Reference has no detail, and the
+    # Source there is grain (a grainy, low-structure shot against a 720x576 Reference read 0.15-0.18
+    # at full resolution, 0.28-0.29 one level down, where the same solve is right to ~1 px).
     roi_long = max(box[2] - box[0], box[3] - box[1])
-    confidence_level = min(ecc_levels - 1, max(0, math.ceil(math.log2(max(roi_long / _CONFIDENCE_SIDE, 1.0)))))
+    grain_level = math.ceil(math.log2(max(roi_long / _CONFIDENCE_SIDE, 1.0)))
+    sampling_level = int(math.floor(math.log2(max(reference_scale, 1.0))))
+    confidence_level = min(ecc_levels - 1, max(0, grain_level, sampling_level))
     return ecc_levels, phase_level, confidence_level
 
 
@@ -373,7 +380,7 @@ def _build_pyramid(source_img: np.ndarray, reference_img: np.ndarray, m_init: np
     ref_valid = warp.valid_mask(m_init, reference_img.shape[:2], src_shape).astype(np.float32)
     src_lum = luma(source_img)
     box = _roi_box(src_shape, roi)
-    ecc_levels, phase_level, confidence_level = _level_counts(box, src_shape)
+    ecc_levels, phase_level, confidence_level = _level_counts(box, src_shape, warp.scale_of(m_init))
     src_pyr, ref_pyr, valid_pyr = [src_lum], [ref_on_source], [ref_valid]
     for _ in range(1, max(ecc_levels, phase_level + 1)):
         src_pyr.append(_downsample(src_pyr[-1]))

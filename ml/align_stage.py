@@ -207,6 +207,11 @@ def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = Non
     mode = mode or settings.mode
     shot = _open_shot(job, reporter, frames_arg)
     solves = _solve(shot, model, mode)
+    if solves and not any(s.usable for s in solves.values()):
+        first = next(iter(solves.values()))
+        reporter.message(f"no frame could be aligned ({first.message[:240]}); the pairs keep the conform. Check that "
+                         "the Reference frames show the same picture, or align them by hand (Key Manual Warp).",
+                         level="warning")
     ref_live = shot.ref_bars
     pairs_out, sources, aligned, masks = _score_pairs(shot, solves, ref_live)
     if mode == "global":

@@ -118,9 +118,32 @@ def require_alignment_applied(job: Job, pairs: Sequence[Pair]) -> None:
         if origin == "conform" and not np.allclose(matrix, np.eye(3), atol=1e-9):
             unsolved.append(pair.source_frame)
     if unsolved:
+        failed = _failed_solves(job, unsolved)
         raise FilmRecoveryError(
             f"accepted pair(s) {_frames_text(unsolved)} have no alignment (no per-frame, global or manual warp) "
             f"and the Reference ({ref_w}x{ref_h}, pixel aspect {job.reference.pixel_aspect:g}) is not on the "
             f"Source raster ({src_w}x{src_h}, pixel aspect {job.source.pixel_aspect:g}, conform "
-            f"'{job.conform.mode}'): the dataset would train on the unaligned conform.",
-            where="job.alignment.solves", fix=_APPLY_FIX)
+            f"'{job.conform.mode}'): the dataset would train on the unaligned conform."
+            + (f" `align` ran and could not solve them: {failed}" if failed else ""),
+            where="job.alignment.solves", fix=_UNSOLVABLE_FIX if failed else _APPLY_FIX)
+
+
+_UNSOLVABLE_FIX = ("Check that those Reference frames show the same picture (the pair's sync), then align them by "
+                   "hand (in Blender: Key Manual Warp on each; in job.json: alignment.manual and use_manual), or "
+                   "accept pairs with more picture structure and run the alignment again; then build the dataset.")
+
+
+def _failed_solves(job: Job, frames: Sequence[int], limit: int = 240) -> str:
+    """The reason align.json gives for the first of `frames` it tried and failed ('' when none failed there)."""
+    if not job.work_dir:
+        return ""
+    try:
+        solved = json.loads(job.work_path(*ALIGN_FILE).read_text(encoding="utf-8")).get("frames", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    for frame in frames:
+        info = solved.get(str(frame)) or {}
+        if info.get("status") == "failed":
+            text = str(info.get("message", "")) or "failed"
+            return f"frame {frame}: {text[:limit]}" + ("..." if len(text) > limit else "")
+    return ""

@@ -179,6 +179,27 @@ def test_pairs_without_a_warp_on_another_raster_are_refused(tmp_path):
     require_alignment_applied(job, job.pairs)
 
 
+def test_pairs_align_could_not_solve_are_refused_with_why_and_a_fix_that_is_not_align_again(tmp_path):
+    """A Reference of other content (a wrong reel, a bad sync): `align --apply` fails every solve and
+    warns; `dataset` then says that align ran and why it failed, and points at the manual warp and
+    the pairs, not at running align again."""
+    job = _write_plates(tmp_path, reference_size=(W // 2, H // 2))
+    other = resize(skimage.data.coffee().astype(np.float32) / 255.0, (H // 2, W // 2), anti_aliasing=True)
+    for f in FRAMES:
+        write_exr(tmp_path / f"ref.{f:04d}.exr", other.astype(np.float32))
+    save_job(job, tmp_path / "job.json")
+    done = _ml("align", str(tmp_path / "job.json"), "--apply")
+    assert done.returncode == 0, done.stdout + done.stderr
+    warnings = [json.loads(line)["text"] for line in done.stdout.splitlines()
+                if '"level": "warning"' in line and "no frame could be aligned" in line]
+    assert warnings and "Key Manual Warp" in warnings[0]
+    with pytest.raises(FilmRecoveryError, match="have no alignment") as refused:
+        export_dataset(load_job(tmp_path / "job.json"))
+    text = str(refused.value)
+    assert "`align` ran and could not solve them: frame 1001" in text and "correlation" in text
+    assert "Key Manual Warp" in text and APPLY_COMMAND not in text
+
+
 def test_pairs_without_a_warp_on_the_source_raster_are_allowed(tmp_path):
     job = _write_plates(tmp_path)  # same size, conform 'fit': the identity
     require_alignment_applied(job, job.pairs)
