@@ -634,6 +634,9 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
                 (met if ok else missed).append(shot["kind"] if ok else f"{shot['kind']} ({why})")
             lines.append(f"- {branch}, {door}: {len(met)} of {len(met) + len(missed)} kinds meet it"
                          + (f"; not: {'; '.join(missed)}" if missed else "") + ".")
+            whole = corpus_means(result, door) if branch == "chroma" else ""
+            if whole:
+                lines.append(f"- {branch}, {door}: {whole}")
             behind = baseline_wins(result, branch, door)
             if behind:
                 lines.append(f"- {branch}, {door}: the 3D-LUT baseline scores better than the model on "
@@ -647,6 +650,30 @@ def quality_goals(result: dict[str, Any]) -> list[str]:
                 lines.append(f"- {branch}, {door}: the truth grade, guided, also misses CIEDE2000 "
                              f"{CHROMA_DELTA_E:.1f} on " + "; ".join(beyond) + ".")
     return lines
+
+
+def corpus_means(result: dict[str, Any], door: str) -> str:
+    """The chroma goal read over the corpus as a whole (one door's completed chroma kinds): the mean
+    CIEDE2000 of the model, the baseline and the Reference's own colour, and the gap closed between
+    the mean PSNRs ('' when no kind completed with all three)."""
+    rows = []
+    for shot in result["shots"]:
+        run = shot["doors"].get(door)
+        methods = ((run or {}).get("quality") or {}).get("methods", {}) if run and run["completed"] else {}
+        if shot["branch"] == "chroma" and all(m in methods for m in ("model", "baseline", "reference")):
+            rows.append(methods)
+    if not rows:
+        return ""
+
+    def mean(method: str, key: str) -> float:
+        return float(np.mean([r[method][key] for r in rows]))
+
+    base, model, ref = (mean(m, "psnr") for m in ("baseline", "model", "reference"))
+    gap = f"{(model - base) / (ref - base):.0%} of the gap between their mean PSNR-CbCr" if ref > base else \
+        "the Reference's mean PSNR-CbCr does not beat the baseline's"
+    return (f"over the corpus ({len(rows)} kinds), mean CIEDE2000 {mean('model', 'delta_e_mean'):.2f} (baseline "
+            f"{mean('baseline', 'delta_e_mean'):.2f}, the Reference's own {mean('reference', 'delta_e_mean'):.2f}); "
+            f"mean PSNR-CbCr {model:.1f} dB (baseline {base:.1f}, Reference {ref:.1f}): the model closes {gap}.")
 
 
 def guided_grade_misses(result: dict[str, Any], branch: str, door: str) -> list[str]:

@@ -299,3 +299,23 @@ def test_the_table_says_where_the_guided_truth_grade_misses_the_goal():
     assert field.guided_grade_misses(result, "spatial", "cli") == []
     assert any("the truth grade, guided, also misses CIEDE2000 2.0 on limited" in line
                for line in field.quality_goals(result))
+
+
+def test_the_table_reads_the_chroma_goal_over_the_corpus_too():
+    """Beside the per-kind goal, one line per door reads it over the corpus: the mean CIEDE2000 and
+    the gap closed between the mean PSNRs, over the completed chroma kinds that have all three scores."""
+    def shot(kind: str, branch: str, model: float, baseline: float, reference: float, completed: bool = True) -> dict:
+        methods = {name: {"psnr": psnr, "delta_e_mean": 40.0 / psnr, "ssim": 0.9}
+                   for name, psnr in (("model", model), ("baseline", baseline), ("reference", reference))}
+        return {"kind": kind, "branch": branch,
+                "doors": {"cli": {"completed": completed, "quality": {"methods": methods, "gap_closed": None}}}}
+
+    result = {"shots": [shot("a", "chroma", 40.0, 30.0, 35.0), shot("b", "chroma", 36.0, 34.0, 39.0),
+                        shot("stopped", "chroma", 10.0, 50.0, 20.0, completed=False),
+                        shot("detail", "spatial", 10.0, 50.0, 20.0)]}
+    line = field.corpus_means(result, "cli")
+    # means: model 38, baseline 32, Reference 37 -> (38 - 32) / (37 - 32) = 120 %
+    assert line.startswith("over the corpus (2 kinds), mean CIEDE2000 1.06 (baseline 1.25, the Reference's own 1.08)")
+    assert "the model closes 120% of the gap" in line
+    assert f"- chroma, cli: {line}" in field.quality_goals(result)
+    assert field.corpus_means({"shots": [result["shots"][3]]}, "cli") == ""
