@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import align, crop, ingest, warp
-from .alignment_apply import solves_digest
+from .alignment_apply import no_alignment_warning, solves_digest
 from .errors import FilmRecoveryError
 from .job import Crop, Job
 
@@ -207,11 +207,6 @@ def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = Non
     mode = mode or settings.mode
     shot = _open_shot(job, reporter, frames_arg)
     solves = _solve(shot, model, mode)
-    if solves and not any(s.usable for s in solves.values()):
-        first = next(iter(solves.values()))
-        reporter.message(f"no frame could be aligned ({first.message[:240]}); the pairs keep the conform. Check that "
-                         "the Reference frames show the same picture, or align them by hand (Key Manual Warp).",
-                         level="warning")
     ref_live = shot.ref_bars
     pairs_out, sources, aligned, masks = _score_pairs(shot, solves, ref_live)
     if mode == "global":
@@ -220,10 +215,14 @@ def align_shot(job: Job, reporter, frames_arg: str = "", model: str | None = Non
     proposal = crop.shared_crop(sources, aligned, masks, margin=margin)
     warnings = _edge_warnings(shot, solves, proposal, ref_live)
     solved = _solved_matrices(solves, mode)
+    frames = {str(f): {k: v for k, v in s.to_dict().items() if k != "matrix"} for f, s in solves.items()}
+    failure = no_alignment_warning(frames)
+    if failure:
+        reporter.message(failure, level="warning")
     return {
         "schema": _SCHEMA, "version": 1, "model": model, "mode": mode, "roi": settings.roi,
         "solves": solved,
-        "frames": {str(f): {k: v for k, v in s.to_dict().items() if k != "matrix"} for f, s in solves.items()},
+        "frames": frames,
         "pairs": pairs_out,
         "misaligned_threshold": align.MISALIGNED_THRESHOLD,
         "crop": dataclasses.asdict(proposal),

@@ -83,6 +83,18 @@ def _solved_on_disk(path: Path) -> dict[str, list[float]]:
                                 fix=f"Run `{APPLY_COMMAND}` to solve and apply the alignment again.") from exc
 
 
+def no_alignment_warning(frames: Mapping[str, Mapping[str, Any]], limit: int = 240) -> str:
+    """An `align` result's warning when no frame could be aligned ('' when any was): the first
+    frame's reason and what to do. The CLI prints it, Solve Alignment shows it in the panel."""
+    if not frames or any(info.get("status") != "failed" for info in frames.values()):
+        return ""
+    reason = str(next(iter(frames.values())).get("message", "")) or "failed"
+    reason = reason[:limit] + ("..." if len(reason) > limit else "")
+    # The advice first: the panel shows a line's first 110 characters.
+    return ("No frame could be aligned: check the Reference frames show the same picture, or use Key Manual Warp. "
+            f"Until then the pairs keep the conform. Why: {reason}")
+
+
 def _frames_text(frames: Sequence[int]) -> str:
     shown = ", ".join(map(str, frames[:8]))
     return shown + (f" and {len(frames) - 8} more" if len(frames) > 8 else "")

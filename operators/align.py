@@ -6,7 +6,7 @@ import bpy
 
 from ..addon import alignment, jobs, recipe
 from ..ml import warp
-from ..ml.alignment_apply import apply_alignment_result
+from ..ml.alignment_apply import apply_alignment_result, no_alignment_warning
 from ..ml.ingest import plate_size
 from . import compositor
 from .polls import NeedsPlates
@@ -52,7 +52,8 @@ class FILMREC_OT_solve_alignment(NeedsPlates, jobs.EngineJobOperator, bpy.types.
         # The engine decides what lands in the recipe (the same rules as `ml align --apply`);
         # only the fields it changes are copied back, so the scene's own paths stay as they are.
         _store_alignment(fr, apply_alignment_result(recipe.recipe_to_job(fr), result))
-        fr.align_warnings = "\n".join(result.get("edge_warnings", []))
+        failure = no_alignment_warning(result.get("frames", {}))
+        fr.align_warnings = "\n".join(([failure] if failure else []) + result.get("edge_warnings", []))
         failed = [f for f, info in result.get("frames", {}).items() if info.get("status") == "failed"]
         misaligned = [p["source_frame"] for p in result.get("pairs", []) if p["misaligned"]]
         fr.job_state.message = (f"{len(result.get('solves', {}))} warps; {len(misaligned)} misaligned pair(s); "

@@ -191,8 +191,8 @@ def test_pairs_align_could_not_solve_are_refused_with_why_and_a_fix_that_is_not_
     done = _ml("align", str(tmp_path / "job.json"), "--apply")
     assert done.returncode == 0, done.stdout + done.stderr
     warnings = [json.loads(line)["text"] for line in done.stdout.splitlines()
-                if '"level": "warning"' in line and "no frame could be aligned" in line]
-    assert warnings and "Key Manual Warp" in warnings[0]
+                if '"level": "warning"' in line and "No frame could be aligned" in line]
+    assert warnings and "Key Manual Warp" in warnings[0][:110] and "correlation" in warnings[0]
     with pytest.raises(FilmRecoveryError, match="have no alignment") as refused:
         export_dataset(load_job(tmp_path / "job.json"))
     text = str(refused.value)
@@ -243,3 +243,26 @@ def test_solve_alignment_operator_and_align_apply_make_the_same_job(addon, tmp_p
     assert done.returncode == 0, done.stdout + done.stderr
     assert_same_job(in_blender, load_job(cli_job))
     require_alignment_applied(in_blender, in_blender.pairs)  # the scene's float32 solves count as applied
+
+
+def test_solve_alignment_shows_in_the_panel_why_no_frame_could_be_aligned(addon, tmp_path):
+    """The add-on's door of the failed-alignment case above: Solve Alignment puts the same warning
+    the CLI prints at the top of the Align panel's warnings, advice first."""
+    bpy = pytest.importorskip("bpy")
+    from importlib import import_module
+
+    recipe = import_module(addon.__name__ + ".addon.recipe")
+    job = _write_plates(tmp_path, reference_size=(W // 2, H // 2))
+    other = resize(skimage.data.coffee().astype(np.float32) / 255.0, (H // 2, W // 2), anti_aliasing=True)
+    for f in FRAMES:
+        write_exr(tmp_path / f"ref.{f:04d}.exr", other.astype(np.float32))
+    fr = bpy.context.scene.film_recovery
+    fr.pairs.clear()
+    fr.alignment.solves.clear()
+    fr.crop.keys.clear()
+    recipe.job_into_recipe(job, fr)
+    fr.qc_status = ""
+    assert bpy.ops.film_recovery.solve_alignment() == {"FINISHED"}
+    first = fr.align_warnings.splitlines()[0]
+    assert first.startswith("No frame could be aligned") and "Key Manual Warp" in first[:110], first
+    assert len(fr.alignment.solves) == 0
