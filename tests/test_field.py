@@ -56,6 +56,10 @@ def test_corpus_kinds_cover_the_brief():
     assert {k.reference.cadence for k in kinds.values()} == {"film", "pal_speedup", "pulldown"}
     assert any(k.reference.subtitles for k in kinds.values())
     assert max(k.reference.turn_max_deg for k in kinds.values()) == pytest.approx(0.26)
+    # Every kind has its own place in the seed order, so a kind added later changes no existing shot.
+    assert sorted(field_corpus.seed_index(name) for name in kinds) == list(range(len(kinds)))
+    with pytest.raises(KeyError, match="_ADDED_KINDS"):
+        field_corpus.seed_index("not_yet_added")
 
 
 def test_pulldown_cadence():
