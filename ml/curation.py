@@ -755,6 +755,24 @@ def structure_correlation(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray,
     return float((va * vb).sum())
 
 
+def shifted_structure_correlation(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray],
+                                  shift: int = 1) -> float:
+    """`structure_correlation` at the best whole-pixel shift of `b` within `shift` px each way: a
+    small misregistration (a telecine's fixed offset, gate weave) is geometry, not a content change."""
+    best = structure_correlation(a, b)
+    h, w = b[0].shape
+    for dy in range(-shift, shift + 1):
+        for dx in range(-shift, shift + 1):
+            if dx == 0 and dy == 0:
+                continue
+            moved_plane, moved_mask = np.zeros_like(b[0]), np.zeros_like(b[1])
+            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+            moved_plane[yd, xd], moved_mask[yd, xd] = b[0][ys, xs], b[1][ys, xs]
+            best = max(best, structure_correlation(a, (moved_plane, moved_mask)))
+    return best
+
+
 def _theil_sen(xs: np.ndarray, ys: np.ndarray) -> float:
     slopes = [(ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs))
               if xs[j] != xs[i]]
@@ -772,6 +790,10 @@ class MatchOptions:
     source_cuts: Sequence[int] | None = None         # the Source's cuts when known; None: detect them
     cut_margin: int = 2                              # matches this near a cut do not vote on a shot's offset
     min_confidence: float = 0.5                      # a content match this confident is trusted
+    # Proxy px (1/128 of the width) a candidate may shift before it is scored: a fixed telecine offset
+    # of a pixel or two plus weave on a slow pan otherwise made the previous Reference frame line up
+    # better than the right one (a field shot paired 5 of 6 frames one early).
+    misfit: int = 1
     workers: int = 4                                 # frame reader threads
 
 
@@ -910,14 +932,15 @@ def _own_neighbour(state: _MatchState, f: int) -> float:
     desc = state.source.desc
     shot = shot_of(state.source.shots, f)
     near = [g for g in (f - 1, f + 1) if g in desc and shot is not None and g in shot]
-    return max((structure_correlation(desc[f], desc[g]) for g in near), default=-1.0)
+    return max((shifted_structure_correlation(desc[f], desc[g], state.options.misfit) for g in near), default=-1.0)
 
 
 def _best_match(state: _MatchState, f: int, allowed: list[int], fallback: int,
                 trust_content: bool = True) -> FrameMatch:
     """Score Source frame `f` against the `allowed` Reference frames; recommend the best when trusted,
     else `fallback`."""
-    scores = {r: structure_correlation(state.source.desc[f], state.reference.desc[r]) for r in allowed}
+    scores = {r: shifted_structure_correlation(state.source.desc[f], state.reference.desc[r], state.options.misfit)
+              for r in allowed}
     ranked = sorted(scores.items(), key=lambda kv: (-kv[1], abs(kv[0] - state.nominal(f))))
     best_r, best = ranked[0] if ranked else (fallback, -1.0)
     rival = max(ranked[1][1] if len(ranked) > 1 else -1.0, _own_neighbour(state, f))

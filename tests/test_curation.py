@@ -190,6 +190,27 @@ def test_match_recovers_off_by_one_and_constant_offsets_without_crossing_the_cut
     assert not by_frame[1024].in_range and by_frame[1024].reference_frame == 1026
 
 
+def test_a_telecine_offset_as_large_as_a_frame_of_a_slow_pan_is_not_read_as_a_sync_offset(photos):
+    """Found on a field shot: a slow pan (here 1 px a frame) and a transfer whose raster sits one
+    frame's motion off. Scored as they lie, the previous Reference frame lines up exactly and wins
+    every frame; a candidate may now shift a proxy pixel first, so structure cannot tell the two,
+    and the frames keep their nominal partners."""
+    frames = _pan(photos[0], 12, 3, 20, speed=1.0)
+    ahead = _pan(photos[0], 13, 3, 20, speed=1.0)[1:]  # the same film frames, one pixel further along
+    source = {FIRST + i: f for i, f in enumerate(frames)}
+    reference = {FIRST + i: _graded_reference(f) for i, f in enumerate(ahead)}
+
+    def match(misfit: int) -> curation.MatchResult:
+        return curation.match_frames(source.__getitem__, reference.__getitem__, sorted(source), (FIRST, FIRST + 11),
+                                     options=curation.MatchOptions(search=3, workers=2, misfit=misfit))
+
+    fooled = match(0)
+    assert [s.offset for s in fooled.shots] == [-1]
+    kept = match(1)
+    assert [s.offset for s in kept.shots] == [0]
+    assert all(m.reference_frame == m.source_frame for m in kept.frames)
+
+
 def test_match_ignores_grade_but_not_structure(offset_plates):
     source, reference = offset_plates
     a = curation.structure_descriptor(luma(curation.resize(source[1005], 128, 72)))
