@@ -45,6 +45,7 @@ _MAX_DISAGREEING_FRACTION = 0.35
 # The same picture correlates above ~0.5 even soft, grainy or regraded (0.53-0.99 over the field
 # corpus's kinds); another picture below ~0.2.
 _MIN_STRUCTURE_MATCH = 0.3
+_STRUCTURE_SIDE = 160  # px, the long side of the proxy the structures are compared on (at most)
 _EDGE_PX = 2  # Source pixels next to the warped Reference's edge blend with black: no coverage
 DETAIL_SCALE = 0.5  # chroma: the Reference corrects frequencies below this x its warp scale (`detail_sigma`)
 # A Reference decoded from block-coded video (MPEG-2 DVD, DV, JPEG) carries the coding's errors on an
@@ -186,13 +187,18 @@ def disagreement(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarr
     return bad
 
 
-def structure_match(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarray) -> float:
+def structure_match(source_rgb: np.ndarray, aligned_rgb: np.ndarray, live: np.ndarray,
+                    reference_scale: float = 1.0) -> float:
     """Correlation of the two pictures' structure (colour-blind, `curation.structure_descriptor`)
-    over the live area, at a 160 px proxy."""
-    live_proxy = curation.proxy(np.repeat(live.astype(np.float32)[..., None], 3, axis=2), 160)[..., 0] > 0.99
+    over the live area, at a proxy of 160 px on the long side, or coarser where the Reference
+    (`reference_scale` Source px per Reference px) samples coarser than that: finer, an SD Reference
+    has no structure and a grainy Source only grain (a low-structure field shot's right partner read
+    0.30 at 160 px, 0.42 or more at its Reference's 133)."""
+    side = max(32, min(_STRUCTURE_SIDE, round(max(source_rgb.shape[:2]) / max(reference_scale, 1.0))))
+    live_proxy = curation.proxy(np.repeat(live.astype(np.float32)[..., None], 3, axis=2), side)[..., 0] > 0.99
     return curation.structure_correlation(
-        curation.structure_descriptor(luma(curation.proxy(source_rgb, 160)), live_proxy),
-        curation.structure_descriptor(luma(curation.proxy(aligned_rgb, 160)), live_proxy))
+        curation.structure_descriptor(luma(curation.proxy(source_rgb, side)), live_proxy),
+        curation.structure_descriptor(luma(curation.proxy(aligned_rgb, side)), live_proxy))
 
 
 def coverage(source_rgb: np.ndarray, aligned_rgb: np.ndarray, matrix: np.ndarray,
@@ -204,7 +210,7 @@ def coverage(source_rgb: np.ndarray, aligned_rgb: np.ndarray, matrix: np.ndarray
     live = _erode(crop.live_mask(matrix, reference_shape, source_rgb.shape, borders), _EDGE_PX)
     if not live.any():
         return np.zeros(live.shape, np.float32), "the Reference does not cover the frame"
-    same = structure_match(source_rgb, aligned_rgb, live)
+    same = structure_match(source_rgb, aligned_rgb, live, warp.scale_of(matrix))
     if same < _MIN_STRUCTURE_MATCH:
         return (np.zeros(live.shape, np.float32),
                 f"the aligned Reference shows other content (structure correlation {same:.2f})")

@@ -474,3 +474,29 @@ def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_
     fr.output.fine_colour = "reference"
     assert recipe.recipe_to_job(fr).output.fine_colour == "reference"
     fr.output.fine_colour = "auto"
+
+
+def test_a_grainy_low_structure_frame_against_an_sd_reference_keeps_its_guide(tmp_path):
+    """Field corpus `low_structure`: its right Reference partner read 0.30 at the 160 px proxy (grain
+    against an SD Reference with no structure there) and one frame lost its guide as 'other
+    content'. Compared at the Reference's own sampling, every frame's partner clears the bar well,
+    and a Reference frame of other content (another kind's picture) still does not."""
+    shot = Path(field_corpus.generate_kind("low_structure", tmp_path / "low").out_dir)
+    other_shot = Path(field_corpus.generate_kind("pan_scan", tmp_path / "other", frames=2).out_dir)
+    truth = json.loads((shot / "truth" / "truth.json").read_text())
+    src, ref = truth["source"], truth["reference"]
+    matrices = {r["frame"]: warp.as_matrix(r["M"]) for r in truth["reference_frames"]}
+    other = read_image(str(other_shot / "reference" / "reference.1001.exr"))
+    for frame in range(src["first_frame"], src["last_frame"] + 1):
+        source = read_image(str(shot / src["pattern"].replace("####", str(frame))))
+        reference = read_image(str(shot / ref["pattern"].replace("####", str(frame))))
+        m = matrices[frame]
+        aligned = warp.warp_to_source(reference, m, source.shape)
+        live = warp.valid_mask(m, reference.shape[:2], source.shape[:2])
+        at_reference = guide.structure_match(source, aligned, live, warp.scale_of(m))
+        assert at_reference > 0.38 and at_reference > guide.structure_match(source, aligned, live) + 0.05, frame
+        cover, note = guide.coverage(source, aligned, m, reference.shape[:2])
+        assert cover.mean() > 0.5 and "other content" not in note, (frame, note)
+        stranger = warp.warp_to_source(np.ascontiguousarray(other[:reference.shape[0], :reference.shape[1]]), m,
+                                       source.shape)
+        assert guide.structure_match(source, stranger, live, warp.scale_of(m)) < 0.25, frame
