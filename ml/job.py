@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import struct
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -301,8 +302,18 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     if tp in _SCALARS:
         if not _SCALARS[tp](value):
             raise wrong
-        return float(value) if tp is float else value
+        return _as_stored(float(value)) if tp is float else value
     raise TypeError(f"unsupported schema type {tp!r} at {where}")
+
+
+def _as_stored(value: float) -> float:
+    """A number as the add-on stores it: Blender's float properties are 32-bit. Read so by both front
+    doors, a recipe gives the same numbers to every stage (a PAL pixel aspect or 29.97 fps a few units
+    in the 8th digit apart moved an alignment solve and the crop a pixel between the doors)."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:  # beyond 32 bits: the field's limits say what is wrong with it
+        return value
 
 
 def _from_dict(cls: type, data: dict[str, Any], where: str) -> Any:
