@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from skimage import data
@@ -144,7 +146,9 @@ def test_conform_command_estimates_and_writes_the_conform(tmp_path):
     save_job(job, tmp_path / "job.json")
     assert main(["--json", "conform", str(tmp_path / "job.json"), "--write"]) == 0
     written = load_job(tmp_path / "job.json").conform
-    assert written == estimate_conform(reference, source)
+    estimate = dataclasses.asdict(estimate_conform(reference, source))
+    assert dataclasses.asdict(written) == {k: pytest.approx(v, rel=1e-7) if isinstance(v, float) else v
+                                           for k, v in estimate.items()}  # as the add-on stores numbers (32-bit)
     assert json.loads((tmp_path / "job.json").read_text())["conform"]["mode"] == written.mode
 
 
