@@ -669,11 +669,11 @@ def corpus_means(result: dict[str, Any], door: str) -> str:
         return float(np.mean([r[method][key] for r in rows]))
 
     base, model, ref = (mean(m, "psnr") for m in ("baseline", "model", "reference"))
-    gap = f"{(model - base) / (ref - base):.0%} of the gap between their mean PSNR-CbCr" if ref > base else \
-        "the Reference's mean PSNR-CbCr does not beat the baseline's"
+    gap = f"the model closes {(model - base) / (ref - base):.0%} of the gap between them" if ref > base else \
+        "the Reference's does not beat the baseline's (no gap to close)"
     return (f"over the corpus ({len(rows)} kinds), mean CIEDE2000 {mean('model', 'delta_e_mean'):.2f} (baseline "
             f"{mean('baseline', 'delta_e_mean'):.2f}, the Reference's own {mean('reference', 'delta_e_mean'):.2f}); "
-            f"mean PSNR-CbCr {model:.1f} dB (baseline {base:.1f}, Reference {ref:.1f}): the model closes {gap}.")
+            f"mean PSNR-CbCr {model:.1f} dB (baseline {base:.1f}, Reference {ref:.1f}): {gap}.")
 
 
 def guided_grade_misses(result: dict[str, Any], branch: str, door: str) -> list[str]:

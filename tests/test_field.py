@@ -320,6 +320,9 @@ def test_the_table_reads_the_chroma_goal_over_the_corpus_too():
     line = field.corpus_means(result, "cli")
     # means: model 38, baseline 32, Reference 37 -> (38 - 32) / (37 - 32) = 120 %
     assert line.startswith("over the corpus (2 kinds), mean CIEDE2000 1.06 (baseline 1.25, the Reference's own 1.08)")
-    assert "the model closes 120% of the gap" in line
+    assert "the model closes 120% of the gap between them" in line
     assert f"- chroma, cli: {line}" in field.quality_goals(result)
     assert field.corpus_means({"shots": [result["shots"][3]]}, "cli") == ""
+    result["shots"][1]["doors"]["cli"]["quality"]["methods"]["reference"]["psnr"] = 20.0  # means: 27.5 < 32
+    assert field.corpus_means(result, "cli").endswith("Reference 27.5): the Reference's does not beat the "
+                                                       "baseline's (no gap to close).")
