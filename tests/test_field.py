@@ -326,3 +326,34 @@ def test_the_table_reads_the_chroma_goal_over_the_corpus_too():
     result["shots"][1]["doors"]["cli"]["quality"]["methods"]["reference"]["psnr"] = 20.0  # means: 27.5 < 32
     assert field.corpus_means(result, "cli").endswith("Reference 27.5): the Reference's does not beat the "
                                                        "baseline's (no gap to close).")
+
+
+def test_shots_outside_the_corpus_generate_after_it_and_are_named_so(tmp_path):
+    """bench/field_outside.py: its kinds are seeded after the corpus's own (so they leave it as it
+    was), every picture is made from scikit-image offline, and its section says they are outside."""
+    import copy
+
+    import field_outside
+
+    saved = (dict(field_corpus.KINDS), dict(field_corpus.PHOTO_SOURCES), dict(field_corpus.PHOTO_MAKERS),
+             field_corpus._ADDED_KINDS)
+    try:
+        field_outside.register()
+        indices = [field_corpus.seed_index(k.name) for k in field_outside.KINDS]
+        assert min(indices) >= len(saved[0]) and len(set(indices)) == len(indices)
+        for kind in field_outside.KINDS:
+            assert not set(field_corpus.PHOTO_SOURCES[kind.photo]) & set(sample.PHOTOS)
+        shot = field_corpus.generate_kind("x_horse_letterbox_flat", tmp_path / "horse", frames=2)
+        assert Path(shot.out_dir, "truth", "truth.json").exists()
+        result = {"size": "small", "date": "d", "cpu_count": 2, "harness": copy.deepcopy(field.HarnessSettings().__dict__),
+                  "shots": []}
+        text = field_outside.section(result)
+        assert text.startswith(field_outside.TITLE) and "0 shots outside the field corpus" in text
+    finally:
+        field_corpus.KINDS.clear()
+        field_corpus.KINDS.update(saved[0])
+        field_corpus.PHOTO_SOURCES.clear()
+        field_corpus.PHOTO_SOURCES.update(saved[1])
+        field_corpus.PHOTO_MAKERS.clear()
+        field_corpus.PHOTO_MAKERS.update(saved[2])
+        field_corpus._ADDED_KINDS = saved[3]

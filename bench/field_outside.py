@@ -1,0 +1,109 @@
+"""Shots outside the field corpus, through both front doors: a check that what was built on the
+corpus holds on pictures and damage combinations it never saw (other scikit-image photographs,
+other mixes of the corpus's damage). The corpus gains a kind when one of these finds a defect
+(`low_structure` came from here); these stay outside it, so they are not what the defaults were
+fitted on.
+
+    .venv/bin/python bench/field_outside.py --out /tmp/outside [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import field  # noqa: E402
+import field_corpus as corpus  # noqa: E402
+from field_corpus import (  # noqa: E402
+    HEAVY_GRAIN,
+    TEAL_ORANGE_GRADE,
+    Kind,
+    ReferenceSpec,
+    SourceSpec,
+    _skimage_rgb,
+    _tint,
+)
+
+TITLE = "## Field corpus: shots outside it"
+RESULTS_MD = field.ROOT / "bench" / "results" / "field_outside.md"
+
+PHOTOS = {"tinted_text": ("text", 15), "tinted_horse": ("horse", 16), "tinted_clock": ("clock", 12),
+          "tinted_cell": ("cell", 13), "tinted_page": ("page", 14)}
+KINDS = [
+    Kind("x_text_speedup_grain", "chroma", "tinted_text",
+         "printed text; heavy grain; SD PAL 25 fps speed-up Reference, anamorphic, 4:2:0",
+         source=SourceSpec(damage={"grain": HEAVY_GRAIN}),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, fps=25.0, cadence="pal_speedup",
+                                 chroma_420=True),
+         settings={"reference.fps": 25.0, "reference.pixel_aspect": 64 / 45}),
+    Kind("x_horse_letterbox_flat", "chroma", "tinted_horse",
+         "a flat two-tone silhouette; letterboxed Reference in a teal-orange grade; flat grey edge",
+         source=SourceSpec(edge="grey"),
+         reference=ReferenceSpec(size_2k=(1536, 1152), framing="letterbox", grade=TEAL_ORANGE_GRADE)),
+    Kind("x_clock_pulldown_drift", "chroma", "tinted_clock",
+         "NTSC 3:2 pulldown, letterboxed 4:2:0 Reference; an uneven fade drifting over the shot; vignette",
+         source=SourceSpec(fade_drift=1.0, vignette=(0.1, 0.3)),
+         reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
+                                 framing="letterbox", chroma_420=True),
+         settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
+    Kind("x_cell_panscan_subs", "chroma", "tinted_cell",
+         "pan-and-scan PAL Reference with burned-in subtitles in a teal-orange grade; flicker",
+         source=SourceSpec(flicker=0.04),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=16 / 15, framing="pan_scan", subtitles=True,
+                                 grade=TEAL_ORANGE_GRADE),
+         settings={"reference.pixel_aspect": 16 / 15}),
+    Kind("x_page_turn_blocky", "chroma", "tinted_page",
+         "a printed page; a turning Reference with blocky compression (full-resolution chroma); dark edges",
+         source=SourceSpec(edge="dark"),
+         reference=ReferenceSpec(turn_max_deg=0.3, compression=0.03)),
+]
+
+
+def register() -> None:
+    """Make the outside kinds known to the corpus generator (seeded after the corpus's own)."""
+    for name, (photo, seed) in PHOTOS.items():
+        corpus.PHOTO_SOURCES[name] = (photo,)
+        corpus.PHOTO_MAKERS[name] = (lambda p=photo, s=seed:
+                                     _tint(0.2 + 0.6 * _skimage_rgb(p) if p == "horse" else _skimage_rgb(p), s))
+    for kind in KINDS:
+        corpus.KINDS[kind.name] = kind
+    corpus._ADDED_KINDS = corpus._ADDED_KINDS + tuple(k.name for k in KINDS if k.name not in corpus._ADDED_KINDS)
+
+
+def section(result: dict) -> str:
+    """The field table of these shots, under this section's title and a note on what they are."""
+    table = field.markdown(result)
+    body = table.split("\n", 1)[1] if table.startswith(field.SECTION_TITLE) else table
+    body = body.replace(f"`bench/field.py` ran {field._kinds_run(result)} of the field corpus (`bench/field_corpus.py`, ",
+                        f"`bench/field_outside.py` ran {len(result['shots'])} shots outside the field corpus (")
+    intro = ("Pictures and damage combinations the field corpus does not have (`bench/field_outside.py`), "
+             "run like the corpus. They check that what was built and tuned on the corpus holds elsewhere; "
+             "where one found a defect, the fix was made and the corpus gained a kind for it (`low_structure`: "
+             "alignment and the guide read a grainy SD shot's structure where the Reference has none).")
+    return f"{TITLE}\n\n{intro}\n{body}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--doors", default=",".join(field.DOORS))
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--write-docs", action="store_true", help=f"store the section ({TITLE}) in docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    register()
+    harness = field.HarnessSettings(steps=args.steps, lean_outputs=True)
+    result = field.run_field(args.out, "small", [k.name for k in KINDS], doors=tuple(args.doors.split(",")),
+                             harness=harness, log=lambda text: print(text, file=sys.stderr, flush=True))
+    text = section(result)
+    print(text)
+    if args.write_docs:
+        field.store_section(text, RESULTS_MD, TITLE)
+    (Path(args.out) / "outside.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
