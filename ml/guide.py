@@ -42,8 +42,9 @@ _GROW_PX = 3  # proxy pixels around a disagreement also lose coverage (soft text
 # A frame whose Reference disagrees over more than this fraction of its picture shows other
 # content (a wrong partner, a flash): it gets no guide at all.
 _MAX_DISAGREEING_FRACTION = 0.35
-# The same picture correlates above ~0.5 even soft, grainy or regraded (0.53-0.99 over the field
-# corpus's kinds); another picture below ~0.2.
+# The same picture correlates above ~0.4 even soft, grainy or regraded (0.40-0.99 over the field
+# corpus's kinds, compared no finer than the Reference samples: `structure_match`); another picture
+# below ~0.25.
 _MIN_STRUCTURE_MATCH = 0.3
 _STRUCTURE_SIDE = 160  # px, the long side of the proxy the structures are compared on (at most)
 _EDGE_PX = 2  # Source pixels next to the warped Reference's edge blend with black: no coverage
