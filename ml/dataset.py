@@ -32,7 +32,7 @@ from .errors import FilmRecoveryError
 from .guide import GuidePlanner, coverage
 from .imageio import atomic_path, file_sha256, read_image, write_exr
 from .ingest import plate_frame_path, reference_frame, source_frame
-from .job import Job, Pair, job_to_dict
+from .job import Job, Pair, as_stored, job_to_dict
 from .qc import require_qc_pass
 from .warp import as_matrix, valid_mask, warp_to_source
 
@@ -245,8 +245,9 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 
 
 def recipe_changes(recorded: dict, current: dict) -> list[str]:
-    """The recipe fields (dotted names) whose values differ between two `dataset_recipe`s."""
-    before, after = _flatten(recorded), _flatten(current)
+    """The recipe fields (dotted names) whose values differ between two `dataset_recipe`s, their numbers
+    compared as job files are read (32-bit: a manifest written before that reading still matches)."""
+    before, after = _flatten(as_stored(recorded)), _flatten(as_stored(current))
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 

@@ -306,15 +306,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported schema type {tp!r} at {where}")
 
 
-def _as_stored(data: Any) -> Any:
+def as_stored(data: Any) -> Any:
     """A job file's numbers as the add-on stores them: Blender's float properties are 32-bit. Read so
     by both front doors, a recipe gives every stage the same numbers (a PAL pixel aspect or 29.97 fps
     a few units in the 8th digit apart moved an alignment solve and the crop a pixel between the
     doors). Whole numbers, strings and the pair tables' own files are left as they are."""
     if isinstance(data, dict):
-        return {key: _as_stored(value) for key, value in data.items()}
+        return {key: as_stored(value) for key, value in data.items()}
     if isinstance(data, list):
-        return [_as_stored(value) for value in data]
+        return [as_stored(value) for value in data]
     if isinstance(data, float):
         try:
             return struct.unpack("f", struct.pack("f", data))[0]
@@ -391,7 +391,7 @@ def job_from_dict(data: Any) -> Job:
         raise JobFileError(f"unknown schema version {version!r}; this engine reads version {SCHEMA_VERSION}.",
                            where="job.schema_version",
                            fix="Re-export the job from the add-on version that matches this engine.")
-    return _from_dict(Job, _as_stored(data), "job")
+    return _from_dict(Job, as_stored(data), "job")
 
 
 def load_job(path: str | os.PathLike) -> Job:

@@ -146,3 +146,19 @@ def test_cli_human_mode_draws_a_bar(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0
     assert '"job"' in done.stdout and not done.stdout.startswith('{"type"')
+
+
+def test_a_dataset_recipe_recorded_in_doubles_matches_the_same_job_read_as_32_bit(tmp_path):
+    """Manifests written before job files were read as 32-bit hold doubles; the same recipe read now
+    is not a change (no forced re-export), a real change still is."""
+    from ml.dataset import dataset_recipe, recipe_changes
+
+    job = Job(name="a", work_dir=str(tmp_path))
+    job.reference.fps, job.reference.pixel_aspect = 30000 / 1001, 10 / 11
+    job.alignment.solves = {"1001": [1.0101531835548483, 0.01, 0.6955025665437848, -0.01, 1.01, -1.647, 0, 0, 1]}
+    recorded = dataset_recipe(job)  # as an older export wrote it
+    read_now = load_job(save_job(job, tmp_path / "job.json"))
+    assert read_now.reference.fps != job.reference.fps  # 32-bit now
+    assert recipe_changes(recorded, dataset_recipe(read_now)) == []
+    read_now.reference.fps = 25.0
+    assert recipe_changes(recorded, dataset_recipe(read_now)) == ["reference.fps"]
