@@ -88,8 +88,7 @@ def no_alignment_warning(frames: Mapping[str, Mapping[str, Any]], limit: int = 2
     frame's reason and what to do. The CLI prints it, Solve Alignment shows it in the panel."""
     if not frames or any(info.get("status") != "failed" for info in frames.values()):
         return ""
-    reason = str(next(iter(frames.values())).get("message", "")) or "failed"
-    reason = reason[:limit] + ("..." if len(reason) > limit else "")
+    reason = _shortened(str(next(iter(frames.values())).get("message", "")) or "failed", limit)
     # The advice first: the panel shows a line's first 110 characters.
     return ("No frame could be aligned: check the Reference frames show the same picture, or use Key Manual Warp. "
             f"Until then the pairs keep the conform. Why: {reason}")
@@ -156,6 +155,9 @@ def _failed_solves(job: Job, frames: Sequence[int], limit: int = 240) -> str:
     for frame in frames:
         info = solved.get(str(frame)) or {}
         if info.get("status") == "failed":
-            text = str(info.get("message", "")) or "failed"
-            return f"frame {frame}: {text[:limit]}" + ("..." if len(text) > limit else "")
+            return f"frame {frame}: " + _shortened(str(info.get("message", "")) or "failed", limit)
     return ""
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text[:limit] + ("..." if len(text) > limit else "")
