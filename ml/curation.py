@@ -759,17 +759,14 @@ def shifted_structure_correlation(a: tuple[np.ndarray, np.ndarray], b: tuple[np.
                                   shift: int = 1) -> float:
     """`structure_correlation` at the best whole-pixel shift of `b` within `shift` px each way: a
     small misregistration (a telecine's fixed offset, gate weave) is geometry, not a content change."""
-    best = structure_correlation(a, b)
+    best = -1.0
     h, w = b[0].shape
     for dy in range(-shift, shift + 1):
         for dx in range(-shift, shift + 1):
-            if dx == 0 and dy == 0:
-                continue
-            moved_plane, moved_mask = np.zeros_like(b[0]), np.zeros_like(b[1])
-            ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-            xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-            moved_plane[yd, xd], moved_mask[yd, xd] = b[0][ys, xs], b[1][ys, xs]
-            best = max(best, structure_correlation(a, (moved_plane, moved_mask)))
+            # a's pixel (y, x) against b's (y - dy, x - dx), over where both exist
+            at = (slice(max(0, dy), h + min(0, dy)), slice(max(0, dx), w + min(0, dx)))
+            bt = (slice(max(0, -dy), h - max(0, dy)), slice(max(0, -dx), w - max(0, dx)))
+            best = max(best, structure_correlation((a[0][at], a[1][at]), (b[0][bt], b[1][bt])))
     return best
 
 
