@@ -426,9 +426,10 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
             coverage.append(float(mask.mean()))
             if mask.any():
                 per_method.setdefault("reference", []).append(_masked_scores(recombined, target, mask, job.branch))
+            # A blocky Reference's finer colour is coding error: the product never takes it (GuidePlanner).
             guide = (aligned[box], mask, detail_sigma(matrices[partner], blocky, half_chroma),
-                     fine_weight(source, aligned[box], mask.astype(np.float32),
-                                 sampling_sigma(matrices[partner], half_chroma)))
+                     0.0 if blocky else fine_weight(source, aligned[box], mask.astype(np.float32),
+                                                    sampling_sigma(matrices[partner], half_chroma)))
         for method, graded in (("truth_grade_guided", outputs.get("truth_grade")),
                                ("baseline_guided", outputs.get("baseline") if chroma else None)):
             if graded is not None:  # a frame without a Reference partner keeps the grade

@@ -31,7 +31,9 @@ TITLE = "## Field corpus: shots outside it"
 RESULTS_MD = field.ROOT / "bench" / "results" / "field_outside.md"
 
 PHOTOS = {"tinted_text": ("text", 15), "tinted_horse": ("horse", 16), "tinted_clock": ("clock", 12),
-          "tinted_cell": ("cell", 13), "tinted_page": ("page", 14)}
+          "tinted_cell": ("cell", 13), "tinted_page": ("page", 14), "tinted_phantom": ("shepp_logan_phantom", 21)}
+# Photographs whose grey levels are lifted into the picture range before tinting: (offset, scale).
+LIFTS = {"horse": (0.2, 0.6), "shepp_logan_phantom": (0.05, 0.9)}
 KINDS = [
     Kind("x_text_speedup_grain", "chroma", "tinted_text",
          "printed text; heavy grain; SD PAL 25 fps speed-up Reference, anamorphic, 4:2:0",
@@ -59,6 +61,11 @@ KINDS = [
          "a printed page; a turning Reference with blocky compression (full-resolution chroma); dark edges",
          source=SourceSpec(edge="dark"),
          reference=ReferenceSpec(turn_max_deg=0.3, compression=0.03)),
+    Kind("x_phantom_blocky_pal", "chroma", "tinted_phantom",
+         "flat shapes on black; SD PAL anamorphic 4:2:0 Reference with blocky compression; vignette and fade drift",
+         source=SourceSpec(fade_drift=1.0, vignette=(0.1, 0.3)),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, compression=0.04),
+         settings={"reference.pixel_aspect": 64 / 45}),
 ]
 
 
@@ -66,8 +73,8 @@ def register() -> None:
     """Make the outside kinds known to the corpus generator (seeded after the corpus's own)."""
     for name, (photo, seed) in PHOTOS.items():
         corpus.PHOTO_SOURCES[name] = (photo,)
-        corpus.PHOTO_MAKERS[name] = (lambda p=photo, s=seed:
-                                     _tint(0.2 + 0.6 * _skimage_rgb(p) if p == "horse" else _skimage_rgb(p), s))
+        offset, scale = LIFTS.get(photo, (0.0, 1.0))
+        corpus.PHOTO_MAKERS[name] = (lambda p=photo, s=seed, o=offset, k=scale: _tint(o + k * _skimage_rgb(p), s))
     for kind in KINDS:
         corpus.KINDS[kind.name] = kind
     corpus._ADDED_KINDS = corpus._ADDED_KINDS + tuple(k.name for k in KINDS if k.name not in corpus._ADDED_KINDS)

@@ -108,6 +108,8 @@ class GuideFrame:
     coding_blocks: bool = False  # the Reference shows video coding blocks (a wider detail limit)
     half_chroma: bool = False  # the Reference's chroma is coded at half its luma's resolution (twice the limit)
     fine_weight: float = 0.0  # share of the Reference's colour finer than detail_sigma taken too (`fine_weight`)
+    # share of the finer colour smoothed to what the luma explains instead (a blocky Reference's is coding error)
+    colour_smoothing: float = 0.0
 
 
 def _erode(mask: np.ndarray, px: int) -> np.ndarray:
@@ -356,17 +358,21 @@ class GuidePlanner:
                 m, origin = solve.matrix, "solved-now"
         aligned, cov, note = reference_guide(src, ref, m)
         chroma = job.branch == "chroma"
+        weight, smoothing = self._fine_colour(src, aligned, cov, m) if chroma else (0.0, 0.0)
         return aligned, cov, GuideFrame(frame, partner, warp.matrix_to_list(m), origin, float(cov.mean()), note,
                                         detail_sigma(m, self.blocky, self.half_chroma) if chroma else 0.0,
-                                        self.blocky, self.half_chroma,
-                                        self._fine_weight(src, aligned, cov, m) if chroma else 0.0)
+                                        self.blocky, self.half_chroma, weight, smoothing)
 
-    def _fine_weight(self, src: np.ndarray, aligned: np.ndarray, cov: np.ndarray, matrix: np.ndarray) -> float:
-        """`fine_weight` as job.output.fine_colour asks: measured (auto), 0 (model) or 1 (reference)."""
+    def _fine_colour(self, src: np.ndarray, aligned: np.ndarray, cov: np.ndarray, matrix: np.ndarray
+                     ) -> tuple[float, float]:
+        """(fine weight, colour smoothing) as job.output.fine_colour asks: measured (auto), 0 (model)
+        or 1 (reference). Measured on a blocky Reference, whose finer colour is coding error, the
+        share `fine_weight` finds to be grain is smoothed (`colour_smoothing`) instead of taken."""
         choice = self.job.output.fine_colour
         if choice != "auto":
-            return 1.0 if choice == "reference" else 0.0
-        return fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma))
+            return (1.0 if choice == "reference" else 0.0), 0.0
+        weight = fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma))
+        return (0.0, weight) if self.blocky else (weight, 0.0)
 
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:
@@ -505,7 +511,8 @@ def guide_summary(records: list[GuideFrame]) -> dict:
             "coding_blocks": any(r.coding_blocks for r in records),
             "half_chroma": any(r.half_chroma for r in records),
             "detail_sigma": float(np.median([r.detail_sigma for r in records if r.coverage > 0] or [0.0])),
-            "fine_weight": float(np.median([r.fine_weight for r in records if r.coverage > 0] or [0.0]))}
+            "fine_weight": float(np.median([r.fine_weight for r in records if r.coverage > 0] or [0.0])),
+            "colour_smoothing": float(np.median([r.colour_smoothing for r in records if r.coverage > 0] or [0.0]))}
 
 
 def guide_text(summary: dict) -> str:
@@ -534,7 +541,11 @@ def detail_sentence(summary: dict) -> str:
         text = f"the Reference sets the colour coarser than {sigma:.1f} px"
     else:
         return grain
-    if weight < 0.5:
+    smoothing = summary.get("colour_smoothing", 0.0)
+    if smoothing >= 0.5:
+        text += ("; finer, the Source's colour detail is mostly grain and the Reference's coding error, so the "
+                 f"colour there follows the luma (smoothed {smoothing:.0%})")
+    elif weight < 0.5:
         text += " and the model's prediction the finer detail"
     else:
         share = "whole" if weight >= 0.99 else f"at {weight:.0%}"

@@ -24,6 +24,7 @@ from ml.dataset import export_dataset  # noqa: E402
 from ml.dataset_io import load_dataset  # noqa: E402
 from ml.errors import FilmRecoveryError  # noqa: E402
 from ml.imageio import read_image, write_exr  # noqa: E402
+from ml.ingest import source_frame  # noqa: E402
 from ml.job import Crop, Job, Pair, Plate  # noqa: E402
 from ml.neural.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
 from ml.sample import generate_sample  # noqa: E402
@@ -278,6 +279,39 @@ def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edge
     assert "colour grain" not in guide.detail_sentence({**summary, "fine_weight": 1.0})
 
 
+def test_colour_smoothing_keeps_the_colour_the_luma_explains_and_drops_the_grain():
+    """#14: on a frame whose finer colour is grain and whose Reference's is coding error (a blocky
+    Reference, `GuideFrame.colour_smoothing`), that share of the colour follows the luma: flat
+    colour comes out flat, a colour edge on a luma edge stays where it is."""
+    from ml.neural.predict import apply_grain_choice
+
+    rng = np.random.default_rng(8)
+    picture = torch.zeros((1, 3, 96, 96))
+    picture[:, 0] = 0.3
+    picture[..., 48:] = torch.tensor([0.6, -0.04, 0.06]).view(3, 1, 1)
+    picture[:, 1:, :, :48] = torch.tensor([0.05, -0.03]).view(2, 1, 1)
+    grainy = picture.clone()
+    grainy[:, 1:] += torch.from_numpy(rng.normal(0, 0.02, (1, 2, 96, 96)).astype(np.float32))
+    chroma = (1, 2)
+
+    def chroma_error(image: torch.Tensor) -> float:
+        return float(((image[:, 1:] - picture[:, 1:]) ** 2).mean())
+
+    reduced = apply_grain_choice(grainy, grainy, "clean", chroma)
+    torch.testing.assert_close(apply_grain_choice(grainy, grainy, "clean", chroma, smoothing=torch.zeros(1)),
+                               reduced, atol=0, rtol=0)
+    smoothed = apply_grain_choice(grainy, grainy, "clean", chroma, smoothing=torch.ones(1))
+    assert chroma_error(smoothed) < 0.3 * chroma_error(reduced)
+    for half in (slice(0, 44), slice(52, 96)):  # each side keeps its own colour up to the edge
+        torch.testing.assert_close(smoothed[:, 1:, :, half].mean(dim=(2, 3)), picture[:, 1:, :, half].mean(dim=(2, 3)),
+                                   atol=3e-3, rtol=0)
+    assert torch.equal(apply_grain_choice(grainy, grainy, "keep_source", chroma, smoothing=torch.ones(1)), grainy)
+    summary = {"detail_sigma": 14.0, "fine_weight": 0.0, "colour_smoothing": 1.0, "coding_blocks": True,
+               "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
+    assert "follows the luma" in guide.guide_text(summary)
+    assert "follows the luma" not in guide.guide_text({**summary, "colour_smoothing": 0.0})
+
+
 def test_the_colour_grain_level_is_each_frames_own_and_the_references_share_follows_the_detail_limit():
     """#14: the reduction measures the noise on each frame, so a batch of frames (inference's) gives
     each frame what it gives alone: a clean frame beside a grainy one is not shrunk by the other's
@@ -410,11 +444,17 @@ def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
     planner = guide.GuidePlanner(job)
     assert planner.blocky
     frame = job.pairs[0].source_frame
-    _, _, record = planner.guide(frame)
+    aligned, cover, record = planner.guide(frame)
     _, _, plain_record = plain.guide(frame)
     scale = plain_record.detail_sigma / guide.DETAIL_SCALE
     assert record.coding_blocks and not plain_record.coding_blocks
     assert record.detail_sigma == pytest.approx(scale * guide.BLOCKY_DETAIL * guide.CODING_BLOCK)
+    # Its colour finer than the blocks is coding error: never taken; the share of the Source's finer
+    # colour the fine weight finds to be grain is smoothed instead.
+    measured = guide.fine_weight(source_frame(job, frame), aligned, cover,
+                                 guide.sampling_sigma(warp.as_matrix(record.matrix), planner.half_chroma))
+    assert record.fine_weight == 0.0 and record.colour_smoothing == pytest.approx(measured)
+    assert plain_record.colour_smoothing == 0.0
     summary = guide.guide_summary([record])
     assert summary["coding_blocks"] and "coding blocks" in guide.guide_text(summary)  # the panel and CLI line
     assert "coding blocks" in report._guide_section(summary)

@@ -479,20 +479,20 @@ class DevicePipeline:
         return source, model_source
 
     def _guide(self, batch: list[_Decoded], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """A guided model's guide tensor and each frame's (detail sigma, fine weight) (N, 2); frames
-        without a guide get coverage 0 (the model's Source-only prediction)."""
+        """A guided model's guide tensor and each frame's (detail sigma, fine weight, colour smoothing)
+        (N, 3); frames without a guide get coverage 0 (the model's Source-only prediction)."""
         stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
                                torch.zeros((*size, 4), device=self.device) for d in batch]).float()
         guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
-        detail = torch.tensor([(d.guide_record.detail_sigma, d.guide_record.fine_weight)
-                               if d.guide_record is not None else (0.0, 0.0) for d in batch])
+        detail = torch.tensor([(d.guide_record.detail_sigma, d.guide_record.fine_weight, d.guide_record.colour_smoothing)
+                               if d.guide_record is not None else (0.0, 0.0, 0.0) for d in batch])
         return guide, detail
 
     def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],
                    guide: torch.Tensor | None = None, detail: torch.Tensor | None = None) -> torch.Tensor:
         """The prediction with the plate's own kept channels and, as job.output.grain says, its grain
         (on the chroma branch, not where the guide took the Reference's finer colour: `detail`'s
-        fine weight times the guide's coverage)."""
+        fine weight times the guide's coverage; smoothed by `detail`'s colour smoothing)."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -503,7 +503,8 @@ class DevicePipeline:
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
         share = reference_share(guide, detail) if guide is not None and detail is not None else None
-        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share)
+        smoothing = detail[:, 2] if detail is not None else None
+        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing)
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """YCbCr -> the display, archival and review pixels, copied (on CUDA: queued) to the host."""
