@@ -121,7 +121,7 @@ PHOTO_SOURCES: dict[str, tuple[str, ...]] = {
     "motorcycle": ("stereo_motorcycle",), "retina": ("retina",), "hubble_deep_field": ("hubble_deep_field",),
     "immunohistochemistry": ("immunohistochemistry",), "tinted_camera": ("camera",), "tinted_coins": ("coins",),
     "tinted_gravel": ("gravel",), "sky_and_wall": ("brick", "grass"), "colorwheel_on_grass": ("colorwheel", "grass"),
-    "tinted_moon": ("moon",),
+    "tinted_moon": ("moon",), "tinted_blobs": ("binary_blobs",),
 }
 
 PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
@@ -133,6 +133,7 @@ PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
     "tinted_coins": lambda: _tint(_skimage_rgb("coins"), 2),
     "tinted_gravel": lambda: _tint(_skimage_rgb("gravel"), 3),
     "tinted_moon": lambda: _tint(_skimage_rgb("moon"), 11),
+    "tinted_blobs": lambda: _tint(0.25 + 0.5 * _skimage_rgb("binary_blobs"), 22),
     "sky_and_wall": _sky_and_wall,
     "colorwheel_on_grass": lambda: np.clip(0.55 * _skimage_rgb("colorwheel")[:, :370]
                                            + 0.45 * _skimage_rgb("grass")[:370, :370], 0, 1),
@@ -244,6 +245,14 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          "Reference in a cool night grade",
          source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.03),
          reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, grade=COOL_NIGHT_GRADE),
+         settings={"reference.pixel_aspect": 64 / 45}),
+    # Found on a shot outside the corpus: where the Source's finer colour is grain, the guide took a
+    # blocky Reference's finer colour instead, and its coding blocks showed on the flat areas.
+    Kind("flat_blocky", "chroma", "tinted_blobs",
+         "flat, hard-edged shapes; an uneven fade drifting over the shot; SD PAL anamorphic 4:2:0 Reference "
+         "with blocky compression",
+         source=SourceSpec(fade_drift=1.0),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, compression=0.04),
          settings={"reference.pixel_aspect": 64 / 45}),
     Kind("spatial_soft", "spatial", "tinted_gravel",
          "spatial: soft, heavily grainy Source with its colour intact; sharper Reference",
@@ -517,10 +526,17 @@ class FieldShot:
 _FIRST_KINDS = ("dark_edges", "grey_edge", "high_key", "night", "ntsc_pulldown", "pal_speedup", "pan_scan",
                 "pillarbox_grade", "sky_wall", "spatial_noisy_reference", "spatial_sharp_centre",
                 "spatial_slight_blur", "spatial_soft", "spatial_strong_blur", "turning")
-_ADDED_KINDS = ("low_structure",)
+_ADDED_KINDS = ("low_structure", "flat_blocky")
+
+
+# Kinds kept outside the corpus (bench/field_outside.py) seed from their own indices, so the corpus
+# gaining a kind leaves them as they were too.
+OUTSIDE_SEEDS: dict[str, int] = {}
 
 
 def seed_index(kind_name: str) -> int:
+    if kind_name in OUTSIDE_SEEDS:
+        return OUTSIDE_SEEDS[kind_name]
     order = _FIRST_KINDS + _ADDED_KINDS
     if kind_name not in order:
         raise KeyError(f"{kind_name}: add it to field_corpus._ADDED_KINDS (the end of the seed order)")

@@ -32,6 +32,7 @@ RESULTS_MD = field.ROOT / "bench" / "results" / "field_outside.md"
 
 PHOTOS = {"tinted_text": ("text", 15), "tinted_horse": ("horse", 16), "tinted_clock": ("clock", 12),
           "tinted_cell": ("cell", 13), "tinted_page": ("page", 14), "tinted_phantom": ("shepp_logan_phantom", 21)}
+OUTSIDE_SEED_BASE = 100  # their seed indices (`field_corpus.seed_index`), apart from the corpus's
 # Photographs whose grey levels are lifted into the picture range before tinting: (offset, scale).
 LIFTS = {"horse": (0.2, 0.6), "shepp_logan_phantom": (0.05, 0.9)}
 KINDS = [
@@ -70,14 +71,14 @@ KINDS = [
 
 
 def register() -> None:
-    """Make the outside kinds known to the corpus generator (seeded after the corpus's own)."""
+    """Make the outside kinds known to the corpus generator (seeded apart from the corpus's own)."""
     for name, (photo, seed) in PHOTOS.items():
         corpus.PHOTO_SOURCES[name] = (photo,)
         offset, scale = LIFTS.get(photo, (0.0, 1.0))
         corpus.PHOTO_MAKERS[name] = (lambda p=photo, s=seed, o=offset, k=scale: _tint(o + k * _skimage_rgb(p), s))
-    for kind in KINDS:
+    for index, kind in enumerate(KINDS):
         corpus.KINDS[kind.name] = kind
-    corpus._ADDED_KINDS = corpus._ADDED_KINDS + tuple(k.name for k in KINDS if k.name not in corpus._ADDED_KINDS)
+        corpus.OUTSIDE_SEEDS[kind.name] = OUTSIDE_SEED_BASE + index
 
 
 def section(result: dict) -> str:

@@ -328,19 +328,22 @@ def test_the_table_reads_the_chroma_goal_over_the_corpus_too():
                                                        "baseline's (no gap to close).")
 
 
-def test_shots_outside_the_corpus_generate_after_it_and_are_named_so(tmp_path):
-    """bench/field_outside.py: its kinds are seeded after the corpus's own (so they leave it as it
-    was), every picture is made from scikit-image offline, and its section says they are outside."""
+def test_shots_outside_the_corpus_generate_apart_from_it_and_are_named_so(tmp_path):
+    """bench/field_outside.py: its kinds are seeded apart from the corpus's own (so neither changes
+    the other, also when the corpus gains a kind), every picture is made from scikit-image offline,
+    and its section says they are outside."""
     import copy
 
     import field_outside
 
     saved = (dict(field_corpus.KINDS), dict(field_corpus.PHOTO_SOURCES), dict(field_corpus.PHOTO_MAKERS),
-             field_corpus._ADDED_KINDS)
+             dict(field_corpus.OUTSIDE_SEEDS))
     try:
         field_outside.register()
         indices = [field_corpus.seed_index(k.name) for k in field_outside.KINDS]
-        assert min(indices) >= len(saved[0]) and len(set(indices)) == len(indices)
+        corpus_indices = [field_corpus.seed_index(name) for name in saved[0]]
+        assert min(indices) > max(corpus_indices) and len(set(indices)) == len(indices)
+        assert indices == [field_outside.OUTSIDE_SEED_BASE + i for i in range(len(indices))]
         for kind in field_outside.KINDS:
             assert not set(field_corpus.PHOTO_SOURCES[kind.photo]) & set(sample.PHOTOS)
         shot = field_corpus.generate_kind("x_horse_letterbox_flat", tmp_path / "horse", frames=2)
@@ -356,4 +359,5 @@ def test_shots_outside_the_corpus_generate_after_it_and_are_named_so(tmp_path):
         field_corpus.PHOTO_SOURCES.update(saved[1])
         field_corpus.PHOTO_MAKERS.clear()
         field_corpus.PHOTO_MAKERS.update(saved[2])
-        field_corpus._ADDED_KINDS = saved[3]
+        field_corpus.OUTSIDE_SEEDS.clear()
+        field_corpus.OUTSIDE_SEEDS.update(saved[3])
