@@ -207,7 +207,8 @@ class Output:
     fine_colour: Literal["auto", "model", "reference"] = _field(
         "auto", "Chroma branch, reference-guided model: where the colour detail finer than the Reference resolves "
         "comes from. `auto` decides per frame from the luma: the model's prediction (the Source's detail) where "
-        "the Source's luma follows the Reference's there, the Reference's colour where it does not (grain); "
+        "the Source's luma follows the Reference's there, the Reference's colour where it does not (grain; from a "
+        "blocky Reference, whose colour that fine is coding error, the colour the luma explains instead); "
         "`model` always keeps the prediction's detail; `reference` takes the Reference's colour whole.", added=True)
 
 
