@@ -116,6 +116,13 @@ def _sky_and_wall() -> np.ndarray:
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
+def _seeded_blobs() -> np.ndarray:
+    """scikit-image's binary blobs are drawn at random: seeded, so the shot is the same on every run."""
+    import skimage.data
+
+    return np.repeat(skimage.data.binary_blobs(length=512, rng=22).astype(np.float32)[..., None], 3, axis=2)
+
+
 # The scikit-image photographs behind each picture (none of them the sample's; all ship offline).
 PHOTO_SOURCES: dict[str, tuple[str, ...]] = {
     "motorcycle": ("stereo_motorcycle",), "retina": ("retina",), "hubble_deep_field": ("hubble_deep_field",),
@@ -133,7 +140,7 @@ PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
     "tinted_coins": lambda: _tint(_skimage_rgb("coins"), 2),
     "tinted_gravel": lambda: _tint(_skimage_rgb("gravel"), 3),
     "tinted_moon": lambda: _tint(_skimage_rgb("moon"), 11),
-    "tinted_blobs": lambda: _tint(0.25 + 0.5 * _skimage_rgb("binary_blobs"), 22),
+    "tinted_blobs": lambda: _tint(0.25 + 0.5 * _seeded_blobs(), 22),
     "sky_and_wall": _sky_and_wall,
     "colorwheel_on_grass": lambda: np.clip(0.55 * _skimage_rgb("colorwheel")[:, :370]
                                            + 0.45 * _skimage_rgb("grass")[:370, :370], 0, 1),

@@ -62,6 +62,12 @@ def test_corpus_kinds_cover_the_brief():
         field_corpus.seed_index("not_yet_added")
 
 
+def test_every_corpus_picture_is_the_same_on_every_run():
+    """A picture drawn at random (scikit-image's binary blobs) is seeded: the same shot, run after run."""
+    for name, make in field_corpus.PHOTO_MAKERS.items():
+        assert np.array_equal(make(), make()), name
+
+
 def test_pulldown_cadence():
     fields = field_corpus.pulldown_fields(10)
     assert [(a, b) for a, b, _ in fields[:5]] == [(0, 0), (1, 1), (1, 2), (2, 3), (3, 3)]
