@@ -1,8 +1,8 @@
 """Shots outside the field corpus, through both front doors: a check that what was built on the
 corpus holds on pictures and damage combinations it never saw (other scikit-image photographs,
 other mixes of the corpus's damage). The corpus gains a kind when one of these finds a defect
-(`low_structure` came from here); these stay outside it, so they are not what the defaults were
-fitted on.
+(`low_structure` and `flat_blocky` came from here); these stay outside it, so they are not what the
+defaults were fitted on.
 
     .venv/bin/python bench/field_outside.py --out /tmp/outside [--write-docs]
 """
@@ -90,7 +90,9 @@ def section(result: dict) -> str:
     intro = ("Pictures and damage combinations the field corpus does not have (`bench/field_outside.py`), "
              "run like the corpus. They check that what was built and tuned on the corpus holds elsewhere; "
              "where one found a defect, the fix was made and the corpus gained a kind for it (`low_structure`: "
-             "alignment and the guide read a grainy SD shot's structure where the Reference has none).")
+             "alignment and the guide read a grainy SD shot's structure where the Reference has none; "
+             "`flat_blocky`, from x_phantom_blocky_pal: the guide took a blocky Reference's finer colour, coding "
+             "blocks and all, where the Source's was grain).")
     return f"{TITLE}\n\n{intro}\n{body}"
 
 
