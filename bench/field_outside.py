@@ -14,11 +14,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import field  # noqa: E402
 import field_corpus as corpus  # noqa: E402
 from field_corpus import (  # noqa: E402
+    COOL_NIGHT_GRADE,
     HEAVY_GRAIN,
+    IDENTITY_GRADE,
     TEAL_ORANGE_GRADE,
     Kind,
     ReferenceSpec,
@@ -33,6 +37,12 @@ RESULTS_MD = field.ROOT / "bench" / "results" / "field_outside.md"
 PHOTOS = {"tinted_text": ("text", 15), "tinted_horse": ("horse", 16), "tinted_clock": ("clock", 12),
           "tinted_cell": ("cell", 13), "tinted_page": ("page", 14), "tinted_phantom": ("shepp_logan_phantom", 21)}
 OUTSIDE_SEED_BASE = 100  # their seed indices (`field_corpus.seed_index`), apart from the corpus's
+# Colour photographs used as they are (a low-key one darkened): name -> (scikit-image photo, maker).
+COLOUR_PHOTOS = {
+    "low_key_cat": ("cat", lambda: np.clip(0.45 * _skimage_rgb("cat") ** 1.3, 0.0, 1.0).astype(np.float32)),
+    "logo_on_grey": ("logo", lambda: (0.05 + 0.9 * _skimage_rgb("logo")).astype(np.float32)),
+    "cat": ("cat", lambda: _skimage_rgb("cat")),
+}
 # Photographs whose grey levels are lifted into the picture range before tinting: (offset, scale).
 LIFTS = {"horse": (0.2, 0.6), "shepp_logan_phantom": (0.05, 0.9)}
 KINDS = [
@@ -67,6 +77,23 @@ KINDS = [
          source=SourceSpec(fade_drift=1.0, vignette=(0.1, 0.3)),
          reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, compression=0.04),
          settings={"reference.pixel_aspect": 64 / 45}),
+    Kind("x_cat_night_pulldown", "chroma", "low_key_cat",
+         "a low-key cat (fur); heavy grain; flicker; NTSC 3:2 pulldown letterboxed 4:2:0 Reference in a cool "
+         "night grade",
+         source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.04),
+         reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
+                                 framing="letterbox", chroma_420=True, grade=COOL_NIGHT_GRADE),
+         settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
+    Kind("x_logo_pillar_subs", "chroma", "logo_on_grey",
+         "flat graphic colours; 4:3 Source; pillarboxed 16:9 Reference with subtitles; dark edges",
+         aspect="4:3", source=SourceSpec(edge="dark"),
+         reference=ReferenceSpec(size_2k=(1920, 1080), framing="pillarbox", subtitles=True)),
+    Kind("x_spatial_cat", "spatial", "cat",
+         "spatial: a soft (1.8 px), heavily grainy cat (fur); a sharper Reference that turns",
+         source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.04] * 3,
+                                   "white_point": 0.97, "grain": HEAVY_GRAIN}, soften_sigma=1.8),
+         reference=ReferenceSpec(size_2k=(2048, 1152), grade=dict(IDENTITY_GRADE), softness=0.3, turn_max_deg=0.2),
+         settings={"branch": "spatial"}),
 ]
 
 
@@ -76,6 +103,9 @@ def register() -> None:
         corpus.PHOTO_SOURCES[name] = (photo,)
         offset, scale = LIFTS.get(photo, (0.0, 1.0))
         corpus.PHOTO_MAKERS[name] = (lambda p=photo, s=seed, o=offset, k=scale: _tint(o + k * _skimage_rgb(p), s))
+    for name, (photo, make) in COLOUR_PHOTOS.items():
+        corpus.PHOTO_SOURCES[name] = (photo,)
+        corpus.PHOTO_MAKERS[name] = make
     for index, kind in enumerate(KINDS):
         corpus.KINDS[kind.name] = kind
         corpus.OUTSIDE_SEEDS[kind.name] = OUTSIDE_SEED_BASE + index
