@@ -241,6 +241,17 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
     assert guide.detail_sentence({**summary, "fine_weight": 0.2}) == ""
 
 
+def _with_colour_grain(picture: torch.Tensor, seed: int, sigma: float = 0.02) -> torch.Tensor:
+    grainy = picture.clone()
+    rng = np.random.default_rng(seed)
+    grainy[:, 1:] += torch.from_numpy(rng.normal(0, sigma, tuple(grainy[:, 1:].shape)).astype(np.float32))
+    return grainy
+
+
+def _chroma_error(image: torch.Tensor, picture: torch.Tensor) -> float:
+    return float(((image[:, 1:] - picture[:, 1:]) ** 2).mean())
+
+
 def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edges():
     """#14: a chroma recovery carries the Source's colour grain through the grade; `output.grain`
     clean (the default) shrinks it, measured on the frame, and keeps the colour the luma explains
@@ -248,14 +259,12 @@ def test_clean_grain_reduces_the_colour_grain_and_keeps_the_pictures_colour_edge
     as it is; the luma is the Source's either way."""
     from ml.neural.predict import apply_grain_choice, reduce_colour_grain
 
-    rng = np.random.default_rng(5)
     picture = torch.from_numpy(colour.rgb_to_ycbcr(_photo("astronaut", 256, 256))).permute(2, 0, 1)[None]
-    grainy = picture.clone()
-    grainy[:, 1:] += torch.from_numpy(rng.normal(0, 0.02, (1, 2, 256, 256)).astype(np.float32))
+    grainy = _with_colour_grain(picture, 5)
     chroma = (1, 2)
 
     def chroma_error(image: torch.Tensor) -> float:
-        return float(((image[:, 1:] - picture[:, 1:]) ** 2).mean())
+        return _chroma_error(image, picture)
 
     cleaned = apply_grain_choice(grainy, grainy, "clean", chroma)
     torch.testing.assert_close(cleaned[:, :1], grainy[:, :1], atol=0, rtol=0)
@@ -285,23 +294,17 @@ def test_colour_smoothing_keeps_the_colour_the_luma_explains_and_drops_the_grain
     colour comes out flat, a colour edge on a luma edge stays where it is."""
     from ml.neural.predict import apply_grain_choice
 
-    rng = np.random.default_rng(8)
     picture = torch.zeros((1, 3, 96, 96))
     picture[:, 0] = 0.3
     picture[..., 48:] = torch.tensor([0.6, -0.04, 0.06]).view(3, 1, 1)
     picture[:, 1:, :, :48] = torch.tensor([0.05, -0.03]).view(2, 1, 1)
-    grainy = picture.clone()
-    grainy[:, 1:] += torch.from_numpy(rng.normal(0, 0.02, (1, 2, 96, 96)).astype(np.float32))
+    grainy = _with_colour_grain(picture, 8)
     chroma = (1, 2)
-
-    def chroma_error(image: torch.Tensor) -> float:
-        return float(((image[:, 1:] - picture[:, 1:]) ** 2).mean())
-
     reduced = apply_grain_choice(grainy, grainy, "clean", chroma)
     torch.testing.assert_close(apply_grain_choice(grainy, grainy, "clean", chroma, smoothing=torch.zeros(1)),
                                reduced, atol=0, rtol=0)
     smoothed = apply_grain_choice(grainy, grainy, "clean", chroma, smoothing=torch.ones(1))
-    assert chroma_error(smoothed) < 0.3 * chroma_error(reduced)
+    assert _chroma_error(smoothed, picture) < 0.3 * _chroma_error(reduced, picture)
     for half in (slice(0, 44), slice(52, 96)):  # each side keeps its own colour up to the edge
         torch.testing.assert_close(smoothed[:, 1:, :, half].mean(dim=(2, 3)), picture[:, 1:, :, half].mean(dim=(2, 3)),
                                    atol=3e-3, rtol=0)
