@@ -75,7 +75,8 @@ def rescore(field_dir: Path, eval_frames: int | None, option: str = "fine_colour
                     raise RuntimeError(f"{shot['kind']}: infer failed: {message}")
                 guide = json.loads((work / "infer" / "guide.json").read_text())["summary"]
                 scores = field.score_work(str(field_dir / "shots" / shot["kind"]), work, True, eval_frames)["quality"]
-                row[choice] = {"quality": scores, "fine_weight": guide.get("fine_weight", 0.0)}
+                row[choice] = {"quality": scores, "fine_weight": guide.get("fine_weight", 0.0),
+                               "colour_smoothing": guide.get("colour_smoothing", 0.0)}
                 log(f"[{shot['kind']}] {choice}: {_cell(scores['methods']['model'])}, "
                     f"fine weight {row[choice]['fine_weight']:.2f} ({time.perf_counter() - start:.0f} s)")
         finally:
@@ -97,6 +98,12 @@ def _cell(scores: dict) -> str:
     return f"{scores['psnr']:.1f} / {scores['delta_e_mean']:.2f}"
 
 
+def _fine(choice_row: dict) -> str:
+    """The median fine weight, and the colour smoothing a blocky Reference gets instead where there is any."""
+    smoothing = choice_row.get("colour_smoothing", 0.0)
+    return f"{choice_row['fine_weight']:.2f}" + (f" (smoothed {smoothing:.2f})" if smoothing > 0 else "")
+
+
 def _gap(value: float | None) -> str:
     return "–" if value is None else f"{value:.0%}"
 
@@ -112,7 +119,7 @@ def _table(rows: list[dict], option: str) -> list[str]:
         lines.append(f"| {row['kind']} | {row['reference_size'][0]}x{row['reference_size'][1]} | "
                      f"{_cell(methods['baseline'])} | {_cell(methods['reference'])} | "
                      f"{_cell(before['methods']['model'])} | {_gap(before['gap_closed'])} | "
-                     f"{row[after_choice]['fine_weight']:.2f} | {_cell(methods['model'])} | "
+                     f"{_fine(row[after_choice])} | {_cell(methods['model'])} | "
                      f"{_gap(after['gap_closed'])} | {'yes' if field.goal_met('chroma', after)[0] else 'no'} |")
     met = {choice: sum(field.goal_met("chroma", row[choice]["quality"])[0] for row in rows)
            for choice in (before_choice, after_choice)}

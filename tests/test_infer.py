@@ -140,6 +140,29 @@ def test_recombination_keeps_the_source_channels(branch, kept):
     assert np.abs(rgb_to_ycbcr(out)[..., kept] - rgb_to_ycbcr(grainy)[..., kept]).max() < 1e-6
 
 
+def test_a_frames_colour_smoothing_reaches_the_output_through_the_device_path():
+    """#14: `infer_frame` takes a frame's colour smoothing (`GuideFrame.colour_smoothing`) as inference
+    does: with the grain choice `clean` that share of the colour follows the luma (its finest chroma
+    detail drops), the luma stays the Source's; with `keep_source` it is left alone."""
+    torch.manual_seed(0)
+    model = build_model(model_config("unet", "tiny", "chroma", guided=True)).eval()
+    metadata = {"colour": {"ycbcr": "bt709-full"}}
+    source = faded_photo("coffee")
+    source = np.clip(source + np.random.default_rng(3).normal(0.0, 0.02, source.shape), 0, 1).astype(np.float32)
+    guide = np.concatenate([source, np.ones((*source.shape[:2], 1), np.float32)], axis=2)
+    outputs = {(grain, smoothing): infer_frame(model, metadata, source, settings=PipelineSettings(grain=grain),
+                                               guide=guide, detail=(2.0, 0.0, smoothing))
+               for grain in ("clean", "keep_source") for smoothing in (0.0, 1.0)}
+
+    def finest_chroma(image: np.ndarray) -> float:
+        chroma = rgb_to_ycbcr(image)[..., 1:]
+        return float(np.abs(np.diff(chroma, axis=1)).mean())
+
+    assert finest_chroma(outputs["clean", 1.0]) < 0.8 * finest_chroma(outputs["clean", 0.0])
+    np.testing.assert_allclose(rgb_to_ycbcr(outputs["clean", 1.0])[..., 0], rgb_to_ycbcr(source)[..., 0], atol=1e-5)
+    np.testing.assert_array_equal(outputs["keep_source", 1.0], outputs["keep_source", 0.0])
+
+
 @pytest.mark.parametrize("position", [False, True])
 def test_odd_sizes_and_tiles_match_the_whole_frame(position):
     model, metadata = random_model("chroma", position)

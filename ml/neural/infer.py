@@ -534,13 +534,13 @@ class DevicePipeline:
 
 def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray, device: str | torch.device = "cpu",
                 settings: PipelineSettings | None = None, kept: np.ndarray | None = None,
-                guide: np.ndarray | None = None, detail: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+                guide: np.ndarray | None = None, detail: tuple[float, ...] = (0.0, 0.0)) -> np.ndarray:
     """Recover one (H, W, 3) frame through the inference pipeline's device path; float32 RGB,
     before any half-float quantisation (`settings.exact_display` is forced on). `settings` gives
     the precision, tiles and grain choice. `kept` supplies the kept channels (default: `rgb`'s) and
     the grain `grain="keep_source"` puts back; `guide` (H, W, 4: aligned Reference RGB + coverage)
-    feeds a reference-guided model, corrected as `detail` (detail sigma, fine weight) says
-    (`models.reference_correction`)."""
+    feeds a reference-guided model, corrected as `detail` (detail sigma, fine weight[, colour
+    smoothing]) says (`models.reference_correction`, `GuideFrame.colour_smoothing`)."""
     settings = dataclasses.replace(settings or PipelineSettings(), exact_display=True)
     pipeline = DevicePipeline(model, metadata, torch.device(device), settings)
 
@@ -551,7 +551,7 @@ def infer_frame(model: RecoveryModel, metadata: dict[str, Any], rgb: np.ndarray,
     if guide is not None:
         decoded.guide = tensor(guide)
         decoded.guide_record = GuideFrame(0, None, None, "given", float(guide[..., 3].mean()), "", detail[0],
-                                          fine_weight=detail[1])
+                                          fine_weight=detail[1], colour_smoothing=detail[2] if len(detail) > 2 else 0.0)
     launched = pipeline.launch([decoded])
     pipeline.finish(launched)
     return launched.display[0].numpy()
