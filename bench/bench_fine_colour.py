@@ -45,7 +45,7 @@ OPTIONS = {
         ("model", "auto"), "## Field corpus: where the finer colour comes from", ROOT / "bench" / "results" / "fine_colour.md",
         "`output.fine_colour = model` keeps the prediction's colour detail finer than the Reference resolves "
         "(the guide before `ml.guide.fine_weight`), `auto` (the default) takes the Reference's colour there too "
-        "where the Source's luma does not follow the Reference's (grain)"),
+        "where the Source's colour there is more than its picture's luma detail explains (grain)"),
     "grain": Option(
         ("keep_source", "clean"), "## Field corpus: colour grain", ROOT / "bench" / "results" / "colour_grain.md",
         "`output.grain = keep_source` leaves the colour grain the prediction carries from the Source through the "

@@ -58,16 +58,30 @@ DETAIL_SCALE = 0.5  # chroma: the Reference corrects frequencies below this x it
 CODING_BLOCK = 8
 BLOCKY_DETAIL = 0.75
 # Below the detail limit the prediction keeps the Source's own colour detail, which is picture or
-# grain. The luma tells which: in the octave just below the Reference's sampling limit, the Source's
-# luma correlates with the aligned Reference's where the picture has detail there (0.6-0.9 on the
-# field corpus's small shots, photographs at pixel scale) and hardly where the Source's octave is
-# grain (0.04-0.53 on its 2K shots, upscaled photographs, and on heavy grain). Below FINE_MATCH_LOW
-# the Reference's colour is taken whole (`fine_weight` 1), above FINE_MATCH_HIGH the prediction's
-# detail is kept, linear between. Measured with the trained models (held-out frames against truth):
-# 2K grey_edge 49.9 -> 54.8 dB PSNR-CbCr, sky_wall 46.3 -> 55.4, ntsc_pulldown 43.2 -> 45.5; the
-# small shots whose correlation is high lose 3-5 dB taken whole (grey_edge, pan_scan, pal_speedup).
+# grain. In the octave just below the Reference's sampling limit, the Source's luma correlates with the
+# aligned Reference's (`match`) where the picture has detail there and hardly where that octave is grain;
+# match^2 of the Source's luma energy there is picture. The picture's colour carries about the share of
+# its luma energy the Reference's colour carries one octave coarser, where the Reference resolves it,
+# in the Source's units (the two frames' colour-per-luma compared in the coarse picture, 4x the limit,
+# where grain is gone: a faded Source has less colour, a regraded Reference more). `picture_share` is
+# that expected colour energy over the Source's measured colour energy in the octave. It reads low even
+# for a clean picture (~0.6: the Reference's own loss lowers the match), and well under where the
+# Source's finer colour is mostly grain. Below PICTURE_SHARE_LOW the Reference's colour is taken whole
+# (`fine_weight` 1), above PICTURE_SHARE_HIGH the prediction's detail is kept, linear between. Over the
+# field corpus's 10 chroma kinds whose Reference has no coding blocks and 7 shots outside it (small
+# size, the same trained models, held-out frames against truth), the shots that do better keeping the
+# prediction's detail read 0.35-0.57, those that do better taking the Reference's colour 0.003-0.17
+# (night, better kept in PSNR-CbCr and taken in CIEDE2000, 0.45). The luma's correlation alone (the
+# rule before this one: below FINE_MATCH_LOW taken, above FINE_MATCH_HIGH kept) kept the grainy colour
+# of printed text, strong luma with flat colour (correlation 0.74, share 0.13: CIEDE2000 3.73 -> 1.59
+# with this rule). A Reference's colour near its coding blocks' scale is coding error, so a blocky
+# Reference cannot give the share: there the luma's correlation decides, and the share it finds to be
+# grain is smoothed, not taken (`GuidePlanner._fine_colour`).
+PICTURE_SHARE_LOW, PICTURE_SHARE_HIGH = 0.15, 0.3
 FINE_MATCH_LOW, FINE_MATCH_HIGH = 0.5, 0.65
-FINE_WINDOW = 1024  # px: the centre window of the frame `fine_weight` measures
+# In infer's recipe hash for `output.fine_colour = auto`: change it when the rule's weights change.
+FINE_COLOUR_RULE = "picture-share-1"
+FINE_WINDOW = 512  # px: the centre window of the frame `fine_weight` measures
 # Block edges: in both directions one phase of the 8 px grid carries steps (median over the
 # picture) this much above the median of the phases away from it, at the same phase in every
 # sampled frame. Over the field corpus's 10 chroma kinds the blocky Reference passes on all of its
@@ -371,7 +385,7 @@ class GuidePlanner:
         choice = self.job.output.fine_colour
         if choice != "auto":
             return (1.0 if choice == "reference" else 0.0), 0.0
-        weight = fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma))
+        weight = fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma), self.blocky)
         return (0.0, weight) if self.blocky else (weight, 0.0)
 
 
@@ -442,31 +456,65 @@ def sampling_sigma(matrix: np.ndarray, half_chroma: bool = False) -> float:
     return warp.scale_of(warp.as_matrix(matrix)) * DETAIL_SCALE * (2.0 if half_chroma else 1.0)
 
 
-def fine_weight(source_rgb: np.ndarray, aligned_rgb: np.ndarray, cover: np.ndarray, sigma: float) -> float:
-    """How much of the Reference's colour finer than its detail limit to take (0 to 1): from the
-    correlation of the Source's luma with the aligned Reference's in the octave below `sigma` (the
-    `sampling_sigma`), inside the coverage (see FINE_MATCH_LOW). 0 where too little is covered to tell."""
+def fine_weight(source_rgb: np.ndarray, aligned_rgb: np.ndarray, cover: np.ndarray, sigma: float,
+                blocky: bool = False) -> float:
+    """How much of the Source's colour finer than the Reference's detail limit is grain (0 to 1): the
+    share of the Reference's colour there to take instead (for a `blocky` Reference, to smooth). From
+    the octave below `sigma` (the `sampling_sigma`), inside the coverage: by the `picture_share` of
+    the Source's colour there, or for a blocky Reference by its luma's correlation with the
+    Reference's (see PICTURE_SHARE_LOW). 0 where too little is covered to tell."""
+    measured = fine_octave(source_rgb, aligned_rgb, cover, sigma)
+    if measured is None:
+        return 0.0
+    match, share = measured
+    if blocky:
+        return float(np.clip((FINE_MATCH_HIGH - match) / (FINE_MATCH_HIGH - FINE_MATCH_LOW), 0.0, 1.0))
+    return float(np.clip((PICTURE_SHARE_HIGH - share) / (PICTURE_SHARE_HIGH - PICTURE_SHARE_LOW), 0.0, 1.0))
+
+
+def fine_octave(source_rgb: np.ndarray, aligned_rgb: np.ndarray, cover: np.ndarray, sigma: float
+                ) -> tuple[float, float] | None:
+    """(match, picture_share) of the octave below `sigma` (see PICTURE_SHARE_LOW), measured in the
+    frame's centre window inside the coverage; None where too little is covered to tell."""
+    from .colour import rgb_to_ycbcr
     from .primitives import gaussian_blur
 
     if sigma <= 0:
-        return 0.0
+        return None
     h, w = cover.shape  # a centre window is plenty to tell, and bounds the cost at 4K
     y, x = max(0, (h - FINE_WINDOW) // 2), max(0, (w - FINE_WINDOW) // 2)
     window = (slice(y, y + FINE_WINDOW), slice(x, x + FINE_WINDOW))
-    source_rgb, aligned_rgb, cover = source_rgb[window], aligned_rgb[window], cover[window]
+    cover = cover[window]
     inner = (gaussian_blur(cover, 4.0 * sigma) > 0.98) & (cover > 0.5)
     if inner.sum() < 1024:
-        return 0.0
-    finer, coarser = (np.maximum(gaussian_blur(cover, s), 1e-3) for s in (sigma / 2.0, sigma))
+        return None
+    source = rgb_to_ycbcr(source_rgb[window]) * cover[..., None]
+    reference = rgb_to_ycbcr(aligned_rgb[window]) * cover[..., None]
+    blurred: dict = {}  # (plane, sigma) -> its Gaussian inside the coverage, normalised by the coverage's
 
-    def octave(rgb: np.ndarray) -> np.ndarray:  # luma between the two Gaussians, inside the coverage
-        plane = luma(rgb) * cover
-        return (gaussian_blur(plane, sigma / 2.0) / finer - gaussian_blur(plane, sigma) / coarser)[inner]
+    def blur(name: str, plane: np.ndarray, s: float) -> np.ndarray:
+        if ("cover", s) not in blurred:
+            blurred["cover", s] = np.maximum(gaussian_blur(cover, s)[inner], 1e-3)
+        if (name, s) not in blurred:
+            weight = blurred["cover", s]
+            blurred[name, s] = gaussian_blur(plane, s)[inner] / (weight if plane.ndim == 2 else weight[:, None])
+        return blurred[name, s]
 
-    source, reference = octave(source_rgb), octave(aligned_rgb)
-    norm = float(np.sqrt((source * source).mean() * (reference * reference).mean()))
-    match = float((source * reference).mean()) / norm if norm > 0 else 1.0
-    return float(np.clip((FINE_MATCH_HIGH - match) / (FINE_MATCH_HIGH - FINE_MATCH_LOW), 0.0, 1.0))
+    def colour_per_luma(energy: np.ndarray) -> float:  # (Y, Cb, Cr) energies
+        return float(energy[1] + energy[2]) / max(float(energy[0]), 1e-12)
+
+    source_fine = blur("source", source, sigma / 2.0) - blur("source", source, sigma)
+    reference_fine = blur("reference y", reference[..., 0], sigma / 2.0) - blur("reference", reference, sigma)[:, 0]
+    reference_coarse = blur("reference", reference, sigma) - blur("reference", reference, 2.0 * sigma)
+    energy = (source_fine ** 2).mean(axis=0)
+    norm = float(np.sqrt(energy[0] * (reference_fine ** 2).mean()))
+    match = float((source_fine[:, 0] * reference_fine).mean()) / norm if norm > 0 else 1.0
+    # The Reference's colour-per-luma in the Source's units (a faded Source has less colour, a regraded
+    # Reference more): scaled by the two frames' ratio of it in the coarse picture, where grain is gone.
+    units = (colour_per_luma(blur("source", source, 4.0 * sigma).var(axis=0))
+             / max(colour_per_luma(blur("reference", reference, 4.0 * sigma).var(axis=0)), 1e-12))
+    expected_colour = units * colour_per_luma((reference_coarse ** 2).mean(axis=0)) * energy[0] * max(match, 0.0) ** 2
+    return match, float(expected_colour / max(float(energy[1] + energy[2]), 1e-12))
 
 
 def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = False) -> float:
@@ -549,6 +597,6 @@ def detail_sentence(summary: dict) -> str:
         text += " and the model's prediction the finer detail"
     else:
         share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
-        text += ("; finer, the Source's detail is mostly grain (its luma does not follow the Reference's "
-                 f"there), so the Reference's colour is taken {share} there too")
+        text += ("; finer, the Source's colour detail is mostly grain (more than its picture's luma detail "
+                 f"explains), so the Reference's colour is taken {share} there too")
     return text + (f"; {grain}" if grain else "")

@@ -203,11 +203,11 @@ class Output:
         "Source's, grain and all, either way; `clean` reduces the colour grain the recovered colour carries from the "
         "Source (`ml.neural.predict.reduce_colour_grain`), `keep_source` leaves it.")
     # Below the Reference's resolution a chroma model's colour detail is the Source's own: picture, or
-    # grain the Reference does not have. `auto` tells them apart per frame by the luma (ml.guide.fine_weight).
+    # grain the Reference does not have. `auto` tells them apart per frame (ml.guide.fine_weight).
     fine_colour: Literal["auto", "model", "reference"] = _field(
         "auto", "Chroma branch, reference-guided model: where the colour detail finer than the Reference resolves "
-        "comes from. `auto` decides per frame from the luma: the model's prediction (the Source's detail) where "
-        "the Source's luma follows the Reference's there, the Reference's colour where it does not (grain; from a "
+        "comes from. `auto` decides per frame: the model's prediction (the Source's detail) where the Source's colour "
+        "there is what its picture's luma detail explains, the Reference's colour where it is more (grain; from a "
         "blocky Reference, whose colour that fine is coding error, the colour the luma explains instead); "
         "`model` always keeps the prediction's detail; `reference` takes the Reference's colour whole.", added=True)
 

@@ -44,7 +44,8 @@ case "${1:-}" in
   test)
     setup; browser; shift
     set +e
-    .venv/bin/python -m pytest -q "$@"
+    # The slowest tests are listed so the suite's time (CI: 2 cores, kept well under 20 min) can be watched.
+    .venv/bin/python -m pytest -q --durations=15 "$@"
     rc=$?
     # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
     [ "$rc" -eq 5 ] && echo "no tests were collected" >&2 && exit 1

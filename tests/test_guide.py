@@ -201,10 +201,12 @@ def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail
 
 def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_only_grain():
     """#14: below its detail limit the Reference's colour replaces the prediction's by `fine_weight`
-    (0 keeps the prediction's detail, 1 takes the Reference whole); the weight comes from the luma: a
-    Source whose finer octave is picture the Reference also shows keeps it, one whose finer octave is
-    grain (a soft picture, as a 2K scan of it, under heavy grain) takes the Reference's colour."""
+    (0 keeps the prediction's detail, 1 takes the Reference whole); the weight comes from how much of
+    the Source's colour there its picture explains: a sharp photograph, faded or not, keeps its finer
+    colour; a soft picture (as a 2K scan of it) under heavy grain, and printed text whose colour is flat
+    but whose luma follows the Reference's closely, take the Reference's colour."""
     from ml.neural.models import reference_correction
+    from ml.sample import add_film_grain
 
     _, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     predicted = 0.1 + 0.05 * (1.0 - 2.0 * (xx % 2))[None, None]
@@ -220,6 +222,7 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
     rng = np.random.default_rng(3)
     sharp = _photo("astronaut", 256, 256)  # detail down to the pixel
     soft = transform.resize(_photo("astronaut", 64, 64), (256, 256), order=3).astype(np.float32)
+    page = _photo("text", 256, 256)[..., None] * np.array([0.95, 0.85, 0.65], np.float32)  # flat colour
     every = np.ones((256, 256), np.float32)
     scale = np.diag([4 / 3, 4 / 3, 1.0])  # a Reference at 3/4 of the Source's width
     limit = guide.sampling_sigma(scale)
@@ -228,12 +231,19 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
         small = transform.resize(picture, (192, 192), anti_aliasing=True)
         return transform.resize(small, (256, 256), order=1).astype(np.float32)
 
-    def grainy(picture: np.ndarray, amount: float) -> np.ndarray:
-        return np.clip(picture + rng.normal(0, amount, picture.shape[:2])[..., None], 0, 1).astype(np.float32)
+    def weight(picture: np.ndarray, grain: float, fade: bool = True, cover: np.ndarray = every, **kwargs) -> float:
+        source = add_film_grain(_faded(picture) if fade else picture, rng, grain)  # the sample's film grain
+        return guide.fine_weight(source, as_reference(picture), cover, limit, **kwargs)
 
-    assert guide.fine_weight(grainy(sharp, 0.005), as_reference(sharp), every, limit) == 0.0
-    assert guide.fine_weight(grainy(soft, 0.03), as_reference(soft), every, limit) == 1.0
-    assert guide.fine_weight(grainy(soft, 0.03), as_reference(soft), np.zeros_like(every), limit) == 0.0
+    assert weight(sharp, 0.01) == 0.0 and weight(sharp, 0.01, fade=False) == 0.0
+    assert weight(soft, 0.03) == 1.0 and weight(soft, 0.03, fade=False) == 1.0
+    # Printed text: its luma follows the Reference's (the luma's correlation, which still decides for a
+    # blocky Reference, keeps the prediction's colour), but its finer colour is all grain.
+    match, share = guide.fine_octave(add_film_grain(_faded(page), rng, 0.015), as_reference(page), every, limit)
+    assert match > guide.FINE_MATCH_HIGH and share < guide.PICTURE_SHARE_LOW
+    assert weight(page, 0.015) == 1.0 and weight(page, 0.015, blocky=True) == 0.0
+    assert weight(soft, 0.03, blocky=True) == 1.0
+    assert weight(soft, 0.03, cover=np.zeros_like(every)) == 0.0
     assert guide.fine_weight(sharp, sharp, every, 0.0) == 0.0
     summary = {"detail_sigma": 0.7, "fine_weight": 1.0, "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
     assert "mostly grain" in guide.guide_text(summary) and "taken whole" in guide.guide_text(summary)
@@ -455,7 +465,7 @@ def test_a_block_coded_reference_sets_only_the_coarse_colour(sample, tmp_path):
     # Its colour finer than the blocks is coding error: never taken; the share of the Source's finer
     # colour the fine weight finds to be grain is smoothed instead.
     measured = guide.fine_weight(source_frame(job, frame), aligned, cover,
-                                 guide.sampling_sigma(warp.as_matrix(record.matrix), planner.half_chroma))
+                                 guide.sampling_sigma(warp.as_matrix(record.matrix), planner.half_chroma), blocky=True)
     assert record.fine_weight == 0.0 and record.colour_smoothing == pytest.approx(measured)
     assert plain_record.colour_smoothing == 0.0
     summary = guide.guide_summary([record])
@@ -500,6 +510,16 @@ def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(samp
         assert recipe_hash(job, 0.0, "fp32", options) != before
     finally:
         infer.COLOUR_GRAIN_METHOD = method
+    # and `auto`'s fine-colour rule, for a guided model only, and not where the choice is fixed
+    def hashes() -> list[str]:  # Source-only and guided, for `auto` and for a fixed choice
+        return [recipe_hash(j, 0.0, "fp32", options, guided) for j in (job, other) for guided in (False, True)]
+
+    before = hashes()
+    infer.FINE_COLOUR_RULE, rule = "another", infer.FINE_COLOUR_RULE
+    try:
+        assert [a != b for a, b in zip(before, hashes(), strict=True)] == [False, True, False, False]
+    finally:
+        infer.FINE_COLOUR_RULE = rule
 
 
 def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_path):
