@@ -123,12 +123,28 @@ def _seeded_blobs() -> np.ndarray:
     return np.repeat(skimage.data.binary_blobs(length=512, rng=22).astype(np.float32)[..., None], 3, axis=2)
 
 
+def _intertitle() -> np.ndarray:
+    """A silent film's intertitle, hand-tinted: light lettering (the project's bitmap font) on a dark
+    card lit brighter at its centre. Strong, fine luma edges under a colour that barely varies."""
+    from ml.bitmap_font import draw_text, text_width
+
+    h, w = 360, 640
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    card = 0.10 + 0.08 * (1 - ((xs - w / 2) / (w / 2)) ** 2) * (1 - ((ys - h / 2) / (h / 2)) ** 2)
+    canvas = np.repeat(card[..., None], 3, axis=2).astype(np.float32)
+    lines = ("AND SO THE NIGHT TRAIN", "LEFT THE VALLEY AT TEN,", "NEVER TO RETURN.", "", "- 1927 -")
+    for row, line in enumerate(lines):
+        draw_text(canvas, line, (w - text_width(line, 5)) // 2, 50 + row * 50, scale=5, colour=0.85)
+    return _tint(canvas, 31)
+
+
 # The scikit-image photographs behind each picture (none of them the sample's; all ship offline).
 PHOTO_SOURCES: dict[str, tuple[str, ...]] = {
     "motorcycle": ("stereo_motorcycle",), "retina": ("retina",), "hubble_deep_field": ("hubble_deep_field",),
     "immunohistochemistry": ("immunohistochemistry",), "tinted_camera": ("camera",), "tinted_coins": ("coins",),
     "tinted_gravel": ("gravel",), "sky_and_wall": ("brick", "grass"), "colorwheel_on_grass": ("colorwheel", "grass"),
     "tinted_moon": ("moon",), "tinted_blobs": ("binary_blobs",),
+    "tinted_intertitle": (),  # lettering drawn by the project's bitmap font, no photograph
 }
 
 PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
@@ -141,6 +157,7 @@ PHOTO_MAKERS: dict[str, Callable[[], np.ndarray]] = {
     "tinted_gravel": lambda: _tint(_skimage_rgb("gravel"), 3),
     "tinted_moon": lambda: _tint(_skimage_rgb("moon"), 11),
     "tinted_blobs": lambda: _tint(0.25 + 0.5 * _seeded_blobs(), 22),
+    "tinted_intertitle": _intertitle,
     "sky_and_wall": _sky_and_wall,
     "colorwheel_on_grass": lambda: np.clip(0.55 * _skimage_rgb("colorwheel")[:, :370]
                                            + 0.45 * _skimage_rgb("grass")[:370, :370], 0, 1),
@@ -260,6 +277,14 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          "with blocky compression",
          source=SourceSpec(fade_drift=1.0),
          reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, compression=0.04),
+         settings={"reference.pixel_aspect": 64 / 45}),
+    # Found on a shot outside the corpus (printed text under grain): the guide kept the Source's finer
+    # colour because its luma follows the Reference's closely, though that colour was all grain.
+    Kind("intertitle", "chroma", "tinted_intertitle",
+         "a tinted intertitle (light lettering on a dark card: fine luma edges, flat colour); heavy grain; "
+         "flicker; SD PAL anamorphic 4:2:0 Reference in a cool grade",
+         source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.03),
+         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, grade=COOL_NIGHT_GRADE),
          settings={"reference.pixel_aspect": 64 / 45}),
     Kind("spatial_soft", "spatial", "tinted_gravel",
          "spatial: soft, heavily grainy Source with its colour intact; sharper Reference",
@@ -533,7 +558,7 @@ class FieldShot:
 _FIRST_KINDS = ("dark_edges", "grey_edge", "high_key", "night", "ntsc_pulldown", "pal_speedup", "pan_scan",
                 "pillarbox_grade", "sky_wall", "spatial_noisy_reference", "spatial_sharp_centre",
                 "spatial_slight_blur", "spatial_soft", "spatial_strong_blur", "turning")
-_ADDED_KINDS = ("low_structure", "flat_blocky")
+_ADDED_KINDS = ("low_structure", "flat_blocky", "intertitle")
 
 
 # Kinds kept outside the corpus (bench/field_outside.py) seed from their own indices, so the corpus
