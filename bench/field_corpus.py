@@ -216,6 +216,13 @@ class Kind:
 
 HEAVY_GRAIN = {"luma_sigma": 0.06, "chroma_ratio": 0.4, "shadow_floor": 0.5}
 COOL_NIGHT_GRADE = {"s_curve": 0.15, "gains": [0.9, 0.98, 1.08], "saturation": 1.1}
+PAL_ANAMORPHIC_SETTINGS = {"reference.pixel_aspect": 64 / 45}  # what the job is told of such a Reference
+
+
+def _pal_anamorphic_420(**spec) -> ReferenceSpec:
+    """An SD PAL 720x576 anamorphic (16:9) Reference with 4:2:0 chroma (a DVD or PAL DV transfer)."""
+    return ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, **spec)
+
 TEAL_ORANGE_GRADE = {"s_curve": 0.35, "gains": [1.08, 0.99, 0.9], "saturation": 1.2}
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in [
@@ -268,16 +275,14 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          "little structure (a few dark craters) under heavy grain; flicker; SD PAL anamorphic 4:2:0 "
          "Reference in a cool night grade",
          source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.03),
-         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, grade=COOL_NIGHT_GRADE),
-         settings={"reference.pixel_aspect": 64 / 45}),
+         reference=_pal_anamorphic_420(grade=COOL_NIGHT_GRADE), settings=dict(PAL_ANAMORPHIC_SETTINGS)),
     # Found on a shot outside the corpus: where the Source's finer colour is grain, the guide took a
     # blocky Reference's finer colour instead, and its coding blocks showed on the flat areas.
     Kind("flat_blocky", "chroma", "tinted_blobs",
          "flat, hard-edged shapes; an uneven fade drifting over the shot; SD PAL anamorphic 4:2:0 Reference "
          "with blocky compression",
          source=SourceSpec(fade_drift=1.0),
-         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, compression=0.04),
-         settings={"reference.pixel_aspect": 64 / 45}),
+         reference=_pal_anamorphic_420(compression=0.04), settings=dict(PAL_ANAMORPHIC_SETTINGS)),
     # Added for what printed text under grain found outside the corpus (the guide kept the Source's
     # finer colour because its luma follows the Reference's, though that colour was grain). At the small
     # size it is another case: both fine-colour rules keep the prediction's finer colour, and taking the
@@ -286,8 +291,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          "a tinted intertitle (light lettering on a dark card: fine luma edges, flat colour); heavy grain; "
          "flicker; SD PAL anamorphic 4:2:0 Reference in a cool grade",
          source=SourceSpec(damage={"grain": HEAVY_GRAIN}, flicker=0.03),
-         reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, chroma_420=True, grade=COOL_NIGHT_GRADE),
-         settings={"reference.pixel_aspect": 64 / 45}),
+         reference=_pal_anamorphic_420(grade=COOL_NIGHT_GRADE), settings=dict(PAL_ANAMORPHIC_SETTINGS)),
     Kind("spatial_soft", "spatial", "tinted_gravel",
          "spatial: soft, heavily grainy Source with its colour intact; sharper Reference",
          source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.02] * 3,
