@@ -298,15 +298,24 @@ def test_two_process_data_parallel_on_cpu(tmp_path, dataset):
     import subprocess
     import sys
 
-    job = make_job(tmp_path, steps=6, validate_every=3, checkpoint_every=3, preview_every=6)
-    job.dataset_dir = str(dataset)
-    save_job(job, tmp_path / "job.json")
     root = Path(__file__).resolve().parent.parent
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--standalone", "-m", "ml", "--json", "train", str(tmp_path / "job.json")],
-                          cwd=root, capture_output=True, text=True, timeout=120,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-2000:]
+
+    def torchrun(folder: Path):
+        folder.mkdir()
+        job = make_job(folder, steps=6, validate_every=3, checkpoint_every=3, preview_every=6)
+        job.dataset_dir = str(dataset)
+        save_job(job, folder / "job.json")
+        return job, subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                    "--standalone", "-m", "ml", "--json", "train", str(folder / "job.json")],
+                                   cwd=root, capture_output=True, text=True, timeout=120,
+                                   env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+
+    job, done = torchrun(tmp_path / "first")
+    # gloo's transport once aborted a rank natively (SIGABRT) in a CI run on 2 loaded cores, and the
+    # same test passed on three reruns: one fresh try for that only, so a real failure still fails.
+    if done.returncode != 0 and "SIGABRT" in done.stderr:
+        job, done = torchrun(tmp_path / "second")
+    assert done.returncode == 0, done.stderr[-4000:]
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     results = [e for e in events if e["type"] == "result"]
     assert len(results) == 1 and results[0]["steps"] == 6
