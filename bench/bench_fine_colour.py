@@ -3,7 +3,7 @@
 Below the Reference's resolution a reference-guided chroma model's colour detail is the Source's own:
 picture, or grain the Reference does not have. Two output choices act there:
 - `output.fine_colour` (`--option fine_colour`): `model` keeps the prediction's detail (the guide
-  before `ml.guide.fine_weight`), `auto` (the default) decides per frame from the luma;
+  before `ml.guide.fine_weight`), `auto` (the default) decides per frame (the picture share of the Source's finer colour);
 - `output.grain` (`--option grain`): `keep_source` leaves the colour grain the prediction carries from
   the Source, `clean` (the default) reduces it (`ml.neural.predict.reduce_colour_grain`).
 This takes a field run's folder (`bench/field.py --out DIR --doors cli`), infers each completed chroma
