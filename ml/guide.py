@@ -590,13 +590,15 @@ def detail_sentence(summary: dict) -> str:
     else:
         return grain
     smoothing = summary.get("colour_smoothing", 0.0)
-    if smoothing >= 0.5:
-        text += ("; finer, the Source's colour detail is mostly grain and the Reference's coding error, so the "
-                 f"colour there follows the luma (smoothed {smoothing:.0%})")
-    elif weight < 0.5:
-        text += " and the model's prediction the finer detail"
-    else:
+    if weight >= 0.5:
         share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
         text += ("; finer, the Source's colour detail is mostly grain (more than its picture's luma detail "
                  f"explains), so the Reference's colour is taken {share} there too")
+    elif smoothing >= 0.5:
+        why = ("the Source's colour detail is mostly grain and the Reference's coding error"
+               if summary.get("coding_blocks") else
+               "the Source's colour detail that its luma does not explain is grain (unlike the Reference's)")
+        text += f"; finer, {why}, so the colour there follows the luma (smoothed {smoothing:.0%})"
+    else:
+        text += " and the model's prediction the finer detail"
     return text + (f"; {grain}" if grain else "")

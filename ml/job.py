@@ -201,7 +201,8 @@ class Output:
         "Reference's); `keep_source` separates the Source's grain (its luma above a 1.5 px Gaussian, "
         "`ml.neural.predict.source_grain`) and adds it back over the restored luma. Chroma branch: the luma is the "
         "Source's, grain and all, either way; `clean` reduces the colour grain the recovered colour carries from the "
-        "Source (`ml.neural.predict.reduce_colour_grain`), `keep_source` leaves it.")
+        "Source (`ml.neural.predict.reduce_colour_grain`; on a guided frame whose colour the luma does not explain is "
+        "grain, unlike the Reference's, the colour follows the luma: `grain_smoothing`), `keep_source` leaves it.")
     # Below the Reference's resolution a chroma model's colour detail is the Source's own: picture, or
     # grain the Reference does not have. `auto` tells them apart per frame (ml.guide.fine_weight).
     fine_colour: Literal["auto", "model", "reference"] = _field(

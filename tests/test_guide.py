@@ -251,6 +251,44 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
     assert guide.detail_sentence({**summary, "fine_weight": 0.2}) == ""
 
 
+def test_colour_the_luma_does_not_explain_is_smoothed_where_it_does_not_match_the_references():
+    """#14: a guided chroma frame's colour follows the luma (`grain_smoothing`) where the colour its
+    luma does not explain, at the finest scale the Reference resolves, does not match the Reference's
+    (`unexplained_colour_match`): printed text in one tint under heavy grain (its unexplained colour is
+    grain) is smoothed whole; a colour photograph, whose colour varies apart from its luma as its
+    Reference's does, is left alone; a frame the Reference does not cover, too."""
+    from ml.neural.models import reference_correction
+    from ml.neural.predict import grain_smoothing, unexplained_colour_match
+    from ml.sample import add_film_grain
+
+    rng = np.random.default_rng(5)
+    size, sigma = 240, torch.tensor([2.4])  # an SD Reference's 4:2:0 colour limit, in Source px
+    page = _photo("text", size, size)[..., None] * np.array([0.95, 0.8, 0.6], np.float32)  # one tint
+    tinted = _photo("camera", size, size)[..., None] * np.array([0.9, 0.85, 0.7], np.float32)
+    photo = _photo("astronaut", size, size)
+    cover = torch.ones((1, 1, size, size))
+
+    def ycbcr(rgb: np.ndarray) -> torch.Tensor:
+        return rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].float())
+
+    def smoothing(picture: np.ndarray, grain: float, coverage: torch.Tensor = cover) -> float:
+        small = transform.resize(picture, (size // 3, size // 3), anti_aliasing=True)  # SD: a third of the width
+        reference = ycbcr(transform.resize(small, (size, size), order=1).astype(np.float32))
+        source = ycbcr(add_film_grain(picture, rng, grain, chroma_ratio=0.4))  # the field corpus's heavy grain
+        recovered = reference_correction(source, reference, coverage, sigma)  # as the guided model's output
+        guide = torch.cat([reference, coverage], dim=1)
+        return float(grain_smoothing(unexplained_colour_match(recovered, guide, sigma))[0])
+
+    assert smoothing(page, 0.06) == 1.0 and smoothing(tinted, 0.06) == 1.0
+    assert smoothing(photo, 0.06) == 0.0
+    assert smoothing(page, 0.01) == 0.0  # light grain: the unexplained colour is the picture's, matched
+    assert smoothing(page, 0.06, torch.zeros_like(cover)) == 0.0
+    summary = {"detail_sigma": 2.4, "fine_weight": 0.0, "colour_smoothing": 1.0, "half_chroma": True,
+               "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
+    assert "luma does not explain is grain" in guide.guide_text(summary)
+    assert "coding error" not in guide.guide_text(summary)
+
+
 def _with_colour_grain(picture: torch.Tensor, seed: int, sigma: float = 0.02) -> torch.Tensor:
     grainy = picture.clone()
     rng = np.random.default_rng(seed)

@@ -72,9 +72,11 @@ from .predict import (
     amp_dtype_for,
     apply_grain_choice,
     check_metadata,
+    grain_smoothing,
     predict_ycbcr,
     reference_share,
     resolve_device,
+    unexplained_colour_match,
 )
 
 OUTPUT_KINDS = ("display", "aces", "review")
@@ -333,6 +335,7 @@ class _Launched:
     ready: Any  # torch.cuda.Event or None
     clock: list[Any]  # events (CUDA) or perf_counter values between preprocess/model/colour
     preprocess_start: float
+    smoothing: torch.Tensor | None = None  # (N,) each frame's colour smoothing as applied (guided chroma)
 
 
 @dataclass(frozen=True)
@@ -447,13 +450,14 @@ class DevicePipeline:
         clock.append(self._stamp())
         out = self._predict(model_source, guide, detail)
         clock.append(self._stamp())
-        display, aces, review = self._outputs(self._recombine(out, source, batch, guide, detail))
+        recombined, smoothing = self._recombine(out, source, batch, guide, detail)
+        display, aces, review = self._outputs(recombined)
         ready = None
         if self.cuda:
             ready = torch.cuda.Event()
             ready.record()
         clock.append(self._stamp())
-        return _Launched(batch, display, aces, review, ready, clock, start)
+        return _Launched(batch, display, aces, review, ready, clock, start, smoothing)
 
     def _wait_for_uploads(self, batch: list[_Decoded]) -> None:
         """On CUDA: the main stream waits for each frame's upload on its decode thread's stream."""
@@ -492,10 +496,13 @@ class DevicePipeline:
         return guide, detail
 
     def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],
-                   guide: torch.Tensor | None = None, detail: torch.Tensor | None = None) -> torch.Tensor:
-        """The prediction with the plate's own kept channels and, as job.output.grain says, its grain
-        (on the chroma branch, not where the guide took the Reference's finer colour: `detail`'s
-        fine weight times the guide's coverage; smoothed by `detail`'s colour smoothing)."""
+                   guide: torch.Tensor | None = None, detail: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the prediction with the plate's own kept channels and, as job.output.grain says, its grain,
+        each frame's colour smoothing or None). On the chroma branch the grain is not reduced where
+        the guide took the Reference's finer colour (`detail`'s fine weight times the guide's
+        coverage), and is smoothed by `detail`'s colour smoothing or, where more, by the share
+        `grain_smoothing` finds from how the prediction's unexplained colour matches the Reference's."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -506,8 +513,11 @@ class DevicePipeline:
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
         share = reference_share(guide, detail) if guide is not None and detail is not None else None
-        smoothing = detail[:, 2] if detail is not None else None
-        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing)
+        smoothing = detail[:, 2].to(out.device) if detail is not None else None
+        if smoothing is not None and guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
+            measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
+            smoothing = torch.maximum(smoothing, measured.to(smoothing.dtype))
+        return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing), smoothing
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         """YCbCr -> the display, archival and review pixels, copied (on CUDA: queued) to the host."""
@@ -525,13 +535,18 @@ class DevicePipeline:
         return host
 
     def finish(self, launched: _Launched) -> dict[str, float]:
-        """Wait for a launched batch; returns its preprocess/model/colour seconds."""
+        """Wait for a launched batch; returns its preprocess/model/colour seconds. Each frame's guide
+        record gets the colour smoothing applied to it."""
         if launched.ready is not None:
             launched.ready.synchronize()
-            c = launched.clock
+        if launched.smoothing is not None:
+            for decoded, value in zip(launched.decoded, launched.smoothing.tolist(), strict=True):
+                if decoded.guide_record is not None:
+                    decoded.guide_record.colour_smoothing = float(value)
+        c = launched.clock
+        if launched.ready is not None:
             return {"preprocess": c[0].elapsed_time(c[1]) / 1e3, "model": c[1].elapsed_time(c[2]) / 1e3,
                     "colour": c[2].elapsed_time(c[3]) / 1e3}
-        c = launched.clock
         return {"preprocess": c[1] - c[0], "model": c[2] - c[1], "colour": c[3] - c[2]}
 
 

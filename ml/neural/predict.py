@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FilmRecoveryError
-from .models import RecoveryModel, frame_coords, rgb_to_ycbcr, ycbcr_to_rgb
+from ..guide import FINE_WINDOW
+from .models import RecoveryModel, frame_coords, gaussian_blur, rgb_to_ycbcr, ycbcr_to_rgb
 
 YCBCR_CONVENTION = "bt709-full"
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
@@ -158,7 +159,15 @@ COLOUR_GRAIN_NOISE_SCALE = 1.2
 # of flat shapes against a blocky SD Reference, CIEDE2000 3.29 (the Reference's blocks taken) and 3.34
 # (the grain reduced) -> 2.69, 2.29, 2.12 at 3x3, 5x5, 7x7 (held-out frames against truth).
 COLOUR_SMOOTHING_RADIUS = 3
-COLOUR_GRAIN_METHOD = "luma-fit-wiener-2"  # in infer's recipe hash: change it when the reduction's pixels change
+# Where the colour the luma does not explain (over 7x7 px) in the prediction matches the Reference's
+# poorly at the finest scale the Reference resolves, the finer part is grain too, and that frame's
+# colour follows the luma (`unexplained_colour_match`, `grain_smoothing`). Correlations measured on the
+# 22 small field and outside chroma shots: photographs whose colour varies apart from their luma 0.76-0.97
+# (smoothing them loses 0.1-0.6 CIEDE2000); tinted grainy shots against an SD Reference 0.21-0.68
+# (smoothing gains 0.2-0.9; an intertitle 2.54 -> 1.63).
+UNEXPLAINED_MATCH_LOW = 0.5
+UNEXPLAINED_MATCH_HIGH = 0.7
+COLOUR_GRAIN_METHOD = "luma-fit-wiener-3"  # in infer's recipe hash: change it when the reduction's pixels change
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -196,6 +205,40 @@ def reduce_colour_grain(ycbcr: torch.Tensor) -> torch.Tensor:
     noise = COLOUR_GRAIN_NOISE_SCALE * sample.kthvalue(rank, dim=-1).values  # (N, 2)
     keep = (1.0 - noise[..., None, None] / power.clamp_min(1e-12)).clamp(0.0, 1.0)
     return torch.cat([ycbcr[:, :1], (explained + keep * residual).to(ycbcr.dtype)], dim=1)
+
+
+def unexplained_colour_match(recovered: torch.Tensor, guide: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) recovered YCbCr, (N, 4, H, W) guide (aligned Reference YCbCr + coverage), (N,)
+    detail sigma -> (N,): per frame, the correlation of the colour the luma does not explain
+    (`luma_explained_colour` over 7x7 px) in the prediction and in the Reference, both low-passed at the
+    detail sigma (the finest the Reference's colour resolves), over the pixels it covers whole in the
+    frame's centre window (`guide.FINE_WINDOW`: 2K frame, 2 cores, 0.5 s; the whole frame 4.4 s).
+    Picture colour that varies apart from the luma matches there; grain does not. 1 (no evidence of
+    grain) for a frame without coverage or detail limit."""
+    h, w = recovered.shape[-2:]
+    y, x = max(0, (h - FINE_WINDOW) // 2), max(0, (w - FINE_WINDOW) // 2)
+    recovered, guide = (t[..., y:y + FINE_WINDOW, x:x + FINE_WINDOW].float() for t in (recovered, guide))
+    match = torch.ones(recovered.shape[0], device=recovered.device)
+    for i in range(recovered.shape[0]):
+        s = float(sigma[i])
+        if s <= 0:
+            continue
+        inside = gaussian_blur(guide[i:i + 1, 3:4], s + COLOUR_SMOOTHING_RADIUS, "reflect") > 0.99
+        if int(inside.sum()) < 64:
+            continue
+        frames = [recovered[i:i + 1], guide[i:i + 1, :3]]
+        lows = [gaussian_blur(f[:, 1:] - luma_explained_colour(f, COLOUR_SMOOTHING_RADIUS), s, "reflect")
+                for f in frames]
+        a, b = (low[inside.expand_as(low)] for low in lows)
+        a, b = a - a.mean(), b - b.mean()
+        match[i] = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp_min(1e-12)
+    return match
+
+
+def grain_smoothing(match: torch.Tensor) -> torch.Tensor:
+    """(N,) `unexplained_colour_match` -> the share of each frame's reduced colour replaced by the colour
+    the luma explains: 1 at or below UNEXPLAINED_MATCH_LOW, 0 at or above UNEXPLAINED_MATCH_HIGH."""
+    return ((UNEXPLAINED_MATCH_HIGH - match) / (UNEXPLAINED_MATCH_HIGH - UNEXPLAINED_MATCH_LOW)).clamp(0.0, 1.0)
 
 
 def reference_share(guide: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
