@@ -16,6 +16,7 @@ the coverage. numpy only: the engine's host side.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -260,8 +261,8 @@ def reference_guide(source_rgb: np.ndarray, reference_rgb: np.ndarray, matrix: n
 # --- every Source frame: its Reference partner and warp ----------------------------------------
 
 class GuidePlanner:
-    """The Reference frame and warp for any Source frame of the job (thread-safe: no shared state
-    is written after construction)."""
+    """The Reference frame and warp for any Source frame of the job (thread-safe: the one state
+    written after construction, the shot's colour smoothing, is written once under a lock)."""
 
     def __init__(self, job: Job):
         self.job = job
@@ -278,6 +279,8 @@ class GuidePlanner:
         self.blocky = self.half_chroma = False
         if job.branch == "chroma" and job.reference.path:
             self.blocky, self.half_chroma = self._reference_coding()
+        self._shot_smoothing: float | None = None  # `shot_colour_smoothing`, measured on first use
+        self._shot_lock = threading.Lock()
 
     def _reference_coding(self) -> tuple[bool, bool]:
         """Whether the Reference shows video coding blocks (`coding_block_phase`, the same grid on every
@@ -353,7 +356,27 @@ class GuidePlanner:
                 return aligned, cov, record
             tried.append((-1.0 if cov is None else 0.0, aligned, cov, record))
         _, aligned, cov, record = max(tried, key=lambda t: t[0])
+        if job.branch == "chroma":  # nothing to measure the frame's grain on: the shot's decision
+            record.colour_smoothing = self.shot_colour_smoothing()
         return (None, None, record) if cov is None else (aligned, cov, record)
+
+    def shot_colour_smoothing(self) -> float:
+        """The colour smoothing of a chroma frame the Reference does not guide: the share of the shot's
+        finer colour found to be grain (the median of the fine weight or colour smoothing, whichever is
+        more, over up to three of its pairs' frames), which follows the luma there as it would in a
+        guided frame's uncovered part. Measured once, on first use."""
+        with self._shot_lock:
+            if self._shot_smoothing is None:
+                shares = []
+                for source, reference in self.anchors[::max(1, len(self.anchors) // 3)][:3]:
+                    try:
+                        _, cov, record = self._guide_from(source, source_frame(self.job, source), reference)
+                    except Exception:  # noqa: BLE001 - an unreadable pair frame tells nothing; others may
+                        continue
+                    if cov is not None and cov.any():
+                        shares.append(max(record.fine_weight, record.colour_smoothing))
+                self._shot_smoothing = float(np.median(shares)) if shares else 0.0
+            return self._shot_smoothing
 
     def _guide_from(self, frame: int, src: np.ndarray, partner: int
                     ) -> tuple[np.ndarray | None, np.ndarray | None, GuideFrame]:
@@ -593,7 +616,8 @@ def detail_sentence(summary: dict) -> str:
     if weight >= 0.5:
         share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
         text += ("; finer, the Source's colour detail is mostly grain (more than its picture's luma detail "
-                 f"explains), so the Reference's colour is taken {share} there too")
+                 f"explains), so the Reference's colour is taken {share} there too, and where the Reference "
+                 "does not cover, the colour follows the luma")
     elif smoothing >= 0.5:
         why = ("the Source's colour detail is mostly grain and the Reference's coding error"
                if summary.get("coding_blocks") else

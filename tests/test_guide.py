@@ -174,6 +174,11 @@ def test_every_frame_gets_a_partner_warp_and_coverage(sample, tmp_path):
     aligned, cover, record = guide.GuidePlanner(job).guide(info.last_frame)
     assert aligned is None and cover is None and record.coverage == 0.0
     assert "no Reference frame" in record.note
+    # Nothing to measure its grain on: its colour follows the luma as much as the shot's finer colour
+    # is found to be grain on the pairs' frames (here as output.fine_colour fixes it).
+    for choice, expected in (("reference", 1.0), ("model", 0.0)):
+        job.output.fine_colour = choice
+        assert guide.GuidePlanner(job).guide(info.last_frame)[2].colour_smoothing == expected
 
 
 def test_a_softer_reference_corrects_the_colour_and_keeps_the_predictions_detail():

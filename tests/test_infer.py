@@ -161,6 +161,14 @@ def test_a_frames_colour_smoothing_reaches_the_output_through_the_device_path():
     assert finest_chroma(outputs["clean", 1.0]) < 0.8 * finest_chroma(outputs["clean", 0.0])
     np.testing.assert_allclose(rgb_to_ycbcr(outputs["clean", 1.0])[..., 0], rgb_to_ycbcr(source)[..., 0], atol=1e-5)
     np.testing.assert_array_equal(outputs["keep_source", 1.0], outputs["keep_source", 0.0])
+    # A frame's fine weight is the share of its finer colour that is grain: where the Reference does not
+    # cover (the right half), that share of the prediction's colour follows the luma.
+    width = source.shape[1]
+    half = guide.copy()
+    half[:, width // 2:, 3] = 0.0
+    kept, taken = (infer_frame(model, metadata, source, guide=half, detail=(2.0, weight, 0.0)) for weight in (0.0, 1.0))
+    right = slice(width // 2 + 8, None)
+    assert finest_chroma(taken[:, right]) < 0.8 * finest_chroma(kept[:, right])
 
 
 @pytest.mark.parametrize("position", [False, True])

@@ -501,8 +501,8 @@ class DevicePipeline:
         """(the prediction with the plate's own kept channels and, as job.output.grain says, its grain,
         each frame's colour smoothing or None). On the chroma branch the grain is not reduced where
         the guide took the Reference's finer colour (`detail`'s fine weight times the guide's
-        coverage), and is smoothed by `detail`'s colour smoothing or, where more, by the share
-        `grain_smoothing` finds from how the prediction's unexplained colour matches the Reference's."""
+        coverage), and is smoothed by the most of `detail`'s colour smoothing, its fine weight and the
+        share `grain_smoothing` finds from how the prediction's unexplained colour matches the Reference's."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -513,10 +513,14 @@ class DevicePipeline:
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
         share = reference_share(guide, detail) if guide is not None and detail is not None else None
-        smoothing = detail[:, 2].to(out.device) if detail is not None else None
-        if smoothing is not None and guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
-            measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
-            smoothing = torch.maximum(smoothing, measured.to(smoothing.dtype))
+        smoothing = None
+        if detail is not None:
+            # A frame's finer colour the guide finds to be grain (its fine weight) is grain also where
+            # the Reference does not cover: there that share follows the luma.
+            smoothing = torch.maximum(detail[:, 2], detail[:, 1]).to(out.device)
+            if guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
+                measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
+                smoothing = torch.maximum(smoothing, measured.to(smoothing.dtype))
         return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing), smoothing
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
