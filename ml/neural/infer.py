@@ -513,14 +513,12 @@ class DevicePipeline:
             if self.kept_channels:
                 out[:, self.kept_channels] = grain_from[:, self.kept_channels]
         share = reference_share(guide, detail) if guide is not None and detail is not None else None
-        smoothing = None
-        if detail is not None:
+        smoothing = detail[:, 2].to(out.device) if detail is not None else None
+        if smoothing is not None and guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
             # A frame's finer colour the guide finds to be grain (its fine weight) is grain also where
             # the Reference does not cover: there that share follows the luma.
-            smoothing = torch.maximum(detail[:, 2], detail[:, 1]).to(out.device)
-            if guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
-                measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
-                smoothing = torch.maximum(smoothing, measured.to(smoothing.dtype))
+            measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
+            smoothing = torch.maximum(torch.maximum(smoothing, detail[:, 1].to(out.device)), measured)
         return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing), smoothing
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

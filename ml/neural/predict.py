@@ -162,7 +162,7 @@ COLOUR_SMOOTHING_RADIUS = 3
 # Where the colour the luma does not explain (over 7x7 px) in the prediction matches the Reference's
 # poorly at the finest scale the Reference resolves, the finer part is grain too, and that frame's
 # colour follows the luma (`unexplained_colour_match`, `grain_smoothing`). Correlations measured on the
-# 22 small field and outside chroma shots: photographs whose colour varies apart from their luma 0.76-0.97
+# 21 small field and outside chroma shots: photographs whose colour varies apart from their luma 0.76-0.97
 # (smoothing them loses 0.1-0.6 CIEDE2000); tinted grainy shots against an SD Reference 0.21-0.68
 # (smoothing gains 0.2-0.9; an intertitle 2.54 -> 1.63).
 UNEXPLAINED_MATCH_LOW = 0.5
@@ -218,21 +218,20 @@ def unexplained_colour_match(recovered: torch.Tensor, guide: torch.Tensor, sigma
     h, w = recovered.shape[-2:]
     y, x = max(0, (h - FINE_WINDOW) // 2), max(0, (w - FINE_WINDOW) // 2)
     recovered, guide = (t[..., y:y + FINE_WINDOW, x:x + FINE_WINDOW].float() for t in (recovered, guide))
-    match = torch.ones(recovered.shape[0], device=recovered.device)
+    matches = []
     for i in range(recovered.shape[0]):
-        s = float(sigma[i])
+        s = float(sigma[i])  # `sigma` lives on the host: no device sync
         if s <= 0:
+            matches.append(torch.ones((), device=recovered.device))
             continue
-        inside = gaussian_blur(guide[i:i + 1, 3:4], s + COLOUR_SMOOTHING_RADIUS, "reflect") > 0.99
-        if int(inside.sum()) < 64:
-            continue
-        frames = [recovered[i:i + 1], guide[i:i + 1, :3]]
-        lows = [gaussian_blur(f[:, 1:] - luma_explained_colour(f, COLOUR_SMOOTHING_RADIUS), s, "reflect")
-                for f in frames]
-        a, b = (low[inside.expand_as(low)] for low in lows)
-        a, b = a - a.mean(), b - b.mean()
-        match[i] = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp_min(1e-12)
-    return match
+        inside = (gaussian_blur(guide[i:i + 1, 3:4], s + COLOUR_SMOOTHING_RADIUS, "reflect") > 0.99).float()
+        count = inside.sum() * 2  # both chroma channels
+        a, b = (gaussian_blur(f[:, 1:] - luma_explained_colour(f, COLOUR_SMOOTHING_RADIUS), s, "reflect")
+                for f in (recovered[i:i + 1], guide[i:i + 1, :3]))
+        a, b = ((x - (x * inside).sum() / count.clamp_min(1.0)) * inside for x in (a, b))
+        correlation = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp_min(1e-12)
+        matches.append(torch.where(count >= 128, correlation, torch.ones_like(correlation)))
+    return torch.stack(matches)
 
 
 def grain_smoothing(match: torch.Tensor) -> torch.Tensor:
