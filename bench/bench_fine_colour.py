@@ -50,7 +50,9 @@ OPTIONS = {
         ("keep_source", "clean"), "## Field corpus: colour grain", ROOT / "bench" / "results" / "colour_grain.md",
         "`output.grain = keep_source` leaves the colour grain the prediction carries from the Source through the "
         "grade, `clean` (the default) reduces it (`ml.neural.predict.reduce_colour_grain`: per 3x3 window the colour "
-        "the luma explains is kept, the rest shrunk by a Wiener gain against the frame's own noise level)"),
+        "the luma explains is kept, the rest shrunk by a Wiener gain against the frame's own noise level) and, where "
+        "the colour the luma does not explain is grain (`ml.neural.predict.grain_smoothing`, or the fine weight where "
+        "the Reference does not cover), makes the colour follow the luma"),
 }
 
 

@@ -122,7 +122,9 @@ def section(result: dict) -> str:
              "where one found a defect, the fix was made and the corpus gained a kind for it (`low_structure`: "
              "alignment and the guide read a grainy SD shot's structure where the Reference has none; "
              "`flat_blocky`, from x_phantom_blocky_pal: the guide took a blocky Reference's finer colour, coding "
-             "blocks and all, where the Source's was grain).")
+             "blocks and all, where the Source's was grain; `intertitle`, from x_text_speedup_grain: printed text "
+             "under grain, whose finer colour is grain although its luma follows the Reference's). x_text_speedup_grain "
+             "also found that a frame with no Reference partner kept its colour grain (`GuidePlanner.shot_colour_smoothing`).")
     return f"{TITLE}\n\n{intro}\n{body}"
 
 
