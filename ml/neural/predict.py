@@ -161,10 +161,10 @@ COLOUR_GRAIN_NOISE_SCALE = 1.2
 COLOUR_SMOOTHING_RADIUS = 3
 # Where the colour the luma does not explain (over 7x7 px) in the prediction matches the Reference's
 # poorly at the finest scale the Reference resolves, the finer part is grain too, and that frame's
-# colour follows the luma (`unexplained_colour_match`, `grain_smoothing`). Correlations measured on the
-# 21 small field and outside chroma shots: photographs whose colour varies apart from their luma 0.76-0.97
-# (smoothing them loses 0.1-0.6 CIEDE2000); tinted grainy shots against an SD Reference 0.21-0.68
-# (smoothing gains 0.2-0.9; an intertitle 2.54 -> 1.63).
+# colour follows the luma (`unexplained_colour_match`, `grain_smoothing`). Per frame, on the 21 small field
+# and outside chroma shots (frames whose finer colour the guide keeps): 0.76-0.97 where smoothing loses
+# 0.1-1.6 CIEDE2000 (colour that varies apart from the luma); 0.21-0.68 on tinted grainy shots against an
+# SD Reference, where it gains 0.2-0.9 (an intertitle 2.54 -> 1.63).
 UNEXPLAINED_MATCH_LOW = 0.5
 UNEXPLAINED_MATCH_HIGH = 0.7
 COLOUR_GRAIN_METHOD = "luma-fit-wiener-3"  # in infer's recipe hash: change it when the reduction's pixels change
