@@ -285,8 +285,9 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          reference=_pal_anamorphic_420(compression=0.04), settings=dict(PAL_ANAMORPHIC_SETTINGS)),
     # Added for what printed text under grain found outside the corpus (the guide kept the Source's
     # finer colour because its luma follows the Reference's, though that colour was grain). At the small
-    # size it is another case: both fine-colour rules keep the prediction's finer colour, and taking the
-    # Reference's instead trades 4 dB PSNR-CbCr for 0.4 CIEDE2000; it misses the goal (stop 24's note).
+    # size it is another case: both fine-colour rules keep the prediction's finer colour, and the colour
+    # grain left in it made the kind miss the goal until the prediction's colour followed the luma where
+    # its unexplained colour is grain (`ml.neural.predict.grain_smoothing`, stop 25).
     Kind("intertitle", "chroma", "tinted_intertitle",
          "a tinted intertitle (light lettering on a dark card: fine luma edges, flat colour); heavy grain; "
          "flicker; SD PAL anamorphic 4:2:0 Reference in a cool grade",

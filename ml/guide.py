@@ -616,8 +616,9 @@ def detail_sentence(summary: dict) -> str:
     if weight >= 0.5:
         share = "whole" if weight >= 0.99 else f"at {weight:.0%}"
         text += ("; finer, the Source's colour detail is mostly grain (more than its picture's luma detail "
-                 f"explains), so the Reference's colour is taken {share} there too, and where the Reference "
-                 "does not cover, the colour follows the luma")
+                 f"explains), so the Reference's colour is taken {share} there too")
+        if summary.get("colour_grain") == "reduced":  # output.grain clean: `DevicePipeline._recombine`
+            text += ", and where the Reference does not cover, the colour follows the luma"
     elif smoothing >= 0.5:
         why = ("the Source's colour detail is mostly grain and the Reference's coding error"
                if summary.get("coding_blocks") else

@@ -252,6 +252,9 @@ def test_the_fine_weight_takes_the_references_finer_colour_where_the_source_has_
     assert guide.fine_weight(sharp, sharp, every, 0.0) == 0.0
     summary = {"detail_sigma": 0.7, "fine_weight": 1.0, "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
     assert "mostly grain" in guide.guide_text(summary) and "taken whole" in guide.guide_text(summary)
+    # Where the Reference does not cover, that share follows the luma, but only as output.grain clean does.
+    assert "does not cover" in guide.guide_text({**summary, "colour_grain": "reduced"})
+    assert "does not cover" not in guide.guide_text({**summary, "colour_grain": "kept"})
     assert "mostly grain" in report._guide_section(summary)
     assert guide.detail_sentence({**summary, "fine_weight": 0.2}) == ""
 

@@ -516,9 +516,11 @@ class DevicePipeline:
         smoothing = detail[:, 2].to(out.device) if detail is not None else None
         if smoothing is not None and guide is not None and self.grain == "clean" and 0 not in self.predicted_channels:
             # A frame's finer colour the guide finds to be grain (its fine weight) is grain also where
-            # the Reference does not cover: there that share follows the luma.
-            measured = grain_smoothing(unexplained_colour_match(out, guide, detail[:, 0]))
-            smoothing = torch.maximum(torch.maximum(smoothing, detail[:, 1].to(out.device)), measured)
+            # the Reference does not cover: there that share follows the luma. Frames already smoothed
+            # whole are not measured (sigma 0: match 1).
+            known = torch.maximum(detail[:, 2], detail[:, 1])  # on the host
+            measured = grain_smoothing(unexplained_colour_match(out, guide, torch.where(known < 1, detail[:, 0], 0.0)))
+            smoothing = torch.maximum(known.to(out.device), measured)
         return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing), smoothing
 
     def _outputs(self, out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
