@@ -264,13 +264,15 @@ def test_colour_the_luma_does_not_explain_is_smoothed_where_it_does_not_match_th
     luma does not explain, at the finest scale the Reference resolves, does not match the Reference's
     (`unexplained_colour_match`): printed text in one tint under heavy grain (its unexplained colour is
     grain) is smoothed whole; a colour photograph, whose colour varies apart from its luma as its
-    Reference's does, is left alone; a frame the Reference does not cover, too."""
+    Reference's does, is left alone; a frame the Reference does not cover, too. Against a Reference
+    with coding errors in its colour, the corrected prediction carries those errors and matches; the
+    prediction before the correction, from the Source alone, still tells the grain."""
     from ml.neural.models import reference_correction
     from ml.neural.predict import grain_smoothing, unexplained_colour_match
     from ml.sample import add_film_grain
 
     rng = np.random.default_rng(5)
-    size, sigma = 240, torch.tensor([2.4])  # an SD Reference's 4:2:0 colour limit, in Source px
+    size = 240
     page = _photo("text", size, size)[..., None] * np.array([0.95, 0.8, 0.6], np.float32)  # one tint
     tinted = _photo("camera", size, size)[..., None] * np.array([0.9, 0.85, 0.7], np.float32)
     photo = _photo("astronaut", size, size)
@@ -279,18 +281,27 @@ def test_colour_the_luma_does_not_explain_is_smoothed_where_it_does_not_match_th
     def ycbcr(rgb: np.ndarray) -> torch.Tensor:
         return rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].float())
 
-    def smoothing(picture: np.ndarray, grain: float, coverage: torch.Tensor = cover) -> float:
-        small = transform.resize(picture, (size // 3, size // 3), anti_aliasing=True)  # SD: a third of the width
+    def smoothing(picture: np.ndarray, grain: float, coverage: torch.Tensor = cover, scale: float = 1 / 3,
+                  coding_error: float = 0.0) -> tuple[float, float]:
+        """(the share from the corrected prediction alone, from it and the Source-only prediction)."""
+        sigma = torch.tensor([0.5 / scale * (2.0 if scale < 0.5 else 1.0)])  # `guide.detail_sigma`: SD 4:2:0, HD
+        small = transform.resize(picture, (int(size * scale),) * 2, anti_aliasing=True)
         reference = ycbcr(transform.resize(small, (size, size), order=1).astype(np.float32))
+        blocks = rng.normal(0.0, coding_error, (1, 2, size // 16, size // 16)).astype(np.float32)
+        reference[:, 1:] += torch.from_numpy(blocks).repeat_interleave(16, 2).repeat_interleave(16, 3)
         source = ycbcr(add_film_grain(picture, rng, grain, chroma_ratio=0.4))  # the field corpus's heavy grain
         recovered = reference_correction(source, reference, coverage, sigma)  # as the guided model's output
-        guide = torch.cat([reference, coverage], dim=1)
-        return float(grain_smoothing(unexplained_colour_match(recovered, guide, sigma))[0])
+        matches = unexplained_colour_match((recovered, source), torch.cat([reference, coverage], dim=1), sigma)
+        return float(grain_smoothing(matches[0])[0]), float(grain_smoothing(*matches)[0])
 
-    assert smoothing(page, 0.06) == 1.0 and smoothing(tinted, 0.06) == 1.0
-    assert smoothing(photo, 0.06) == 0.0
-    assert smoothing(page, 0.01) == 0.0  # light grain: the unexplained colour is the picture's, matched
-    assert smoothing(page, 0.06, torch.zeros_like(cover)) == 0.0
+    assert smoothing(page, 0.06) == (1.0, 1.0) and smoothing(tinted, 0.06) == (1.0, 1.0)
+    assert smoothing(photo, 0.06) == (0.0, 0.0)
+    assert smoothing(page, 0.01) == (0.0, 0.0)  # light grain: the unexplained colour is the picture's, matched
+    assert smoothing(page, 0.06, torch.zeros_like(cover)) == (0.0, 0.0)
+    # An HD Reference whose colour carries 16 px coding blocks.
+    for picture in (page, tinted):
+        assert smoothing(picture, 0.06, scale=0.75, coding_error=0.02) == (0.0, 1.0)
+    assert smoothing(photo, 0.06, scale=0.75, coding_error=0.02) == (0.0, 0.0)
     summary = {"detail_sigma": 2.4, "fine_weight": 0.0, "colour_smoothing": 1.0, "half_chroma": True,
                "frames": 1, "mean_coverage": 1.0, "unguided_frames": []}
     assert "luma does not explain is grain" in guide.guide_text(summary)

@@ -171,6 +171,40 @@ def test_a_frames_colour_smoothing_reaches_the_output_through_the_device_path():
     assert finest_chroma(taken[:, right]) < 0.8 * finest_chroma(kept[:, right])
 
 
+def test_grain_is_told_from_the_prediction_before_the_references_coding_errors_correct_it():
+    """#14: against a Reference whose colour carries coding blocks (which the guide's correction
+    brings into the prediction), inference still finds a grainy tinted page's finer colour to be grain
+    from the prediction before that correction, and makes it follow the luma whole, as a frame told
+    to (colour smoothing 1) is; a colour photograph's stays."""
+    from ml.sample import add_film_grain
+
+    torch.manual_seed(0)
+    model = build_model(model_config("unet", "tiny", "chroma", guided=True)).eval()
+    with torch.no_grad():
+        model.core.head.weight.zero_()  # the prediction is the Source's own colour, as an early model's
+    metadata = {"colour": {"ycbcr": "bt709-full"}}
+    rng = np.random.default_rng(4)
+    size = 240
+    page = transform.resize(data.text().astype(np.float32) / 255.0, (size, size), anti_aliasing=True)
+    page = (page[..., None] * np.array([0.95, 0.8, 0.6], np.float32)).astype(np.float32)
+    photo = transform.resize(data.astronaut().astype(np.float32) / 255.0, (size, size), anti_aliasing=True)
+    blocks = rng.normal(0.0, 0.02, (size // 16, size // 16, 2)).astype(np.float32).repeat(16, 0).repeat(16, 1)
+
+    def outputs(picture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        source = add_film_grain(picture.astype(np.float32), rng, 0.06, chroma_ratio=0.4)
+        small = transform.resize(picture, (size * 3 // 4,) * 2, anti_aliasing=True)  # an HD Reference
+        reference = rgb_to_ycbcr(transform.resize(small, (size, size), order=1).astype(np.float32))
+        reference[..., 1:] += blocks
+        guide = np.concatenate([np.clip(ycbcr_to_rgb(reference), 0, 1), np.ones((size, size, 1), np.float32)], axis=2)
+        return tuple(infer_frame(model, metadata, source, guide=guide, detail=(0.66, 0.0, smoothing))
+                     for smoothing in (0.0, 1.0))
+
+    measured, smoothed = outputs(page)
+    np.testing.assert_allclose(measured, smoothed, atol=1e-5)
+    measured, smoothed = outputs(photo)
+    assert np.abs(measured - smoothed).mean() > 1e-3
+
+
 @pytest.mark.parametrize("position", [False, True])
 def test_odd_sizes_and_tiles_match_the_whole_frame(position):
     model, metadata = random_model("chroma", position)

@@ -394,18 +394,16 @@ class DevicePipeline:
         return time.perf_counter()
 
     @torch.inference_mode()
-    def _predict(self, source: torch.Tensor, guide: torch.Tensor | None = None,
-                 detail: torch.Tensor | None = None) -> torch.Tensor:
-        """Model call; on CUDA out of memory: split the batch, then tiles, halving until it fits.
-        `detail` (N, 2): each frame's guide detail limit and fine weight (`_guide`)."""
+    def _predict(self, source: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
+        """Model call, before the guide's correction (`RecoveryModel.correct`); on CUDA out of memory:
+        split the batch, then tiles, halving until it fits."""
         while True:
             try:
                 if self.batch_limit is not None and source.shape[0] > self.batch_limit:
                     parts = source.split(self.batch_limit)
                     guides = guide.split(self.batch_limit) if guide is not None else [None] * len(parts)
-                    details = detail.split(self.batch_limit) if detail is not None else [None] * len(parts)
-                    return torch.cat([self._predict(part, g, d) for part, g, d in zip(parts, guides, details, strict=True)])
-                return self._predict_padded(source, guide, detail)
+                    return torch.cat([self._predict(part, g) for part, g in zip(parts, guides, strict=True)])
+                return self._predict_padded(source, guide)
             except torch.cuda.OutOfMemoryError:
                 pass
             torch.cuda.empty_cache()  # outside the except block: the failed attempt's tensors are freed
@@ -421,13 +419,12 @@ class DevicePipeline:
             self.tile = tile
             self.notes.append(f"out of GPU memory: {tile} px tiles")
 
-    def _predict_padded(self, source: torch.Tensor, guide: torch.Tensor | None = None,
-                        detail: torch.Tensor | None = None) -> torch.Tensor:
+    def _predict_padded(self, source: torch.Tensor, guide: torch.Tensor | None = None) -> torch.Tensor:
         """Tiles cover the frame padded as the whole-frame pass pads it, so the frame's own edges
         see the same context either way; only the tiles' inner seams differ (feathered)."""
         height, width = source.shape[-2:]
         if not self.tile or (height <= self.tile and width <= self.tile):
-            return predict_ycbcr(self.model, source, self.amp, guide=guide, detail=detail)
+            return predict_ycbcr(self.model, source, self.amp, guide=guide, corrected=False)
         config = self.model.config
         padded = pad_to_multiple(source, config.multiple)
         # Position channels as the whole-frame pass sees them: the frame's own, padded the same way.
@@ -436,7 +433,7 @@ class DevicePipeline:
         tile = max(self.tile // config.multiple * config.multiple, config.multiple)
         guide = None if guide is None else pad_to_multiple(guide, config.multiple)
         out = predict_ycbcr(self.model, padded, self.amp, tile, self.overlap, coords=coords, guide=guide,
-                            detail=detail)
+                            corrected=False)
         return out[..., :height, :width]
 
     @torch.inference_mode()
@@ -448,9 +445,10 @@ class DevicePipeline:
         source, model_source = self._model_source(batch)
         guide, detail = self._guide(batch, source.shape[-2:]) if self.guided else (None, None)
         clock.append(self._stamp())
-        out = self._predict(model_source, guide, detail)
+        prediction = self._predict(model_source, guide)
+        out = prediction if guide is None else self.model.correct(prediction, guide, detail[:, 0], detail[:, 1])
         clock.append(self._stamp())
-        recombined, smoothing = self._recombine(out, source, batch, guide, detail)
+        recombined, smoothing = self._recombine(out, prediction, source, batch, guide, detail)
         display, aces, review = self._outputs(recombined)
         ready = None
         if self.cuda:
@@ -495,14 +493,15 @@ class DevicePipeline:
                                if d.guide_record is not None else (0.0, 0.0, 0.0) for d in batch])
         return guide, detail
 
-    def _recombine(self, out: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],
+    def _recombine(self, out: torch.Tensor, uncorrected: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],
                    guide: torch.Tensor | None = None, detail: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(the prediction with the plate's own kept channels and, as job.output.grain says, its grain,
         each frame's colour smoothing or None). On the chroma branch the grain is not reduced where
         the guide took the Reference's finer colour (`detail`'s fine weight times the guide's
         coverage), and is smoothed by the most of `detail`'s colour smoothing, its fine weight and the
-        share `grain_smoothing` finds from how the prediction's unexplained colour matches the Reference's."""
+        share `grain_smoothing` finds from how the unexplained colour of the prediction, corrected and
+        `uncorrected`, matches the Reference's."""
         grain_from = source  # the grain is the plate's: taken before any training degrain
         if self.degrain > 0 and self.kept_channels:
             out[:, self.kept_channels] = source[:, self.kept_channels]
@@ -519,7 +518,9 @@ class DevicePipeline:
             # the Reference does not cover: there that share follows the luma. Frames already smoothed
             # whole are not measured (sigma 0: match 1).
             known = torch.maximum(detail[:, 2], detail[:, 1])  # on the host
-            measured = grain_smoothing(unexplained_colour_match(out, guide, torch.where(known < 1, detail[:, 0], 0.0)))
+            uncorrected[:, self.kept_channels] = out[:, self.kept_channels]  # the plate's own luma, as `out`'s
+            measured = grain_smoothing(*unexplained_colour_match((out, uncorrected), guide,
+                                                                 torch.where(known < 1, detail[:, 0], 0.0)))
             smoothing = torch.maximum(known.to(out.device), measured)
         return apply_grain_choice(out, grain_from, self.grain, self.predicted_channels, share, smoothing), smoothing
 

@@ -377,12 +377,14 @@ class RecoveryModel(nn.Module):
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
                 coords: torch.Tensor | None = None, guide: torch.Tensor | None = None,
-                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None) -> torch.Tensor:
+                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None,
+                corrected: bool = True) -> torch.Tensor:
         """`coords` (N or 1, 2, H, W) place the pixels in their frame (see `frame_coords`); without
         them the input is taken to be a whole frame. Models without position ignore them.
         `guide` (N, 4, H, W): the aligned Reference's YCbCr and coverage (`ml.guide`); a guided
         model without one predicts from the Source alone, as where the coverage is 0.
-        `detail_sigma`, `fine_weight` (N,): see `reference_correction` (inference on the chroma branch)."""
+        `detail_sigma`, `fine_weight` (N,): see `reference_correction` (inference on the chroma branch).
+        `corrected=False`: the network's prediction before the guide's correction (`correct`)."""
         h, w = source_ycbcr.shape[-2:]
         parts = [source_ycbcr]
         if self.config.position:
@@ -413,15 +415,23 @@ class RecoveryModel(nn.Module):
                     base = self.tone(base.float())
                 if c > 0 and graded is not None:  # the colour residual sits on the shot's baseline grade
                     base = graded[:, c:c + 1]
-                value = base + residual[:, k:k + 1]
-                if guide is not None:  # the Reference's own channel wherever it covers
-                    value = reference_correction(value, guide[:, c:c + 1].float(), guide[:, 3:4].float(),
-                                                 detail_sigma, fine_weight)
-                channels.append(value)
+                channels.append(base + residual[:, k:k + 1])
                 k += 1
             else:
                 channels.append(source_ycbcr[:, c:c + 1])
-        return torch.cat(channels, dim=1)
+        prediction = torch.cat(channels, dim=1)
+        return self.correct(prediction, guide, detail_sigma, fine_weight) if corrected else prediction
+
+    def correct(self, prediction: torch.Tensor, guide: torch.Tensor | None,
+                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The predicted channels taken towards the Reference's own wherever the guide covers
+        (`reference_correction`); unchanged without a guide or for a model that is not guided."""
+        if guide is None or not self.config.guided:
+            return prediction
+        cover = guide[:, 3:4].float()
+        return torch.cat([reference_correction(prediction[:, c:c + 1], guide[:, c:c + 1].float(), cover,
+                                               detail_sigma, fine_weight)
+                          if c in self.config.predicted_channels else prediction[:, c:c + 1] for c in range(3)], dim=1)
 
 
 def build_model(config: ModelConfig) -> RecoveryModel:

@@ -88,19 +88,28 @@ def _tile_starts(size: int, tile: int, overlap: int) -> list[int]:
 @torch.inference_mode()
 def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.dtype | None = None,
                   tile: int | None = None, overlap: int = 32, coords: torch.Tensor | None = None,
-                  guide: torch.Tensor | None = None, detail: torch.Tensor | None = None) -> torch.Tensor:
+                  guide: torch.Tensor | None = None, corrected: bool = True) -> torch.Tensor:
     """(1, 3, H, W) Source YCbCr -> recovered YCbCr, whole frame or in feathered tiles.
 
     `coords` place the image in its frame (models.frame_coords); default: it is a whole frame.
     `guide` (N, 4, H, W): the aligned Reference and its coverage for a guided model (`ml.guide`),
-    `detail` (N, 2) how it corrects the prediction: each frame's detail sigma and fine weight
-    (`models.reference_correction`)."""
-    correction = {} if detail is None else {"detail_sigma": detail[:, 0], "fine_weight": detail[:, 1]}
+    which takes the Reference's own channels where it covers (`RecoveryModel.correct`) over the whole
+    frame once the tiles are predicted; `corrected=False`: the prediction before that correction
+    (the inference pipeline corrects it with each frame's detail limit)."""
     height, width = source.shape[-2:]
     if coords is None and model.config.position:
         coords = frame_coords(height, width, device=source.device)
     if not tile or (height <= tile and width <= tile):
-        return model(source, amp_dtype=amp_dtype, coords=coords, guide=guide, **correction)
+        prediction = model(source, amp_dtype=amp_dtype, coords=coords, guide=guide, corrected=False)
+    else:
+        prediction = _predict_tiles(model, source, amp_dtype, tile, overlap, coords, guide)
+    return model.correct(prediction, guide) if corrected else prediction
+
+
+def _predict_tiles(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.dtype | None, tile: int,
+                   overlap: int, coords: torch.Tensor | None, guide: torch.Tensor | None) -> torch.Tensor:
+    """`predict_ycbcr`'s uncorrected prediction in feathered tiles."""
+    height, width = source.shape[-2:]
     overlap = min(overlap, tile // 2)
     channels = list(model.config.predicted_channels)
     total = torch.zeros((source.shape[0], len(channels), height, width), device=source.device)
@@ -115,7 +124,7 @@ def predict_ycbcr(model: RecoveryModel, source: torch.Tensor, amp_dtype: torch.d
             tile_coords = None if coords is None else coords[..., y:y + th, x:x + tw]
             tile_guide = None if guide is None else guide[..., y:y + th, x:x + tw]
             piece = model(source[..., y:y + th, x:x + tw], amp_dtype=amp_dtype, coords=tile_coords,
-                          guide=tile_guide, **correction)[:, channels]
+                          guide=tile_guide, corrected=False)[:, channels]
             total[..., y:y + th, x:x + tw] += piece * w
             weight[..., y:y + th, x:x + tw] += w
     out = source.clone()  # untouched channels stay the Source's own values
@@ -167,7 +176,15 @@ COLOUR_SMOOTHING_RADIUS = 3
 # SD Reference, where it gains 0.2-0.9 (an intertitle 2.54 -> 1.63).
 UNEXPLAINED_MATCH_LOW = 0.5
 UNEXPLAINED_MATCH_HIGH = 0.7
-COLOUR_GRAIN_METHOD = "luma-fit-wiener-3"  # in infer's recipe hash: change it when the reduction's pixels change
+# The corrected prediction carries the Reference's own colour below the detail limit, coding errors
+# included, so it matches the Reference partly by construction. The network's prediction before the
+# correction, from the Source alone, does not: where even its unexplained colour hardly matches the
+# Reference's, the frame's finer colour is grain. Per frame on the same shots: 0.02-0.08 on grainy text
+# and tinted shots against SD or blocky References, where smoothing gains 0.14-0.2 CIEDE2000 (a page
+# against a blocky Reference 2.04 -> 1.84); 0.37 and above on every shot where it loses.
+SOURCE_ONLY_MATCH_LOW = 0.1
+SOURCE_ONLY_MATCH_HIGH = 0.3
+COLOUR_GRAIN_METHOD = "luma-fit-wiener-4"  # in infer's recipe hash: change it when the reduction's pixels change
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
@@ -207,37 +224,58 @@ def reduce_colour_grain(ycbcr: torch.Tensor) -> torch.Tensor:
     return torch.cat([ycbcr[:, :1], (explained + keep * residual).to(ycbcr.dtype)], dim=1)
 
 
-def unexplained_colour_match(recovered: torch.Tensor, guide: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) recovered YCbCr, (N, 4, H, W) guide (aligned Reference YCbCr + coverage), (N,)
-    detail sigma -> (N,): per frame, the correlation of the colour the luma does not explain
-    (`luma_explained_colour` over 7x7 px) in the prediction and in the Reference, both low-passed at the
-    detail sigma (the finest the Reference's colour resolves), over the pixels it covers whole in the
-    frame's centre window (`guide.FINE_WINDOW`: 2K frame, 2 cores, 0.5 s; the whole frame 4.4 s).
-    Picture colour that varies apart from the luma matches there; grain does not. 1 (no evidence of
-    grain) for a frame without coverage or detail limit."""
-    h, w = recovered.shape[-2:]
+def unexplained_colour_match(predictions: tuple[torch.Tensor, ...], guide: torch.Tensor, sigma: torch.Tensor
+                             ) -> torch.Tensor:
+    """Each of `predictions` ((N, 3, H, W) YCbCr), (N, 4, H, W) guide (aligned Reference YCbCr +
+    coverage), (N,) detail sigma -> (P, N): per prediction and frame, the correlation of the colour the
+    luma does not explain (`luma_explained_colour` over 7x7 px) in the prediction and in the Reference,
+    both low-passed at the detail sigma (the finest the Reference's colour resolves), over the pixels
+    it covers whole in the frame's centre window (`guide.FINE_WINDOW`: 2K frame, 2 cores, 0.5 s; the
+    whole frame 4.4 s). Picture colour that varies apart from the luma matches there; grain does not.
+    1 (no evidence of grain) for a frame without coverage or detail limit."""
+    h, w = guide.shape[-2:]
     y, x = max(0, (h - FINE_WINDOW) // 2), max(0, (w - FINE_WINDOW) // 2)
-    recovered, guide = (t[..., y:y + FINE_WINDOW, x:x + FINE_WINDOW].float() for t in (recovered, guide))
-    matches = []
-    for i in range(recovered.shape[0]):
+
+    def window(t: torch.Tensor) -> torch.Tensor:
+        return t[..., y:y + FINE_WINDOW, x:x + FINE_WINDOW].float()
+
+    guide = window(guide)
+    predictions = tuple(window(p) for p in predictions)
+    matches = torch.ones((len(predictions), guide.shape[0]), device=guide.device)
+    for i in range(guide.shape[0]):
         s = float(sigma[i])  # `sigma` lives on the host: no device sync
         if s <= 0:
-            matches.append(torch.ones((), device=recovered.device))
             continue
         inside = (gaussian_blur(guide[i:i + 1, 3:4], s + COLOUR_SMOOTHING_RADIUS, "reflect") > 0.99).float()
         count = inside.sum() * 2  # both chroma channels
-        a, b = (gaussian_blur(f[:, 1:] - luma_explained_colour(f, COLOUR_SMOOTHING_RADIUS), s, "reflect")
-                for f in (recovered[i:i + 1], guide[i:i + 1, :3]))
-        a, b = ((x - (x * inside).sum() / count.clamp_min(1.0)) * inside for x in (a, b))
-        correlation = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp_min(1e-12)
-        matches.append(torch.where(count >= 128, correlation, torch.ones_like(correlation)))
-    return torch.stack(matches)
+        b = _unexplained_colour(guide[i:i + 1, :3], s, inside)
+        for k, prediction in enumerate(predictions):
+            a = _unexplained_colour(prediction[i:i + 1], s, inside)
+            correlation = (a * b).sum() / ((a * a).sum() * (b * b).sum()).sqrt().clamp_min(1e-12)
+            matches[k, i] = torch.where(count >= 128, correlation, torch.ones_like(correlation))
+    return matches
 
 
-def grain_smoothing(match: torch.Tensor) -> torch.Tensor:
-    """(N,) `unexplained_colour_match` -> the share of each frame's reduced colour replaced by the colour
-    the luma explains: 1 at or below UNEXPLAINED_MATCH_LOW, 0 at or above UNEXPLAINED_MATCH_HIGH."""
-    return ((UNEXPLAINED_MATCH_HIGH - match) / (UNEXPLAINED_MATCH_HIGH - UNEXPLAINED_MATCH_LOW)).clamp(0.0, 1.0)
+def _unexplained_colour(ycbcr: torch.Tensor, sigma: float, inside: torch.Tensor) -> torch.Tensor:
+    """The colour the luma does not explain over 7x7 px, low-passed at `sigma`, centred and zeroed
+    outside `inside` ((1, 1, H, W) 0/1)."""
+    colour = gaussian_blur(ycbcr[:, 1:] - luma_explained_colour(ycbcr, COLOUR_SMOOTHING_RADIUS), sigma, "reflect")
+    return (colour - (colour * inside).sum() / (inside.sum() * 2).clamp_min(1.0)) * inside
+
+
+def _ramp_down(value: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    return ((high - value) / (high - low)).clamp(0.0, 1.0)
+
+
+def grain_smoothing(corrected_match: torch.Tensor, source_only_match: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) `unexplained_colour_match` of the corrected prediction and, optionally, of the prediction
+    before the correction -> the share of each frame's reduced colour replaced by the colour the luma
+    explains: 1 at or below UNEXPLAINED_MATCH_LOW (SOURCE_ONLY_MATCH_LOW), 0 at or above
+    UNEXPLAINED_MATCH_HIGH (SOURCE_ONLY_MATCH_HIGH), the more of the two."""
+    share = _ramp_down(corrected_match, UNEXPLAINED_MATCH_LOW, UNEXPLAINED_MATCH_HIGH)
+    if source_only_match is None:
+        return share
+    return torch.maximum(share, _ramp_down(source_only_match, SOURCE_ONLY_MATCH_LOW, SOURCE_ONLY_MATCH_HIGH))
 
 
 def reference_share(guide: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
