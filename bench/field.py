@@ -352,9 +352,10 @@ def truth_grade(job, shot: dict, grade, frames: list[int]):
 
 
 def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float,
-                 fine_weight: float = 0.0) -> np.ndarray:
+                 fine_weight: float = 0.0, reference_blur: float = 0.0) -> np.ndarray:
     """A graded Source corrected by the Reference's own CbCr below `sigma` px where it covers (and
-    `fine_weight` of the finer difference), as `models.reference_correction` corrects the model's
+    `fine_weight` of the finer difference; with `reference_blur`, compared with the grade blurred that
+    much and below that), as `models.reference_correction` corrects the model's
     prediction: the guided design with that grade as its Source-only prediction and exact alignment.
     Of the truth grade, a reference point, not a bound: the model's prediction is local, and beats
     it on some kinds."""
@@ -365,7 +366,12 @@ def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.nda
     cover = mask.astype(np.float32)
     difference = (reference - predicted)[..., 1:] * cover[..., None]
     if sigma > 0:
-        low = gaussian_blur(difference, sigma) / np.maximum(gaussian_blur(cover, sigma), 1e-3)[..., None]
+        if reference_blur > 0:
+            seen, sigma = gaussian_blur(predicted[..., 1:], reference_blur), reference_blur
+        else:
+            seen = predicted[..., 1:]
+        low = (gaussian_blur((reference[..., 1:] - seen) * cover[..., None], sigma)
+               / np.maximum(gaussian_blur(cover, sigma), 1e-3)[..., None])
         difference = low + fine_weight * (difference - low)
     predicted[..., 1:] += cover[..., None] * difference
     return np.clip(colour.ycbcr_to_rgb(predicted), 0.0, 1.0)
@@ -379,7 +385,7 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
     from ml.baseline import apply_baseline, load_fit
     from ml.dataset import build_target
     from ml.evaluation import evenly_spaced, fit_to, model_frame_path, sample_truth_grade
-    from ml.guide import GuidePlanner, detail_sigma, fine_weight, sampling_sigma
+    from ml.guide import GuidePlanner, detail_sigma, fine_weight, reference_blur, sampling_sigma
     from ml.imageio import read_image
     from ml.ingest import reference_frame
     from ml.metrics import score_image
@@ -427,9 +433,11 @@ def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) ->
             if mask.any():
                 per_method.setdefault("reference", []).append(_masked_scores(recombined, target, mask, job.branch))
             # A blocky Reference's finer colour is coding error: the product never takes it (GuidePlanner).
-            guide = (aligned[box], mask, detail_sigma(matrices[partner], blocky, half_chroma),
+            limit = detail_sigma(matrices[partner], blocky, half_chroma)
+            guide = (aligned[box], mask, limit,
                      0.0 if blocky else fine_weight(source, aligned[box], mask.astype(np.float32),
-                                                    sampling_sigma(matrices[partner], half_chroma)))
+                                                    sampling_sigma(matrices[partner], half_chroma)),
+                     reference_blur(limit, blocky))
         for method, graded in (("truth_grade_guided", outputs.get("truth_grade")),
                                ("baseline_guided", outputs.get("baseline") if chroma else None)):
             if graded is not None:  # a frame without a Reference partner keeps the grade

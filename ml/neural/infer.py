@@ -52,7 +52,7 @@ from .. import __version__ as ENGINE_VERSION
 from ..colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
 from ..errors import FilmRecoveryError, InputImageError
 from ..events import Reporter
-from ..guide import FINE_COLOUR_RULE, GuideFrame, GuidePlanner, guide_summary
+from ..guide import FINE_COLOUR_RULE, GuideFrame, GuidePlanner, guide_summary, reference_blur
 from ..imageio import frame_path, remove_temp_files, write_exr, write_png
 from ..ingest import plate_frame_path, read_plate_frame, source_frame
 from ..job import Balance, Job
@@ -446,7 +446,8 @@ class DevicePipeline:
         guide, detail = self._guide(batch, source.shape[-2:]) if self.guided else (None, None)
         clock.append(self._stamp())
         prediction = self._predict(model_source, guide)
-        out = prediction if guide is None else self.model.correct(prediction, guide, detail[:, 0], detail[:, 1])
+        out = prediction if guide is None else self.model.correct(prediction, guide, detail[:, 0], detail[:, 1],
+                                                                  detail[:, 3])
         clock.append(self._stamp())
         recombined, smoothing = self._recombine(out, prediction, source, batch, guide, detail)
         display, aces, review = self._outputs(recombined)
@@ -484,13 +485,13 @@ class DevicePipeline:
         return source, model_source
 
     def _guide(self, batch: list[_Decoded], size: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
-        """A guided model's guide tensor and each frame's (detail sigma, fine weight, colour smoothing)
-        (N, 3); frames without a guide get coverage 0 (the model's Source-only prediction)."""
+        """A guided model's guide tensor and each frame's (detail sigma, fine weight, colour smoothing,
+        Reference blur) (N, 4); frames without a guide get coverage 0 (the model's Source-only prediction)."""
         stacked = torch.stack([d.guide.to(self.device, non_blocking=self.cuda) if d.guide is not None else
                                torch.zeros((*size, 4), device=self.device) for d in batch]).float()
         guide = guide_tensor(stacked[..., :3].permute(0, 3, 1, 2), stacked[..., 3:].permute(0, 3, 1, 2))
-        detail = torch.tensor([(d.guide_record.detail_sigma, d.guide_record.fine_weight, d.guide_record.colour_smoothing)
-                               if d.guide_record is not None else (0.0, 0.0, 0.0) for d in batch])
+        detail = torch.tensor([(r.detail_sigma, r.fine_weight, r.colour_smoothing, reference_blur(r.detail_sigma, r.coding_blocks))
+                               if (r := d.guide_record) is not None else (0.0, 0.0, 0.0, 0.0) for d in batch])
         return guide, detail
 
     def _recombine(self, out: torch.Tensor, uncorrected: torch.Tensor, source: torch.Tensor, batch: list[_Decoded],

@@ -322,16 +322,21 @@ def degrain_ycbcr(ycbcr: torch.Tensor, strength: float) -> torch.Tensor:
 
 def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover: torch.Tensor,
                          detail_sigma: torch.Tensor | None = None,
-                         fine_weight: torch.Tensor | None = None) -> torch.Tensor:
+                         fine_weight: torch.Tensor | None = None,
+                         reference_blur: torch.Tensor | None = None) -> torch.Tensor:
     """The prediction corrected towards the aligned Reference where it covers.
 
     Without `detail_sigma` (or where it is 0) the covered pixels take the Reference's values. With
     it (N,), only the difference's frequencies below a Gaussian of that many pixels are taken
     (normalised by the blurred coverage, so nothing outside the coverage leaks in): the Reference
     sets the colour, the prediction from the full-resolution Source keeps the detail a softer
-    Reference lacks (an SD, 4:2:0 transfer's chroma). `fine_weight` (N,, 0 to 1, default 0) takes
-    that share of the finer difference too (`ml.guide.fine_weight`: where the Source's finer
-    detail is grain rather than picture); 1 takes the Reference's values whole."""
+    Reference lacks (an SD, 4:2:0 transfer's chroma). With `reference_blur` (N,, Source px, where
+    above 0: `ml.guide.reference_blur`) the Reference is compared with the prediction blurred as
+    softly as the Reference itself is, and the difference taken below that blur instead: the band
+    the Reference only half resolves then corrects the prediction's colour without softening its
+    detail. `fine_weight` (N,, 0 to 1, default 0) takes that share of the finer difference too
+    (`ml.guide.fine_weight`: where the Source's finer detail is grain rather than picture); 1 takes
+    the Reference's values whole."""
     if detail_sigma is None or not bool((detail_sigma > 0).any()):
         return predicted + cover * (reference - predicted)
     out = []
@@ -341,7 +346,9 @@ def reference_correction(predicted: torch.Tensor, reference: torch.Tensor, cover
         if sigma <= 0:
             out.append(p + c * (r - p))
             continue
-        low = gaussian_blur(c * (r - p), sigma) / gaussian_blur(c, sigma).clamp_min(1e-3)
+        blur = float(reference_blur[i]) if reference_blur is not None else 0.0
+        seen, sigma = (gaussian_blur(p, blur), blur) if blur > 0 else (p, sigma)
+        low = gaussian_blur(c * (r - seen), sigma) / gaussian_blur(c, sigma).clamp_min(1e-3)
         weight = float(fine_weight[i]) if fine_weight is not None else 0.0
         out.append(p + c * (low + weight * (r - p - low)) if weight > 0 else p + c * low)
     return torch.cat(out)
@@ -423,14 +430,15 @@ class RecoveryModel(nn.Module):
         return self.correct(prediction, guide, detail_sigma, fine_weight) if corrected else prediction
 
     def correct(self, prediction: torch.Tensor, guide: torch.Tensor | None,
-                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None) -> torch.Tensor:
+                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None,
+                reference_blur: torch.Tensor | None = None) -> torch.Tensor:
         """The predicted channels taken towards the Reference's own wherever the guide covers
         (`reference_correction`); unchanged without a guide or for a model that is not guided."""
         if guide is None or not self.config.guided:
             return prediction
         cover = guide[:, 3:4].float()
         return torch.cat([reference_correction(prediction[:, c:c + 1], guide[:, c:c + 1].float(), cover,
-                                               detail_sigma, fine_weight)
+                                               detail_sigma, fine_weight, reference_blur)
                           if c in self.config.predicted_channels else prediction[:, c:c + 1] for c in range(3)], dim=1)
 
 
