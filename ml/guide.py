@@ -67,6 +67,7 @@ BLOCKY_DETAIL = 0.75
 # 40.7 / 1.50 -> 41.7 / 1.35, pan_scan 39.2 / 1.97 -> 40.7 / 1.75, night 42.4 / 1.67 -> 43.0 / 1.58,
 # turning 43.9 / 0.98 -> 44.6 / 0.90; no shot lost more than 0.05 CIEDE2000.
 REFERENCE_BLUR = 0.75
+CORRECTION_METHOD = "reference-blur-0.75"  # in infer's recipe hash: change it when the correction's pixels change
 # Below the detail limit the prediction keeps the Source's own colour detail, which is picture or
 # grain. In the octave just below the Reference's sampling limit, the Source's luma correlates with the
 # aligned Reference's (`match`) where the picture has detail there and hardly where that octave is grain;

@@ -220,6 +220,9 @@ def test_the_correction_compares_the_prediction_as_softly_as_the_reference_sees_
     def ycbcr(rgb: np.ndarray) -> torch.Tensor:
         return rgb_to_ycbcr(torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))[None].float())
 
+    def error(corrected: torch.Tensor, truth: torch.Tensor) -> float:
+        return float(((corrected - truth)[inner] ** 2).mean().sqrt())
+
     for name in ("astronaut", "coffee"):
         picture = _photo(name, size, size)
         truth = ycbcr(picture)[:, 1:]
@@ -230,11 +233,9 @@ def test_the_correction_compares_the_prediction_as_softly_as_the_reference_sees_
             limit = torch.tensor([guide.sampling_sigma(np.diag([scale, scale, 1.0]))])
             blur = torch.tensor([guide.reference_blur(float(limit[0]))])
 
-            def error(corrected: torch.Tensor) -> float:
-                return float(((corrected - truth)[inner] ** 2).mean().sqrt())
-
             plain = reference_correction(predicted, reference, cover, limit)
-            assert error(reference_correction(predicted, reference, cover, limit, None, blur)) < 0.7 * error(plain)
+            blurred = reference_correction(predicted, reference, cover, limit, None, blur)
+            assert error(blurred, truth) < 0.7 * error(plain, truth)
             torch.testing.assert_close(
                 reference_correction(predicted, reference, cover, limit, None, torch.tensor([0.0])), plain)
     assert guide.reference_blur(7.0, blocky=True) == 0.0
@@ -613,6 +614,12 @@ def test_only_a_guided_models_outputs_depend_on_the_reference_and_the_warps(samp
         assert [a != b for a, b in zip(before, hashes(), strict=True)] == [False, True, False, False]
     finally:
         infer.FINE_COLOUR_RULE = rule
+    # and how the Reference corrects the prediction, for a guided model whatever the choice
+    infer.CORRECTION_METHOD, correction = "another", infer.CORRECTION_METHOD
+    try:
+        assert [a != b for a, b in zip(before, hashes(), strict=True)] == [False, True, False, True]
+    finally:
+        infer.CORRECTION_METHOD = correction
 
 
 def test_the_fine_colour_choice_travels_from_the_scene_into_job_json(addon, tmp_path):

@@ -52,7 +52,7 @@ from .. import __version__ as ENGINE_VERSION
 from ..colour import LUT_SHAPER_OFFSET, OCIO_CONFIG, bake_display_to_aces_lut
 from ..errors import FilmRecoveryError, InputImageError
 from ..events import Reporter
-from ..guide import FINE_COLOUR_RULE, GuideFrame, GuidePlanner, guide_summary, reference_blur
+from ..guide import CORRECTION_METHOD, FINE_COLOUR_RULE, GuideFrame, GuidePlanner, guide_summary, reference_blur
 from ..imageio import frame_path, remove_temp_files, write_exr, write_png
 from ..ingest import plate_frame_path, read_plate_frame, source_frame
 from ..job import Balance, Job
@@ -231,8 +231,8 @@ def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions,
     """SHA-256 of what decides the output pixels besides the model: the Source and its chain,
     the branch, the precision, the archival transform and the compression; for a guided model also
     the Reference, the warps and the pairs it is guided by, and where its finer colour comes from
-    (`output.fine_colour`, and `auto`'s rule; a Source-only model's frames stay current when only
-    those change)."""
+    (`output.fine_colour`, and `auto`'s rule) and how the Reference corrects the prediction (a
+    Source-only model's frames stay current when only those change)."""
     recipe = {"source": dataclasses.asdict(job.source), "balance": dataclasses.asdict(job.balance),
               "degrain": degrain, "branch": job.branch, "precision": precision, "grain": job.output.grain,
               "archival": options.archival if options.archival == "ocio" else f"lut{options.lut_size}",
@@ -244,6 +244,8 @@ def recipe_hash(job: Job, degrain: float, precision: str, options: InferOptions,
         recipe.update(reference=dataclasses.asdict(job.reference), alignment=dataclasses.asdict(job.alignment),
                       pairs=[(p.source_frame, p.reference_frame) for p in job.pairs if p.accepted],
                       fine_colour=job.output.fine_colour)
+        if job.branch == "chroma":  # frames corrected another way are stale
+            recipe["correction"] = CORRECTION_METHOD
         if job.branch == "chroma" and job.output.fine_colour == "auto":  # frames the rule before weighed are stale
             recipe["fine_colour_rule"] = FINE_COLOUR_RULE
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
