@@ -100,13 +100,6 @@ FINE_WINDOW = 512  # px: the centre window `fine_weight` measures (2K frame, 2 c
 # combed NTSC fields). A static texture of exactly 8 px period could still pass: its shot then
 # takes its fine colour from the model, as a blocky one does.
 _BLOCK_EDGE_RATIO = 1.3
-# 4:2:0 video codes its chroma on half-size planes: its chroma blocks repeat every 2 x 8 px, and a
-# lightly coded Reference shows them in its colour before its luma (the corpus's pal_speedup: luma
-# 1.06-1.19, chroma 1.96-3.2 at one phase). Its own 2x2 chroma cells raise every other phase, so
-# each phase is compared with the median of the others of its parity, and both chroma planes must
-# agree on the phase in both directions: pictures (intertitle lettering 1.1-4.2, pulldown's combed
-# fields 1.4-2.1) stand out at scattered phases.
-_CHROMA_BLOCK_EDGE_RATIO = 1.5
 # Chroma coded at half the luma's resolution both ways (4:2:0 video: DVD, PAL DV, most broadcast and
 # web files) lacks its finest octave. Per 16 px tile of the picture, the energy of the finest octave
 # (the plane minus its 0.7 px Gaussian) over the next (0.7 px minus 1.4 px) is taken for the chroma and
@@ -300,8 +293,8 @@ class GuidePlanner:
         self._shot_lock = threading.Lock()
 
     def _reference_coding(self) -> tuple[bool, bool]:
-        """Whether the Reference shows video coding blocks (`coding_block_phase` or `chroma_block_phase`,
-        the same grid on every frame looked at) and whether its chroma has half its luma's resolution (`chroma_octave_ratio`,
+        """Whether the Reference shows video coding blocks (`coding_block_phase`, the same grid on every
+        frame looked at) and whether its chroma has half its luma's resolution (`chroma_octave_ratio`,
         median), on a few of its frames: the pairs' partners, else the frames nominally under the
         Source's first, middle and last."""
         frames = [reference for _, reference in self.anchors]
@@ -316,11 +309,9 @@ class GuidePlanner:
                 image = reference_frame(self.job, frame)
             except Exception:  # noqa: BLE001 - an unreadable frame says nothing about coding; the guide names it later
                 continue
-            phases.append((coding_block_phase(image), chroma_block_phase(image)))
+            phases.append(coding_block_phase(image))
             octave_ratios.append(chroma_octave_ratio(image))
-        # the same grid on every frame, in the luma or (4:2:0 chroma blocks) in the colour
-        blocky = any(bool(phases) and phases[0][k] is not None and all(p[k] == phases[0][k] for p in phases)
-                     for k in (0, 1))
+        blocky = bool(phases) and phases[0] is not None and all(p == phases[0] for p in phases)
         measured = [r for r in octave_ratios if r is not None]
         return blocky, bool(measured) and float(np.median(measured)) < _CHROMA_OCTAVE_RATIO
 
@@ -436,55 +427,22 @@ def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) ->
     (bars left out), the median step between neighbouring pixels is taken per column (per row), and
     the median of those per phase of the grid: a coded frame's block edges make one phase stand out in both
     directions; picture texture spreads over all phases."""
-    picture = _inside_bars(reference_rgb, 4 * period)
-    if picture is None:
-        return None
-    plane, origin = picture
-    return _grid_phase(luma(plane), origin, period, _BLOCK_EDGE_RATIO, same_parity=False)
-
-
-def chroma_block_phase(reference_rgb: np.ndarray) -> tuple[int, int] | None:
-    """The (x, y) phase of the 2 x CODING_BLOCK grid of 4:2:0 chroma blocks (see
-    _CHROMA_BLOCK_EDGE_RATIO), where both chroma planes show it at the same phase, or None."""
-    from .colour import rgb_to_ycbcr
-
-    period = 2 * CODING_BLOCK
-    picture = _inside_bars(reference_rgb, 4 * period)
-    if picture is None:
-        return None
-    plane, origin = picture
-    ycc = rgb_to_ycbcr(plane)
-    phases = {_grid_phase(ycc[..., c], origin, period, _CHROMA_BLOCK_EDGE_RATIO, same_parity=True) for c in (1, 2)}
-    return phases.pop() if len(phases) == 1 else None
-
-
-def _inside_bars(reference_rgb: np.ndarray, least: int) -> tuple[np.ndarray, tuple[int, int]] | None:
-    """The picture inside the frame's bars (2 px in from their soft edges) and its (x, y) origin in
-    the frame; None where it is under `least` px either way."""
     top, bottom, left, right = crop.detect_borders([reference_rgb])
     h, w = reference_rgb.shape[:2]
     inset = 2  # a bar's soft edge is not a block edge
     y0, y1, x0, x1 = top + inset, h - bottom - inset, left + inset, w - right - inset
-    if y1 - y0 < least or x1 - x0 < least:
+    if y1 - y0 < 4 * period or x1 - x0 < 4 * period:
         return None
-    return reference_rgb[y0:y1, x0:x1], (x0, y0)
-
-
-def _grid_phase(plane: np.ndarray, origin: tuple[int, int], period: int, ratio: float,
-                same_parity: bool) -> tuple[int, int] | None:
-    """(x, y) phase at which the plane's median steps stand out `ratio` x above the other phases'
-    median (those of the same parity only, with `same_parity`), in both directions; or None."""
+    plane = luma(reference_rgb)[y0:y1, x0:x1]
     found = []
-    for steps, start in ((np.abs(np.diff(plane, axis=1)), origin[0]), (np.abs(np.diff(plane, axis=0)).T, origin[1])):
-        profile = np.median(steps, axis=0)  # step i lies between pixel start + i and the next
-        positions = (start + np.arange(profile.size)) % period
+    for steps, origin in ((np.abs(np.diff(plane, axis=1)), x0), (np.abs(np.diff(plane, axis=0)).T, y0)):
+        profile = np.median(steps, axis=0)  # step i lies between pixel origin + i and the next
+        positions = (origin + np.arange(profile.size)) % period
         per_phase = np.array([np.median(profile[positions == p]) for p in range(period)])
         edge = int(np.argmax(per_phase))
-        if same_parity:
-            others = [p for p in range(period) if p % 2 == edge % 2 and p != edge]
-        else:  # the coding's ringing also raises the steps next to a block edge: compare with the rest
-            others = [p for p in range(period) if p not in ((edge - 1) % period, edge, (edge + 1) % period)]
-        if per_phase[edge] < ratio * max(float(np.median(per_phase[others])), 1e-6):
+        # The coding's ringing also raises the steps next to a block edge: compare with the rest.
+        inner = np.delete(per_phase, [(edge - 1) % period, edge, (edge + 1) % period])
+        if per_phase[edge] < _BLOCK_EDGE_RATIO * max(float(np.median(inner)), 1e-6):
             return None
         found.append(edge)
     return found[0], found[1]
