@@ -247,7 +247,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in [
          source=SourceSpec(damage={"grain": HEAVY_GRAIN}),
          reference=ReferenceSpec(size_2k=(1536, 1152), framing="letterbox")),
     Kind("pal_speedup", "chroma", "tinted_gravel",
-         "SD PAL 720x576 anamorphic (16:9) Reference; 25 fps speed-up (frame for frame); 4:2:0 chroma",
+         "SD PAL 720x576 anamorphic (16:9) Reference; 25 fps speed-up (frame for frame); 4:2:0 chroma, lightly block-coded",
          reference=ReferenceSpec(size_2k=(720, 576), pixel_aspect=64 / 45, fps=25.0, cadence="pal_speedup",
                                  chroma_420=True, compression=0.02),
          settings={"reference.fps": 25.0, "reference.pixel_aspect": 64 / 45}),
