@@ -181,7 +181,7 @@ UNEXPLAINED_MATCH_HIGH = 0.7
 # correction, from the Source alone, does not: where even its unexplained colour hardly matches the
 # Reference's, the frame's finer colour is grain. Per frame on the same shots: 0.02-0.08 on grainy text
 # and tinted shots against SD or blocky References, where smoothing gains 0.14-0.2 CIEDE2000 (a page
-# against a blocky Reference 2.04 -> 1.84); 0.37 and above on every shot where it loses.
+# against a blocky Reference 2.04 -> 1.83); 0.37 and above on every shot where it loses.
 SOURCE_ONLY_MATCH_LOW = 0.1
 SOURCE_ONLY_MATCH_HIGH = 0.3
 COLOUR_GRAIN_METHOD = "luma-fit-wiener-4"  # in infer's recipe hash: change it when the reduction's pixels change
