@@ -384,14 +384,14 @@ class RecoveryModel(nn.Module):
 
     def forward(self, source_ycbcr: torch.Tensor, amp_dtype: torch.dtype | None = None,
                 coords: torch.Tensor | None = None, guide: torch.Tensor | None = None,
-                detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None,
                 corrected: bool = True) -> torch.Tensor:
         """`coords` (N or 1, 2, H, W) place the pixels in their frame (see `frame_coords`); without
         them the input is taken to be a whole frame. Models without position ignore them.
         `guide` (N, 4, H, W): the aligned Reference's YCbCr and coverage (`ml.guide`); a guided
-        model without one predicts from the Source alone, as where the coverage is 0.
-        `detail_sigma`, `fine_weight` (N,): see `reference_correction` (inference on the chroma branch).
-        `corrected=False`: the network's prediction before the guide's correction (`correct`)."""
+        model without one predicts from the Source alone, as where the coverage is 0, and takes the
+        Reference's own channels where it covers (`correct`, as training's targets have them);
+        `corrected=False`: the network's prediction before that (inference corrects it with each
+        frame's detail limit, `RecoveryModel.correct`)."""
         h, w = source_ycbcr.shape[-2:]
         parts = [source_ycbcr]
         if self.config.position:
@@ -427,7 +427,7 @@ class RecoveryModel(nn.Module):
             else:
                 channels.append(source_ycbcr[:, c:c + 1])
         prediction = torch.cat(channels, dim=1)
-        return self.correct(prediction, guide, detail_sigma, fine_weight) if corrected else prediction
+        return self.correct(prediction, guide) if corrected else prediction
 
     def correct(self, prediction: torch.Tensor, guide: torch.Tensor | None,
                 detail_sigma: torch.Tensor | None = None, fine_weight: torch.Tensor | None = None,
