@@ -353,28 +353,26 @@ def truth_grade(job, shot: dict, grade, frames: list[int]):
 
 def guided_grade(graded: np.ndarray, aligned_reference: np.ndarray, mask: np.ndarray, sigma: float,
                  fine_weight: float = 0.0, reference_blur: float = 0.0) -> np.ndarray:
-    """A graded Source corrected by the Reference's own CbCr below `sigma` px where it covers (and
-    `fine_weight` of the finer difference; with `reference_blur`, compared with the grade blurred that
-    much and below that), as `models.reference_correction` corrects the model's
-    prediction: the guided design with that grade as its Source-only prediction and exact alignment.
-    Of the truth grade, a reference point, not a bound: the model's prediction is local, and beats
-    it on some kinds."""
-    from ml import colour
-    from ml.primitives import gaussian_blur
+    """A graded Source's CbCr corrected by the Reference's own where it covers, by the product's own
+    correction (`models.reference_correction`, with the guide's detail limit `sigma`, fine weight and
+    Reference blur): the guided design with that grade as its Source-only prediction and exact
+    alignment. Of the truth grade, a reference point, not a bound: the model's prediction is local,
+    and beats it on some kinds."""
+    import torch
 
-    predicted, reference = colour.rgb_to_ycbcr(graded), colour.rgb_to_ycbcr(aligned_reference)
-    cover = mask.astype(np.float32)
-    difference = (reference - predicted)[..., 1:] * cover[..., None]
-    if sigma > 0:
-        if reference_blur > 0:
-            seen, sigma = gaussian_blur(predicted[..., 1:], reference_blur), reference_blur
-        else:
-            seen = predicted[..., 1:]
-        low = (gaussian_blur((reference[..., 1:] - seen) * cover[..., None], sigma)
-               / np.maximum(gaussian_blur(cover, sigma), 1e-3)[..., None])
-        difference = low + fine_weight * (difference - low)
-    predicted[..., 1:] += cover[..., None] * difference
-    return np.clip(colour.ycbcr_to_rgb(predicted), 0.0, 1.0)
+    from ml import colour
+    from ml.neural.models import reference_correction
+
+    def planes(image: np.ndarray) -> torch.Tensor:  # (H, W, 3) RGB -> (1, 2, H, W) CbCr
+        return torch.from_numpy(np.ascontiguousarray(colour.rgb_to_ycbcr(image)[..., 1:], dtype=np.float32)
+                                ).permute(2, 0, 1)[None]
+
+    corrected = reference_correction(planes(graded), planes(aligned_reference),
+                                     torch.from_numpy(mask.astype(np.float32))[None, None],
+                                     torch.tensor([sigma]), torch.tensor([fine_weight]), torch.tensor([reference_blur]))
+    ycbcr = colour.rgb_to_ycbcr(graded)
+    ycbcr[..., 1:] = corrected[0].permute(1, 2, 0).numpy()
+    return np.clip(colour.ycbcr_to_rgb(ycbcr), 0.0, 1.0)
 
 
 def score_quality(job, truth: dict, shot: dict, work: Path, eval_frames: int) -> dict[str, Any] | None:
@@ -536,6 +534,32 @@ def run_field(out: str | Path, size: str = "small", kinds: list[str] | None = No
     return result
 
 
+def rescore(out: str | Path, result: dict[str, Any], log=print) -> dict[str, Any]:
+    """Score every door's work folder of a finished run again, with the scoring on disk now (after a
+    change to the scoring or its reference points, not to the pipeline): each door's outcome, stage
+    times and notes are kept. Returns the result, its date of scoring added."""
+    out = Path(out).resolve()
+    eval_frames = result["harness"]["eval_frames"]
+    for shot in result["shots"]:
+        for door, entry in shot["doors"].items():
+            scores = score_work(str(out / "shots" / shot["kind"]), out / "work" / shot["kind"] / door,
+                                entry["completed"], eval_frames)
+            entry["alignment"], entry["quality"] = scores["alignment"], scores["quality"]
+            log(f"[{shot['kind']}] {door}: scored again")
+    result["rescored"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    return result
+
+
+def rescore_folder(out: str | Path) -> dict[str, Any]:
+    """`rescore` the run in `out` and write its field.json and field.md again."""
+    out = Path(out)
+    result = rescore(out, json.loads((out / "field.json").read_text()),
+                     log=lambda text: print(text, file=sys.stderr, flush=True))
+    (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (out / "field.md").write_text(markdown(result) + "\n")
+    return result
+
+
 def training_device() -> str:
     """What the jobs' `training.device: auto` trains on here, in words."""
     import torch
@@ -590,6 +614,10 @@ def _machine(result: dict[str, Any]) -> str:
 def _validation(harness: dict[str, Any]) -> str:
     every = harness.get("validate_every") or 0
     return f"every {every} steps (the best model kept)" if every else "at the end"
+
+
+def _rescored(result: dict[str, Any]) -> str:
+    return f"; its work folders scored again {result['rescored']} (`--rescore`)" if result.get("rescored") else ""
 
 
 def _kinds_run(result: dict[str, Any]) -> str:
@@ -736,7 +764,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [SECTION_TITLE, "",
              f"`bench/field.py` ran {_kinds_run(result)} of the field corpus (`bench/field_corpus.py`, "
              f"{result['size']} size) "
-             f"through {_doors_run(result)} on this machine ({_machine(result)}, {result['date']}). "
+             f"through {_doors_run(result)} on this machine ({_machine(result)}, {result['date']}"
+             f"{_rescored(result)}). "
              f"Training: {harness['model_size']} {harness['model']} (spatial kinds: "
              f"{harness.get('spatial_model', harness['model'])}), {harness['steps']} steps of batch "
              f"{harness['batch']} x {harness['crop_size']}^2, validated "
@@ -840,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lean", action="store_true", help="skip the archival EXRs and review PNGs (no score reads them)")
     parser.add_argument("--write-docs", action="store_true",
                         help="store the table in bench/results/field_corpus.md and docs/benchmarks.md")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the work folders of the run in --out again (its field.json), after a change "
+                             "to the scoring; the doors are not run")
     parser.add_argument("--score-work", help=argparse.SUPPRESS)  # internal: score one door's work folder
     parser.add_argument("--shot-dir", help=argparse.SUPPRESS)
     parser.add_argument("--completed", action="store_true", help=argparse.SUPPRESS)
@@ -859,6 +891,12 @@ def main(argv: list[str] | None = None) -> int:
         (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         (out / "field.md").write_text(markdown(result) + "\n")
         print(markdown(result))
+        return 0
+    if args.rescore:
+        result = rescore_folder(args.out)
+        print(markdown(result))
+        if args.write_docs:
+            write_docs(result)
         return 0
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()] or None
     unknown = [k for k in kinds or [] if k not in field_corpus.KINDS]

@@ -134,11 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doors", default=",".join(field.DOORS))
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--write-docs", action="store_true", help=f"store the section ({TITLE}) in docs/benchmarks.md")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the work folders of the run in --out again (`field.rescore`); the doors are not run")
     args = parser.parse_args(argv)
     register()
-    harness = field.HarnessSettings(steps=args.steps, lean_outputs=True)
-    result = field.run_field(args.out, "small", [k.name for k in KINDS], doors=tuple(args.doors.split(",")),
-                             harness=harness, log=lambda text: print(text, file=sys.stderr, flush=True))
+    if args.rescore:
+        result = field.rescore_folder(args.out)
+    else:
+        harness = field.HarnessSettings(steps=args.steps, lean_outputs=True)
+        result = field.run_field(args.out, "small", [k.name for k in KINDS], doors=tuple(args.doors.split(",")),
+                                 harness=harness, log=lambda text: print(text, file=sys.stderr, flush=True))
     text = section(result)
     print(text)
     if args.write_docs:

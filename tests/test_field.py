@@ -225,6 +225,26 @@ def test_runs_over_different_kinds_merge_into_one_table(field_run):
     assert field.HarnessSettings(validate_every=100).recipe()["training.validate_every"] == 100
 
 
+def test_a_finished_run_is_scored_again_without_running_its_doors(field_run, tmp_path):
+    """`--rescore` (after a change to the scoring): each door's work folder is scored again, the
+    doors' outcomes and stage times are kept, and the table says when it was scored."""
+    import shutil
+
+    out, _, batch = field_run
+    copy = tmp_path / "run"
+    shutil.copytree(out / "batch", copy)
+    saved = json.loads((copy / "field.json").read_text())
+    door = saved["shots"][0]["doors"]["batch"]
+    door["quality"]["methods"]["model"]["psnr"] = 0.0  # as scored by older code
+    (copy / "field.json").write_text(json.dumps(saved))
+    result = field.rescore_folder(copy)
+    again, before = result["shots"][0]["doors"]["batch"], batch["shots"][0]["doors"]["batch"]
+    assert again["quality"]["methods"]["model"]["psnr"] == pytest.approx(before["quality"]["methods"]["model"]["psnr"])
+    assert again["stage_seconds"] == before["stage_seconds"] and again["completed"]
+    assert json.loads((copy / "field.json").read_text())["rescored"] == result["rescored"]
+    assert f"scored again {result['rescored']} (`--rescore`)" in (copy / "field.md").read_text()
+
+
 def test_docs_section_is_replaced_not_duplicated():
     document = "# Benchmarks\n\n## A\n\na\n\n## Field corpus\n\nold\n\n## Measured on a lent GPU\n\ng\n"
     once = field.replace_section(document, "## Field corpus\n\nnew")
