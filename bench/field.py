@@ -782,7 +782,8 @@ def markdown(result: dict[str, Any]) -> str:
              "inputs allow (chroma kinds): *Truth grade* is the baseline's 3D LUT fitted to the truth of the "
              "training frames instead of their Reference, the best global grade of this Source; *Guided truth "
              "grade* is that grade corrected by the Reference's own CbCr (true warp) below the guide's detail "
-             "limit (and finer, by the guide's fine weight), as the model's guide corrects its prediction; *Guided baseline* is the baseline corrected "
+             "limit (and finer, by the guide's fine weight) by the product's own correction (`models.reference_correction`), as the model's guide "
+             "corrects its prediction; *Guided baseline* is the baseline corrected "
              "the same way: the guided design with the shot's baseline as its Source-only prediction, which is "
              "what a chroma model is before its first step (it starts from the shot's baseline grade, on the "
              "true warps here). None is a bound: the model's prediction is local, not a global grade.", "",

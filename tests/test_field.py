@@ -245,6 +245,30 @@ def test_a_finished_run_is_scored_again_without_running_its_doors(field_run, tmp
     assert f"scored again {result['rescored']} (`--rescore`)" in (copy / "field.md").read_text()
 
 
+def test_what_an_sd_references_colour_allows_is_measured_against_truth(field_run):
+    """bench_reference_limits on the fast subset's SD NTSC kind: its Reference's colour agrees with the
+    truth's more, the coarser the scale; fitted on colour coarser than the band, even the truth gives a
+    grade no better than the pixel-by-pixel truth grade; and a picture whose colour follows its luma
+    has that slope."""
+    import bench_reference_limits as limits
+
+    from ml import colour
+
+    out, _, _ = field_run
+    (row,) = limits.measure(out, ["ntsc_pulldown"], log=lambda _: None)
+    agreement = [octave["correlation"] for octave in row["octaves"]]
+    assert agreement == sorted(agreement) and agreement[-1] > 0.9 > agreement[0], agreement
+    assert row["band_sigma"] > row["detail_sigma"] > 0
+    assert row["band_truth_grade"]["psnr"] <= row["field"]["truth_grade"]["psnr"] + 0.05
+    assert "| ntsc_pulldown | 112x76 |" in limits.markdown(out, [row])
+
+    rng = np.random.default_rng(0)
+    luma = rng.uniform(0.3, 0.7, (64, 64)).astype(np.float32)
+    tinted = np.stack([luma, 0.2 * (luma - 0.5), np.zeros_like(luma)], axis=-1)
+    source = colour.ycbcr_to_rgb(np.stack([luma, np.zeros_like(luma), np.zeros_like(luma)], axis=-1))
+    assert limits.fine_colour_slope(colour.ycbcr_to_rgb(tinted), source, 2.0) == pytest.approx(0.2, abs=1e-3)
+
+
 def test_docs_section_is_replaced_not_duplicated():
     document = "# Benchmarks\n\n## A\n\na\n\n## Field corpus\n\nold\n\n## Measured on a lent GPU\n\ng\n"
     once = field.replace_section(document, "## Field corpus\n\nnew")
