@@ -206,6 +206,8 @@ class Kind:
     describes: str
     aspect: str = "16:9"
     frames: int = 16
+    cut_to: str = ""               # a second photograph the shot cuts to (both scans cut there)
+    cut_at: int = 0                # frames after the first at which it cuts (0: halfway)
     source: SourceSpec = field(default_factory=SourceSpec)
     reference: ReferenceSpec = field(default_factory=ReferenceSpec)
     settings: dict[str, Any] = field(default_factory=dict)  # recipe fields a user would set
@@ -447,6 +449,27 @@ class Scene:
         return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
+class CutScene:
+    """One Scene per shot of a field shot: content before `cut` (a Source frame number) is the first's,
+    from it on the second's."""
+
+    def __init__(self, scenes: list[Scene], cut: int | None):
+        self.scenes, self.cut = scenes, cut
+
+    def shot_at(self, time: float) -> str:
+        return "A" if self.cut is None or time < self.cut else "B"
+
+    def render(self, time: float, source_xy: np.ndarray) -> np.ndarray:
+        return self.scenes[0 if self.shot_at(time) == "A" else 1].render(time, source_xy)
+
+
+def _reference_cut(fields: list[tuple[int, int, str]], cut: int | None, first: int) -> int | None:
+    """The first Reference frame with any content of the shot after the cut (None without one)."""
+    if cut is None:
+        return None
+    return next(first + index for index, (top, bottom, _) in enumerate(fields) if max(top, bottom) >= cut)
+
+
 def _grid(width: int, height: int) -> np.ndarray:
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     return np.stack([xs, ys])
@@ -593,7 +616,9 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
     """Write one field shot into out_dir (replaced frame by frame; stale files are not left
     behind because the frame range is fixed by the kind)."""
     kind = KINDS[kind_name]
-    assert not PHOTOS_USED_BY_SAMPLE & set(PHOTO_SOURCES[kind.photo]), "the sample's photographs are not field shots"
+    photos = [kind.photo] + ([kind.cut_to] if kind.cut_to else [])
+    assert not PHOTOS_USED_BY_SAMPLE & {p for name in photos for p in PHOTO_SOURCES[name]}, \
+        "the sample's photographs are not field shots"
     out_dir = Path(out_dir)
     width, height = _source_size(kind, size)
     frames = frames or kind.frames
@@ -614,9 +639,11 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
         fields = [(first + i, first + i, "clean") for i in range(frames)]
     reference_last = first + video - 1
 
-    shot = sample_shot._load_shot("A", kind.photo, (first, last), (first, last), 0, (width, height), rng,
-                                  photo=PHOTO_MAKERS[kind.photo]())
-    scene = Scene(kind, shot, (width, height))
+    cut = first + (kind.cut_at or frames // 2) if kind.cut_to else None
+    spans = [(first, last)] if cut is None else [(first, cut - 1), (cut, last)]
+    shots = [sample_shot._load_shot(name, photo, span, span, 0, (width, height), rng, photo=PHOTO_MAKERS[photo]())
+             for name, photo, span in zip("AB"[:len(photos)], photos, spans, strict=True)]
+    scene = CutScene([Scene(kind, shot, (width, height)) for shot in shots], cut)
 
     # Fixed telecine misregistration, about the Source centre, then per-frame weave and turn.
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
@@ -712,7 +739,7 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
             image, subtitle_box = burn_subtitle(image, layout.active)
         write_exr(frame_path(str(out_dir / sample_shot.REFERENCE_PATTERN), frame), image, attributes=attributes)
         shows = top if (top == bottom) else None
-        return {"frame": frame, "shot": "A", "content_time": float(top), "fields": [top, bottom],
+        return {"frame": frame, "shot": scene.shot_at(top), "content_time": float(top), "fields": [top, bottom],
                 "field_mix": how, "source_frame": shows, "weave_px": weave, "turn_deg": turn,
                 "active_rect": list(layout.active), "subtitle_box": subtitle_box,
                 "M": matrix.reshape(-1).tolist()}
@@ -726,12 +753,13 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
     for entry in reference_frames:
         if entry["source_frame"] is not None:
             partner.setdefault(entry["source_frame"], entry["frame"])
-    pairs = [{"source_frame": f, "shot": "A", "reference_frame": partner.get(f)} for f in range(first, last + 1)]
+    pairs = [{"source_frame": f, "shot": scene.shot_at(f), "reference_frame": partner.get(f)}
+             for f in range(first, last + 1)]
     grade = spec.grade if spec.grade else IDENTITY_GRADE
     truth = {
         "schema": sample_shot.TRUTH_SCHEMA, "version": sample_shot.TRUTH_VERSION, "seed": seed,
-        "field_kind": kind_name, "first_frame": first, "last_frame": last, "cut_frame": None,
-        "reference_cut_frame": None,
+        "field_kind": kind_name, "first_frame": first, "last_frame": last, "cut_frame": cut,
+        "reference_cut_frame": _reference_cut(fields, cut, first),
         "source": {"pattern": sample_shot.SOURCE_PATTERN, "width": width, "height": height,
                    "first_frame": first, "last_frame": last, "fps": SOURCE_FPS},
         "reference": {"pattern": sample_shot.REFERENCE_PATTERN, "width": rw, "height": rh,
@@ -741,7 +769,7 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
                       "letterbox": {"top": layout.active[1], "bottom": rh - layout.active[3],
                                     "active_rows": [layout.active[1], layout.active[3]]}},
         "clean_pattern": sample_shot.CLEAN_PATTERN,
-        "shots": [shot.describe()],
+        "shots": [shot.describe() for shot in shots],
         "pairs": pairs,
         "reference_frames": reference_frames,
         "reference_transform": {

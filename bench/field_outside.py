@@ -88,6 +88,13 @@ KINDS = [
          "flat graphic colours; 4:3 Source; pillarboxed 16:9 Reference with subtitles; dark edges",
          aspect="4:3", source=SourceSpec(edge="dark"),
          reference=ReferenceSpec(size_2k=(1920, 1080), framing="pillarbox", subtitles=True)),
+    Kind("x_cut_pulldown", "chroma", "cat",
+         "a cut halfway, from a cat (fur) to a tinted clock; NTSC 3:2 pulldown letterboxed 4:2:0 Reference, "
+         "its fields blended across the cut",
+         cut_to="tinted_clock", cut_at=7,
+         reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
+                                 framing="letterbox", chroma_420=True),
+         settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
     Kind("x_spatial_cat", "spatial", "cat",
          "spatial: a soft (1.8 px), heavily grainy cat (fur); a sharper Reference that turns",
          source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.04] * 3,

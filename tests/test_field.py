@@ -395,7 +395,9 @@ def test_shots_outside_the_corpus_generate_apart_from_it_and_are_named_so(tmp_pa
         assert min(indices) > max(corpus_indices) and len(set(indices)) == len(indices)
         assert indices == [field_outside.OUTSIDE_SEED_BASE + i for i in range(len(indices))]
         for kind in field_outside.KINDS:
-            assert not set(field_corpus.PHOTO_SOURCES[kind.photo]) & set(sample.PHOTOS)
+            for photo in filter(None, (kind.photo, kind.cut_to)):
+                assert not set(field_corpus.PHOTO_SOURCES[photo]) & set(sample.PHOTOS)
+        _check_cut_shot(field_corpus.generate_kind("x_cut_pulldown", tmp_path / "cut", frames=12))
         shot = field_corpus.generate_kind("x_horse_letterbox_flat", tmp_path / "horse", frames=2)
         assert Path(shot.out_dir, "truth", "truth.json").exists()
         result = {"size": "small", "date": "d", "cpu_count": 2, "harness": copy.deepcopy(field.HarnessSettings().__dict__),
@@ -411,3 +413,21 @@ def test_shots_outside_the_corpus_generate_apart_from_it_and_are_named_so(tmp_pa
         field_corpus.PHOTO_MAKERS.update(saved[2])
         field_corpus.OUTSIDE_SEEDS.clear()
         field_corpus.OUTSIDE_SEEDS.update(saved[3])
+
+
+def _check_cut_shot(shot) -> None:
+    """A shot that cuts to another picture: the truth names the cut and each frame's shot, the
+    pulldown Reference frame whose fields straddle the cut is the first of the second shot's, and the
+    product's curation finds the cut in the Source and keeps its pairs away from it."""
+    from ml import curation
+
+    truth = json.loads(Path(shot.out_dir, "truth", "truth.json").read_text())
+    cut = truth["cut_frame"]
+    assert cut == 1008 and [p["shot"] for p in truth["pairs"]] == ["A"] * 7 + ["B"] * 5
+    straddling = next(e for e in truth["reference_frames"] if e["frame"] == truth["reference_cut_frame"])
+    assert min(straddling["fields"]) < cut <= max(straddling["fields"]) and straddling["field_mix"] != "clean"
+    pattern = str(Path(shot.out_dir) / sample.SOURCE_PATTERN)
+    frames = list(range(truth["first_frame"], truth["last_frame"] + 1))
+    suggestion = curation.suggest_pairs(curation.analyse_frames(lambda f: read_image(frame_path(pattern, f)), frames, 2))
+    assert suggestion.cuts == [cut]
+    assert all(abs(p.source_frame - cut + 0.5) > 2 for p in suggestion.pairs)
