@@ -22,7 +22,8 @@ and SSIM (spatial) of the Source, the baseline, the model and the Reference's ow
 `build_target`), and for chroma kinds two reference points of what the inputs allow: the truth
 grade, alone and guided, and the baseline guided (`truth_grade`, `guided_grade`); stage times. It writes field.json and field.md into --out;
 `--write-docs` also stores the table in bench/results/field_corpus.md and replaces the
-"## Field corpus" section of docs/benchmarks.md (bench/run_all.py keeps that section).
+"## Field corpus" section of docs/benchmarks.md (bench/run_all.py keeps that section). `--rescore`
+scores the work folders of a finished run in --out again, after a change to the scoring only.
 """
 
 from __future__ import annotations

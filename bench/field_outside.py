@@ -36,7 +36,8 @@ RESULTS_MD = field.ROOT / "bench" / "results" / "field_outside.md"
 
 PHOTOS = {"tinted_text": ("text", 15), "tinted_horse": ("horse", 16), "tinted_clock": ("clock", 12),
           "tinted_cell": ("cell", 13), "tinted_page": ("page", 14), "tinted_phantom": ("shepp_logan_phantom", 21)}
-OUTSIDE_SEED_BASE = 100  # their seed indices (`field_corpus.seed_index`), apart from the corpus's
+OUTSIDE_SEED_BASE = 100  # their seed indices (`field_corpus.seed_index`), apart from the corpus's; a new kind
+# goes at the end of KINDS, so the others keep their seeds (and pictures)
 # Colour photographs used as they are (a low-key one darkened): name -> (scikit-image photo, maker).
 COLOUR_PHOTOS = {
     "low_key_cat": ("cat", lambda: np.clip(0.45 * _skimage_rgb("cat") ** 1.3, 0.0, 1.0).astype(np.float32)),
@@ -88,6 +89,12 @@ KINDS = [
          "flat graphic colours; 4:3 Source; pillarboxed 16:9 Reference with subtitles; dark edges",
          aspect="4:3", source=SourceSpec(edge="dark"),
          reference=ReferenceSpec(size_2k=(1920, 1080), framing="pillarbox", subtitles=True)),
+    Kind("x_spatial_cat", "spatial", "cat",
+         "spatial: a soft (1.8 px), heavily grainy cat (fur); a sharper Reference that turns",
+         source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.04] * 3,
+                                   "white_point": 0.97, "grain": HEAVY_GRAIN}, soften_sigma=1.8),
+         reference=ReferenceSpec(size_2k=(2048, 1152), grade=dict(IDENTITY_GRADE), softness=0.3, turn_max_deg=0.2),
+         settings={"branch": "spatial"}),
     Kind("x_cut_pulldown", "chroma", "cat",
          "a cut halfway, from a cat (fur) to a tinted clock; NTSC 3:2 pulldown letterboxed 4:2:0 Reference, "
          "its fields blended across the cut",
@@ -95,12 +102,6 @@ KINDS = [
          reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
                                  framing="letterbox", chroma_420=True),
          settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
-    Kind("x_spatial_cat", "spatial", "cat",
-         "spatial: a soft (1.8 px), heavily grainy cat (fur); a sharper Reference that turns",
-         source=SourceSpec(damage={"saturation": 1.0, "dye_loss": [0.0, 0.0, 0.0], "black_lift": [0.04] * 3,
-                                   "white_point": 0.97, "grain": HEAVY_GRAIN}, soften_sigma=1.8),
-         reference=ReferenceSpec(size_2k=(2048, 1152), grade=dict(IDENTITY_GRADE), softness=0.3, turn_max_deg=0.2),
-         settings={"branch": "spatial"}),
 ]
 
 
