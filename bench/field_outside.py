@@ -132,7 +132,9 @@ def section(result: dict) -> str:
              "`flat_blocky`, from x_phantom_blocky_pal: the guide took a blocky Reference's finer colour, coding "
              "blocks and all, where the Source's was grain; `intertitle`, from x_text_speedup_grain: printed text "
              "under grain, whose finer colour is grain although its luma follows the Reference's). x_text_speedup_grain "
-             "also found that a frame with no Reference partner kept its colour grain (`GuidePlanner.shot_colour_smoothing`).")
+             "also found that a frame with no Reference partner kept its colour grain (`GuidePlanner.shot_colour_smoothing`). "
+             "x_cut_pulldown cuts to another picture under a pulldown Reference whose fields straddle the cut: the "
+             "product's curation finds the cut and keeps its pairs away from it.")
     return f"{TITLE}\n\n{intro}\n{body}"
 
 
