@@ -233,6 +233,32 @@ def nominal_mapping(source: Plate, reference: Plate) -> Callable[[int], int]:
     return lambda f: reference.first_frame + int(math.floor((f - source.first_frame) * ratio + 0.5))
 
 
+# A Reference whose rate differs from the Source's by a speed-up or slow-down (25/24 and 25/23.976 are 4 %
+# apart) may map frame for frame (a speed-up transfer) or by time (a frame-rate conversion).
+SPEED_CHANGE_RANGE = (0.01, 0.06)
+
+
+def is_speed_change(source_fps: float, reference_fps: float) -> bool:
+    """Whether the two rates are as far apart as a speed-up transfer's (`SPEED_CHANGE_RANGE`)."""
+    low, high = SPEED_CHANGE_RANGE
+    return source_fps > 0 and low <= abs(1.0 - reference_fps / source_fps) <= high
+
+
+def frame_for_frame_mapping(source: Plate, reference: Plate) -> Callable[[int], int]:
+    """Source frame -> the Reference frame as many frames from its start: a speed-up transfer's mapping."""
+    return lambda f: reference.first_frame + (f - source.first_frame)
+
+
+def mapping_agreements(*results: MatchResult) -> list[float]:
+    """Per result (the same Source frames matched around different mappings): the mean structure
+    correlation of each Source frame with the Reference frame it is paired with, -1 where that frame
+    is outside the Reference plate. Over a shot the better mapping scores higher even where no single
+    frame's match is trusted (a slow pan); where structure cannot tell neighbouring frames apart, the
+    mapping that runs off the plate's end while the other still pairs every frame loses."""
+    return [float(np.mean([m.scores.get(m.reference_frame, -1.0) if m.in_range else -1.0 for m in r.frames]))
+            if r.frames else -1.0 for r in results]
+
+
 def speed_change_note(shots: Sequence[ShotOffset], source_fps: float, reference_fps: float) -> str | None:
     """A warning when the Reference's frame rate maps frames by time but the content matches say they
     map one to one: a speed-up transfer (24 fps film played at 25 fps for PAL, every film frame once).
@@ -386,6 +412,7 @@ class Suggestion:
     shots: list[Shot]
     cuts: list[int]
     warnings: list[str]
+    reference_fps: float | None = None  # the rate the matches imply where it is not the job's (a speed-up)
 
 
 def signature_distance(a: FrameStats, b: FrameStats) -> float:

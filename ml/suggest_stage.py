@@ -37,8 +37,9 @@ def suggest_for_job(job: Job, reporter, count: int | None = None, scope: str = "
     if not frames:
         raise FilmRecoveryError("no Source frames in the range.", where="--frames",
                                 fix=f"Pick frames within {job.source.first_frame}-{job.source.last_frame}.")
+    implied_fps = None
     if job.reference.path and options.match:
-        stats, cuts, partner, notes = _matched_partners(job, frames, options, reporter)
+        (stats, cuts, partner, notes), implied_fps = _matched_partners(job, frames, options, reporter)
     else:
         stats, cuts, partner, notes = _nominal_partners(job, frames, options.workers, reporter)
     strictness = curation.SuggestOptions() if options.max_align_error is None else \
@@ -47,29 +48,45 @@ def suggest_for_job(job: Job, reporter, count: int | None = None, scope: str = "
                                         reference_for=partner.get, timecode_for=lambda f: timecode(f, job.source.fps),
                                         options=strictness)
     suggestion.warnings[:0] = notes
+    suggestion.reference_fps = implied_fps
     for text in suggestion.warnings:
         reporter.message(text, "warning")
     return suggestion
 
 
-def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, reporter) -> _Partners:
-    """Source stats, cuts and each frame's Reference partner found by structure (`curation.match_frames`);
-    reports each shot's offset."""
-    matched = curation.match_frames(
-        lambda f: source_frame(job, f), lambda f: reference_frame(job, f), frames,
-        (job.reference.first_frame, job.reference.last_frame),
-        nominal=curation.nominal_mapping(job.source, job.reference),
-        options=curation.MatchOptions(search=options.search, conform=job.conform,
-                                      pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect),
-                                      workers=options.workers),
-        progress=lambda d, t, stage: reporter.progress(d, t, f"match {stage}"))
+def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, reporter
+                      ) -> tuple[_Partners, float | None]:
+    """Source stats, cuts and each frame's Reference partner found by structure (`curation.match_frames`)
+    around the Reference frame at the same time; for a Reference at a speed-up's rate also around the
+    frame as many frames on (a speed-up transfer), keeping the mapping whose pairs agree better. Reports
+    each shot's offset; returns also the Reference rate the matches imply where it is not the job's."""
+    def match(nominal):
+        return curation.match_frames(
+            lambda f: source_frame(job, f), lambda f: reference_frame(job, f), frames,
+            (job.reference.first_frame, job.reference.last_frame), nominal=nominal,
+            options=curation.MatchOptions(search=options.search, conform=job.conform,
+                                          pixel_aspects=(job.source.pixel_aspect, job.reference.pixel_aspect),
+                                          workers=options.workers),
+            progress=lambda d, t, stage: reporter.progress(d, t, f"match {stage}"))
+
+    matched, implied_fps, notes = match(curation.nominal_mapping(job.source, job.reference)), None, []
+    if curation.is_speed_change(job.source.fps, job.reference.fps):
+        one_to_one = match(curation.frame_for_frame_mapping(job.source, job.reference))
+        by_time, frame_for_frame = curation.mapping_agreements(matched, one_to_one)
+        if frame_for_frame > by_time:
+            matched, implied_fps = one_to_one, job.source.fps
+            notes.append(f"the Reference's frames follow the Source's one for one, not by time at "
+                         f"{job.reference.fps:g} fps: a speed-up transfer (such as PAL 25 fps of 24 fps film). "
+                         f"Pairs are matched frame for frame; --apply also sets reference.fps to the Source's "
+                         f"{job.source.fps:g} so every stage maps them so.")
     partner: dict[int, int | None] = {m.source_frame: m.reference_frame if m.in_range else None
                                       for m in matched.frames}
     for shot in matched.shots:
         reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
                          f"({shot.method})")
-    speed_note = curation.speed_change_note(matched.shots, job.source.fps, job.reference.fps)
-    return matched.source_stats, matched.source_cuts, partner, [speed_note] if speed_note else []
+    speed_note = curation.speed_change_note(matched.shots, job.source.fps, implied_fps or job.reference.fps)
+    return (matched.source_stats, matched.source_cuts, partner, notes + ([speed_note] if speed_note else [])), \
+        implied_fps
 
 
 def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _Partners:

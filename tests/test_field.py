@@ -431,3 +431,41 @@ def _check_cut_shot(shot) -> None:
     suggestion = curation.suggest_pairs(curation.analyse_frames(lambda f: read_image(frame_path(pattern, f)), frames, 2))
     assert suggestion.cuts == [cut]
     assert all(abs(p.source_frame - cut + 0.5) > 2 for p in suggestion.pairs)
+
+
+def test_a_speed_up_reference_pairs_frame_for_frame_and_a_converted_one_by_time(tmp_path):
+    """A 25 fps Reference of a 24 fps Source, told as 25 fps: a speed-up transfer (every film frame once)
+    is paired frame for frame, and `suggest --apply` sets reference.fps to the Source's so every stage
+    maps it so; the same pictures converted by time (a frame repeated every 24) keep the mapping by
+    time. On a slow pan no single frame's match is trusted; the whole shot's agreement tells."""
+    import shutil
+
+    shot = field_corpus.load_shot(field_corpus.generate_kind("pal_speedup", tmp_path / "pal", frames=40).out_dir)
+    reference = shot["reference"]
+    first, last = reference["first_frame"], reference["last_frame"]
+    converted = tmp_path / "converted" / "reference.####.exr"  # the same time span: 42 frames for 40
+    converted.parent.mkdir()
+    converted_last = first + round((last - first + 1) * 25 / 24) - 1
+    for frame in range(first, converted_last + 1):
+        shown = min(last, first + int((frame - first) * 24 / 25 + 0.5))
+        shutil.copy(frame_path(reference["path"], shown), frame_path(str(converted), frame))
+    for name, path, expected_fps, reference_last in (("speedup", reference["path"], 24.0, last),
+                                                     ("converted", str(converted), 25.0, converted_last)):
+        work = tmp_path / name
+        job = work / "job.json"
+        source = shot["source"]
+        commands = [["init", str(job), "--source", source["path"], "--reference", path, "--frames",
+                     f"{source['first_frame']}-{source['last_frame']}", "--work-dir", str(work), "--branch", "chroma"]]
+        code, text, _, _ = field.run_engine(commands[0], 300)
+        assert code == 0, text
+        field.apply_settings(job, {**shot["settings"], "reference.first_frame": first,
+                                   "reference.last_frame": reference_last})
+        code, text, events, _ = field.run_engine(["suggest", str(job), "--apply"], 300)
+        assert code == 0, text
+        saved = json.loads(job.read_text())
+        assert saved["reference"]["fps"] == pytest.approx(expected_fps), name
+        step = 1.0 if expected_fps == 24.0 else 25 / 24
+        for pair in saved["pairs"]:
+            assert pair["reference_frame"] == first + int((pair["source_frame"] - first) * step + 0.5), (name, pair)
+        said = " ".join(e.get("text", "") for e in events if e.get("type") == "message")
+        assert ("frame for frame" in said) == (name == "speedup"), said

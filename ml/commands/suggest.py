@@ -73,6 +73,8 @@ def run(args, job, reporter) -> None:
     save_records(out.with_suffix(".csv" if out.suffix.lower() == ".json" else ".json"), records, job.name)
     if args.apply:
         job.pairs = suggestion.pairs
+        if suggestion.reference_fps:  # a speed-up transfer: every stage maps its frames one for one
+            job.reference.fps = suggestion.reference_fps
         save_job(job, args.job)
     reporter.result(pairs=[dataclasses.asdict(p) for p in suggestion.pairs],
                     rejected=[{"frame": p.source_frame, "shot": p.shot, "reason": p.reason}
