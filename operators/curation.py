@@ -25,6 +25,8 @@ class FILMREC_OT_suggest_pairs(NeedsPlates, jobs.EngineJobOperator, bpy.types.Op
         pairs = [recipe.pair_from_dict(p) for p in result.get("pairs", [])]
         added = recipe.merge_pairs(fr, pairs)
         shots = len({p.shot for p in pairs})
+        if result.get("reference_fps"):  # a speed-up transfer: every stage maps it frame for frame
+            fr.reference.fps = result["reference_fps"]
         warnings = result.get("warnings", [])
         fr.job_state.message = (f"{len(pairs)} suggestions ({added} new) over {shots} shot(s); "
                                 f"{len(result.get('rejected', []))} frames avoided"

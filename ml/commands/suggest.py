@@ -80,4 +80,5 @@ def run(args, job, reporter) -> None:
                     rejected=[{"frame": p.source_frame, "shot": p.shot, "reason": p.reason}
                               for p in suggestion.rejected],
                     shots=[dataclasses.asdict(s) for s in suggestion.shots], cuts=suggestion.cuts,
-                    warnings=suggestion.warnings, table=str(out), applied=bool(args.apply))
+                    warnings=suggestion.warnings, table=str(out), applied=bool(args.apply),
+                    reference_fps=suggestion.reference_fps)
