@@ -469,3 +469,9 @@ def test_a_speed_up_reference_pairs_frame_for_frame_and_a_converted_one_by_time(
             assert pair["reference_frame"] == first + int((pair["source_frame"] - first) * step + 0.5), (name, pair)
         said = " ".join(e.get("text", "") for e in events if e.get("type") == "message")
         assert ("frame for frame" in said) == (name == "speedup"), said
+    # The add-on's Suggest Pairs (the batch door) takes the same decision into the scene's recipe.
+    batch = field.run_batch_door(shot, tmp_path / "batch", HARNESS, field.build_zip())
+    assert batch.completed, batch.message
+    saved = json.loads((tmp_path / "batch" / "job.json").read_text())
+    assert saved["reference"]["fps"] == pytest.approx(24.0)
+    assert all(p["reference_frame"] == p["source_frame"] for p in saved["pairs"]), saved["pairs"]
