@@ -554,6 +554,9 @@ def rescore(out: str | Path, result: dict[str, Any], log=print) -> dict[str, Any
 def rescore_folder(out: str | Path) -> dict[str, Any]:
     """`rescore` the run in `out` and write its field.json and field.md again."""
     out = Path(out)
+    if not (out / "field.json").is_file():
+        raise SystemExit(f"error: {out / 'field.json'} not found. Fix: --rescore takes the --out folder of a "
+                         "finished field run (it writes field.json after its first shot).")
     result = rescore(out, json.loads((out / "field.json").read_text()),
                      log=lambda text: print(text, file=sys.stderr, flush=True))
     (out / "field.json").write_text(json.dumps(result, indent=1, default=float) + "\n")

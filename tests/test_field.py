@@ -243,6 +243,8 @@ def test_a_finished_run_is_scored_again_without_running_its_doors(field_run, tmp
     assert again["stage_seconds"] == before["stage_seconds"] and again["completed"]
     assert json.loads((copy / "field.json").read_text())["rescored"] == result["rescored"]
     assert f"scored again {result['rescored']} (`--rescore`)" in (copy / "field.md").read_text()
+    with pytest.raises(SystemExit, match="field.json not found"):
+        field.rescore_folder(tmp_path / "no_run")
 
 
 def test_what_an_sd_references_colour_allows_is_measured_against_truth(field_run):
@@ -469,6 +471,18 @@ def test_a_speed_up_reference_pairs_frame_for_frame_and_a_converted_one_by_time(
             assert pair["reference_frame"] == first + int((pair["source_frame"] - first) * step + 0.5), (name, pair)
         said = " ".join(e.get("text", "") for e in events if e.get("type") == "message")
         assert ("frame for frame" in said) == (name == "speedup"), said
+    # `ml run` (the one-command pipeline) keeps what suggest decided, as the add-on does.
+    run_job = tmp_path / "run" / "job.json"
+    run_job.parent.mkdir()
+    speedup = json.loads((tmp_path / "speedup" / "job.json").read_text())
+    speedup.update(pairs=[], work_dir=str(run_job.parent))
+    speedup["reference"]["fps"] = 25.0
+    run_job.write_text(json.dumps(speedup))
+    code, text, _, _ = field.run_engine(["run", str(run_job), "--stages", "suggest"], 300)
+    assert code == 0, text
+    saved = json.loads(run_job.read_text())
+    assert saved["reference"]["fps"] == pytest.approx(24.0) and saved["pairs"]
+    assert all(p["reference_frame"] == p["source_frame"] for p in saved["pairs"]), saved["pairs"]
     # The add-on's Suggest Pairs (the batch door) takes the same decision into the scene's recipe.
     batch = field.run_batch_door(shot, tmp_path / "batch", HARNESS, field.build_zip())
     assert batch.completed, batch.message
