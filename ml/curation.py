@@ -277,6 +277,75 @@ def speed_change_note(shots: Sequence[ShotOffset], source_fps: float, reference_
             f"Fix: set reference.fps to the Source's {source_fps:g} (job.json or the Ingest panel) and match again.")
 
 
+# 3:2 pulldown puts 4 film frames into 5 video frames (AA BB BC CD DD: 23.976 or 24 fps film as 29.97 or
+# 30 fps video). Two adjacent frames of each 5 mix two film frames' fields, combed (one field each) or
+# blended by a deinterlacer; such a frame shows no one film frame, so it is no training partner.
+PULLDOWN_RATIO = 1.25
+PULLDOWN_CYCLE = 5
+# The comb (alternate-row) energy of a cadence phase's frames above their neighbours' by this fraction
+# (the median over the phase) marks the phase combed. Over the field corpus's 28 shots (small size): the
+# four pulldown shots' combed phase +0.25..+1.26, every other phase of every shot within +0.06.
+MIXED_EXCESS = 0.15
+
+
+def is_pulldown(source_fps: float, reference_fps: float) -> bool:
+    """Whether the Reference runs at a 3:2 pulldown's rate of the Source (29.97 of 23.976 or 24 fps)."""
+    return source_fps > 0 and abs(reference_fps / source_fps - PULLDOWN_RATIO) < 0.01
+
+
+def interlace_measures(image: np.ndarray) -> tuple[float, float]:
+    """(comb, detail) of a frame's central picture on its own rows: the energy of each row's departure
+    from its two neighbours' mean over that from the rows two away (interlace combing lifts it), and the
+    energy of the 1 px horizontal luma steps over that of the 2 px steps (a blend of two moving frames
+    lowers it; flicker and how much of the frame has detail do not change it)."""
+    h, w = image.shape[:2]
+    y0, x0 = h // 5, w // 5
+    plane = luma(image)[y0:h - y0, x0:w - x0].astype(np.float64)
+    if plane.shape[0] < 8 or plane.shape[1] < 2:
+        return 0.0, 0.0
+    near = plane[2:-2] - 0.5 * (plane[1:-3] + plane[3:-1])
+    far = plane[2:-2] - 0.5 * (plane[:-4] + plane[4:])
+    step, wide_step = (plane[:, 1:] - plane[:, :-1]) ** 2, (plane[:, 2:] - plane[:, :-2]) ** 2
+    steps = float(step.mean()) / max(float(wide_step.mean()), 1e-12)
+    return float((near ** 2).mean() / max((far ** 2).mean(), 1e-12)), steps
+
+
+def field_mixed_frames(measures: dict[int, tuple[float, float]]) -> dict[int, str]:
+    """Reference frames of a 3:2 pulldown that mix two film frames: frame -> "combed" or "blended".
+
+    Each frame's `interlace_measures` are set against the median of its four nearest neighbours'
+    (the picture changes slowly; a frame's mix does not). The cadence repeats every 5 frames, so the
+    evidence is the median over the frames at each phase of the cycle. When the most combed phase is
+    clearly combed (`MIXED_EXCESS`), it and the more mixed of its two neighbouring phases are mixed.
+    Softness alone does not find a cadence (a shot's own changes of focus or content move it as much):
+    a Reference blended throughout by a deinterlacer, never combed, is not found. Fewer than two cycles:
+    nothing is found."""
+    frames = sorted(measures)
+    if len(frames) < 2 * PULLDOWN_CYCLE:
+        return {}
+    comb = np.array([measures[f][0] for f in frames])
+    detail = np.array([measures[f][1] for f in frames])
+    comb_excess = np.array([comb[i] / max(_local_median(comb, i, 2), 1e-12) - 1.0 for i in range(len(frames))])
+    softness = np.array([1.0 - detail[i] / max(_local_median(detail, i, 2), 1e-12) for i in range(len(frames))])
+    phase_of = [(f - frames[0]) % PULLDOWN_CYCLE for f in frames]
+
+    def phase_median(values: np.ndarray, phase: int) -> float:
+        return float(np.median([v for v, p in zip(values, phase_of, strict=True) if p == phase]))
+
+    combed = [phase_median(comb_excess, p) for p in range(PULLDOWN_CYCLE)]
+    soft = [phase_median(softness, p) for p in range(PULLDOWN_CYCLE)]
+    strongest = max(range(PULLDOWN_CYCLE), key=combed.__getitem__)
+    if combed[strongest] < MIXED_EXCESS:
+        return {}
+    # Its companion is the neighbouring phase that looks more mixed, combed or soft (a blend can be
+    # nearly as sharp as the clean frames on a slow pan: 0.002 softer on one corpus shot).
+    mixed = [max(c, s) for c, s in zip(combed, soft, strict=True)]
+    companion = max(((strongest - 1) % PULLDOWN_CYCLE, (strongest + 1) % PULLDOWN_CYCLE), key=mixed.__getitem__)
+    pair = (strongest, companion)
+    return {f: "combed" if combed[p] >= soft[p] else "blended"
+            for f, p in zip(frames, phase_of, strict=True) if p in pair}
+
+
 def shot_name(index: int) -> str:
     return str(index + 1)
 
@@ -548,6 +617,7 @@ class _PairMaker:
     timecode_for: Callable[[int], str]
     align_scores: dict[int, float] | None
     reference_type: str
+    partner_problem: Callable[[int], str | None]  # why a frame's Reference partner cannot be used, or None
 
     def __call__(self, frame: int, shot: Shot, accepted: bool, reason: str = "", rationale: str = "",
                  label: str = "") -> Pair:
@@ -559,10 +629,11 @@ class _PairMaker:
                     align_score=float(self.align_scores.get(frame, -1.0)) if self.align_scores else -1.0)
 
 
-def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: Scope = "shot", *,
+def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: Scope = "shot", *,  # noqa: PLR0913  keyword-only: what the caller knows of each frame
                   cuts: Sequence[int] | None = None, align_scores: dict[int, float] | None = None,
                   reference_for: Callable[[int], int | None] | None = None,
                   timecode_for: Callable[[int], str] | None = None,
+                  partner_problem: Callable[[int], str | None] | None = None,
                   options: SuggestOptions | None = None) -> Suggestion:
     """Choose training frames across every shot and say why; say why rejected candidates were rejected.
 
@@ -570,7 +641,8 @@ def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: 
     brightest, most saturated, warmest, coolest, most textured) that are really distinct, then
     the frames most unlike those already chosen. Candidates near cuts, flashes, splices, blurred
     frames, frames whose alignment score (ml.align.alignment_score: residual misalignment in Source
-    pixels after alignment, lower is better) is above `options.max_align_error`, and near-duplicates
+    pixels after alignment, lower is better) is above `options.max_align_error`, frames whose Reference
+    partner `partner_problem` refuses (a frame mixing two film frames' fields), and near-duplicates
     of a chosen frame are rejected. `count` is the total; the default follows the scope preset
     (shot: 6 per shot; scene 16; sequence 32, at least 2 per shot).
     """
@@ -579,7 +651,7 @@ def suggest_pairs(stats: Sequence[FrameStats], count: int | None = None, scope: 
     cuts = list(detect_cuts(stats) if cuts is None else cuts)
     shots = split_shots([s.frame for s in stats], cuts)
     make_pair = _PairMaker(reference_for or (lambda f: f), timecode_for or (lambda f: ""), align_scores,
-                           options.reference_type)
+                           options.reference_type, partner_problem or (lambda f: None))
     candidates, rejected = _screen_candidates(stats, shots, cuts, make_pair, options)
     alloc, warnings = _allocate_pairs(count, scope, shots, candidates)
     pairs, duplicates, shot_warnings = _pick_pairs(stats, shots, candidates, alloc, make_pair,
@@ -602,7 +674,7 @@ def _checked_stats(stats: Sequence[FrameStats], scope: Scope) -> list[FrameStats
 
 def _rejection(frame: int, cuts: Sequence[int], bad: dict[int, str], make_pair: _PairMaker,
                options: SuggestOptions) -> str | None:
-    """Why a frame cannot be a candidate (near a cut, bad, no Reference partner, misaligned), or None."""
+    """Why a frame cannot be a candidate (near a cut, bad, no usable Reference partner, misaligned), or None."""
     cut = near_cut(frame, cuts, options.cut_margin)
     if cut is not None:
         return f"near cut at {cut}"
@@ -610,6 +682,9 @@ def _rejection(frame: int, cuts: Sequence[int], bad: dict[int, str], make_pair: 
         return bad[frame]
     if make_pair.reference_for(frame) is None:
         return "no matching Reference frame (outside the Reference plate)"
+    problem = make_pair.partner_problem(frame)
+    if problem is not None:
+        return problem
     score = make_pair.align_scores.get(frame) if make_pair.align_scores else None
     if score is not None and score > options.max_align_error:  # NaN (no structure) passes: unknown
         return f"structure disagrees after alignment (residual {score:.2f} px > {options.max_align_error:.2f})"
@@ -751,6 +826,7 @@ class MatchResult:
     source_cuts: list[int]
     reference_cuts: list[int]
     source_stats: list[FrameStats]  # every Source frame, measured once (suggest_pairs reuses them)
+    reference_interlace: dict[int, tuple[float, float]] = field(default_factory=dict)  # `interlace_measures`
 
 
 def structure_descriptor(plane: np.ndarray, valid: np.ndarray | None = None,
@@ -829,6 +905,7 @@ class _PlateMatch:
     desc: dict[int, tuple[np.ndarray, np.ndarray]]
     cuts: list[int]
     shots: list[Shot]
+    interlace: dict[int, tuple[float, float]] = field(default_factory=dict)  # Reference: `interlace_measures`
 
 
 @dataclass
@@ -873,7 +950,7 @@ def match_frames(load_source: FrameLoader, load_reference: FrameLoader, source_f
     first_pass = {f: _best_match(state, f, windows[f], nominal(f)) for f in wanted}
     offsets, final = _match_shots(state, wanted, first_pass)
     matches = [final.get(f, first_pass[f]) for f in wanted]
-    return MatchResult(matches, offsets, source.cuts, reference.cuts, source.stats)
+    return MatchResult(matches, offsets, source.cuts, reference.cuts, source.stats, reference.interlace)
 
 
 def _stage_progress(progress: Callable[[int, int, str], None] | None,
@@ -919,13 +996,14 @@ def _reference_windows(wanted: list[int], cuts: list[int], nominal: Callable[[in
 
 
 def _reference_work(image: np.ndarray, frame: int, *, source_size: tuple[int, int], options: MatchOptions):
-    """One Reference frame's stats and its structure descriptor on the Source's proxy raster."""
+    """One Reference frame's stats, its structure descriptor on the Source's proxy raster and its
+    `interlace_measures` (on its own rows)."""
     h, w = image.shape[:2]
     raster = _match_raster(source_size)
     full = warp.as_matrix(options.matrix) if options.matrix is not None else \
         conform_to_matrix(options.conform, source_size, (w, h), options.pixel_aspects)
     warped, valid = warp_onto(image, warp.resize_matrix(source_size, raster) @ full, *raster)
-    return analyse_frame(image, frame), structure_descriptor(luma(warped), valid)
+    return analyse_frame(image, frame), structure_descriptor(luma(warped), valid), interlace_measures(image)
 
 
 def _analyse_reference(load_reference: FrameLoader, needed: list[int], source_size: tuple[int, int],
@@ -933,9 +1011,10 @@ def _analyse_reference(load_reference: FrameLoader, needed: list[int], source_si
     """Read the Reference frames matching needs, warped onto the Source raster; find their cuts and shots."""
     work = functools.partial(_reference_work, source_size=source_size, options=options)
     analysed = load_parallel(load_reference, needed, work, options.workers, progress)
-    stats = [s for s, _ in analysed]
+    stats = [s for s, _, _ in analysed]
     cuts = _cuts_in_runs(stats)
-    return _PlateMatch(stats, {s.frame: d for s, d in analysed}, cuts, split_shots(needed, cuts))
+    return _PlateMatch(stats, {s.frame: d for s, d, _ in analysed}, cuts, split_shots(needed, cuts),
+                       {s.frame: m for s, _, m in analysed})
 
 
 def _cuts_in_runs(stats: list[FrameStats]) -> list[int]:

@@ -13,8 +13,9 @@ from .ingest import plate_frames, reference_frame, source_frame
 from .job import Job
 from .pairs import timecode
 
-# Source stats, Source cuts, each Source frame's Reference partner (None: no partner), and warnings.
-_Partners = tuple[list[curation.FrameStats], list[int], dict[int, int | None], list[str]]
+# Source stats, Source cuts, each Source frame's Reference partner (None: no partner), why a partner
+# cannot be used (a frame mixing two film frames' fields), and warnings.
+_Partners = tuple[list[curation.FrameStats], list[int], dict[int, int | None], dict[int, str], list[str]]
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,14 @@ def suggest_for_job(job: Job, reporter, count: int | None = None, scope: str = "
                                 fix=f"Pick frames within {job.source.first_frame}-{job.source.last_frame}.")
     implied_fps = None
     if job.reference.path and options.match:
-        (stats, cuts, partner, notes), implied_fps = _matched_partners(job, frames, options, reporter)
+        (stats, cuts, partner, refused, notes), implied_fps = _matched_partners(job, frames, options, reporter)
     else:
-        stats, cuts, partner, notes = _nominal_partners(job, frames, options.workers, reporter)
+        stats, cuts, partner, refused, notes = _nominal_partners(job, frames, options.workers, reporter)
     strictness = curation.SuggestOptions() if options.max_align_error is None else \
         curation.SuggestOptions(max_align_error=options.max_align_error)
     suggestion = curation.suggest_pairs(stats, count, scope, cuts=cuts, align_scores=align_scores,
                                         reference_for=partner.get, timecode_for=lambda f: timecode(f, job.source.fps),
-                                        options=strictness)
+                                        partner_problem=refused.get, options=strictness)
     suggestion.warnings[:0] = notes
     suggestion.reference_fps = implied_fps
     for text in suggestion.warnings:
@@ -81,12 +82,33 @@ def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, r
                          f"{job.source.fps:g} so every stage maps them so.")
     partner: dict[int, int | None] = {m.source_frame: m.reference_frame if m.in_range else None
                                       for m in matched.frames}
+    refused, pulldown_note = _field_mixed_partners(job, matched, partner)
+    if pulldown_note:
+        notes.append(pulldown_note)
     for shot in matched.shots:
         reporter.message(f"shot {shot.shot} ({shot.first}-{shot.last}): Reference offset {shot.offset:+d} "
                          f"({shot.method})")
     speed_note = curation.speed_change_note(matched.shots, job.source.fps, implied_fps or job.reference.fps)
-    return (matched.source_stats, matched.source_cuts, partner, notes + ([speed_note] if speed_note else [])), \
-        implied_fps
+    return (matched.source_stats, matched.source_cuts, partner, refused,
+            notes + ([speed_note] if speed_note else [])), implied_fps
+
+
+def _field_mixed_partners(job: Job, matched: curation.MatchResult,
+                          partner: Mapping[int, int | None]) -> tuple[dict[int, str], str | None]:
+    """For a Reference at a 3:2 pulldown's rate: why each Source frame paired to a Reference frame that
+    mixes two film frames' fields cannot be a pair, and a note naming those Reference frames."""
+    if not curation.is_pulldown(job.source.fps, job.reference.fps):
+        return {}, None
+    mixed = curation.field_mixed_frames(matched.reference_interlace)
+    if not mixed:
+        return {}, None
+    refused = {f: f"its Reference partner {r} mixes two film frames' fields ({mixed[r]}, 3:2 pulldown): "
+                  f"no one film frame to learn from" for f, r in partner.items() if r in mixed}
+    listed = ", ".join(f"{r} {how}" for r, how in sorted(mixed.items()))
+    note = (f"the Reference has 3:2 pulldown: {len(mixed)} of its {len(matched.reference_interlace)} frames read mix "
+            f"two film frames' fields ({listed}); the {len(refused)} Source frame(s) paired to them are not "
+            f"suggested as pairs.")
+    return refused, note
 
 
 def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _Partners:
@@ -100,4 +122,4 @@ def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _P
     for f in frames:
         r = nominal(f)
         partner[f] = r if (ref_first <= r <= ref_last or not job.reference.path) else None
-    return stats, cuts, partner, []
+    return stats, cuts, partner, {}, []

@@ -331,3 +331,39 @@ def test_a_speed_up_transfer_mapped_by_time_is_named_with_the_fix(photos, tmp_pa
     # A Reference that really runs by time at 25 fps drifts by nothing against the 25 fps mapping.
     steady = curation.ShotOffset("1", FIRST, FIRST + n - 1, 0, 0.0, "content", 20)
     assert curation.speed_change_note([steady], 24.0, 25.0) is None
+
+
+def _telecine(film: list[np.ndarray], second_mix: str) -> dict[int, np.ndarray]:
+    """29.97 fps video of 24 fps film by 3:2 pulldown (AA BB BC CD DD): BC combed (odd rows from C),
+    CD `second_mix` ("combed" the same way, or "blended" half and half)."""
+    video = []
+    for start in range(0, len(film) - 3, 4):
+        a, b, c, d = film[start:start + 4]
+        bc, cd = b.copy(), c.copy()
+        bc[1::2] = c[1::2]
+        if second_mix == "combed":
+            cd[1::2] = d[1::2]
+        else:
+            cd = 0.5 * (c + d)
+        video += [a, b, bc, cd, d]
+    return {FIRST + i: frame for i, frame in enumerate(video)}
+
+
+def test_a_pulldown_references_mixed_frames_are_found_and_a_clean_one_has_none(photos):
+    """Hard telecine (both mixed frames combed) and a blending deinterlacer (one combed, one blended):
+    the two mixed frames of each cadence cycle are found, whatever phase the cadence starts at; the
+    same pan without pulldown, and a Reference too short for two cycles, have none."""
+    film = _pan(photos[0], 16, 3, 20, speed=2.0)
+    for second_mix in ("combed", "blended"):
+        video = _telecine(film, second_mix)
+        for skip in (0, 2):  # the cadence starting at another phase
+            frames = {f: image for f, image in video.items() if f >= FIRST + skip}
+            found = curation.field_mixed_frames({f: curation.interlace_measures(image) for f, image in frames.items()})
+            expected = {f: ("combed" if (f - FIRST) % 5 == 2 else second_mix) for f in frames if (f - FIRST) % 5 in (2, 3)}
+            assert found == expected, (second_mix, skip, found)
+    clean = {FIRST + i: frame for i, frame in enumerate(film)}
+    assert curation.field_mixed_frames({f: curation.interlace_measures(image) for f, image in clean.items()}) == {}
+    short = dict(list(_telecine(film, "combed").items())[:9])
+    assert curation.field_mixed_frames({f: curation.interlace_measures(image) for f, image in short.items()}) == {}
+    assert curation.is_pulldown(23.976, 29.97) and curation.is_pulldown(24.0, 30.0)
+    assert not curation.is_pulldown(24.0, 25.0) and not curation.is_pulldown(24.0, 24.0)

@@ -176,6 +176,23 @@ def test_fast_subset_runs_through_the_cli_door(field_run):
         assert f"| {kind} |" in table
 
 
+def test_pulldown_frames_that_mix_two_film_frames_are_not_pairs(field_run):
+    """The NTSC shot's Reference shows a third of its film frames only in combed or blended frames: the
+    CLI door's suggest finds those frames from the Reference's cadence and pairs no Source frame with
+    one, so every training pair shows one film frame whole (truth: no pair on other content)."""
+    out, cli, _ = field_run
+    (shot,) = [s for s in cli["shots"] if s["kind"] == "ntsc_pulldown"]
+    run = shot["doors"]["cli"]
+    assert run["completed"], run["message"]
+    assert run["alignment"]["pairs"] >= 4 and run["alignment"]["mismatched_pairs"] == [], run["alignment"]
+    truth = sample.load_truth(_shot(out, "ntsc_pulldown"))
+    mixed = {e["frame"] for e in truth["reference_frames"] if e["field_mix"] != "clean"}
+    suggested = json.loads((out / "work" / "ntsc_pulldown" / "cli" / "pairs" / "suggested.json").read_text())
+    refused = {p["reference_frame"] for p in suggested["pairs"] if "mixes two film frames" in p["reason"]}
+    assert refused and refused <= mixed, (refused, mixed)
+    assert not {p["reference_frame"] for p in suggested["pairs"] if p["accepted"]} & mixed
+
+
 def test_batch_door_runs_the_addon_on_a_shot(field_run):
     out, cli, batch = field_run
     run = batch["shots"][0]["doors"]["batch"]
