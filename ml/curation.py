@@ -310,30 +310,57 @@ def interlace_measures(image: np.ndarray) -> tuple[float, float]:
     return float((near ** 2).mean() / max((far ** 2).mean(), 1e-12)), steps
 
 
-def field_mixed_frames(measures: dict[int, tuple[float, float]]) -> dict[int, str]:
-    """Reference frames of a 3:2 pulldown that mix two film frames: frame -> "combed" or "blended".
-
-    Each frame's `interlace_measures` are set against the median of its four nearest neighbours'
-    (the picture changes slowly; a frame's mix does not). The cadence repeats every 5 frames, so the
-    evidence is the median over the frames at each phase of the cycle. When the most combed phase is
-    clearly combed (`MIXED_EXCESS`), it and the more mixed of its two neighbouring phases are mixed.
-    Softness alone does not find a cadence (a shot's own changes of focus or content move it as much):
-    a Reference blended throughout by a deinterlacer, never combed, is not found. Fewer than two cycles:
-    nothing is found."""
+def cadence_phases(measures: dict[int, tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Per phase of the 5-frame cadence (counted from the first frame): the median over its frames of
+    each frame's comb excess and softness, its `interlace_measures` against the median of its four
+    nearest neighbours' (the picture changes slowly; a frame's mix does not)."""
     frames = sorted(measures)
-    if len(frames) < 2 * PULLDOWN_CYCLE:
-        return {}
     comb = np.array([measures[f][0] for f in frames])
     detail = np.array([measures[f][1] for f in frames])
-    comb_excess = np.array([comb[i] / max(_local_median(comb, i, 2), 1e-12) - 1.0 for i in range(len(frames))])
-    softness = np.array([1.0 - detail[i] / max(_local_median(detail, i, 2), 1e-12) for i in range(len(frames))])
-    phase_of = [(f - frames[0]) % PULLDOWN_CYCLE for f in frames]
+    comb_excess = [comb[i] / max(_local_median(comb, i, 2), 1e-12) - 1.0 for i in range(len(frames))]
+    softness = [1.0 - detail[i] / max(_local_median(detail, i, 2), 1e-12) for i in range(len(frames))]
+    phases = [[i for i, f in enumerate(frames) if (f - frames[0]) % PULLDOWN_CYCLE == p] for p in range(PULLDOWN_CYCLE)]
+    return ([float(np.median([comb_excess[i] for i in members])) for members in phases],
+            [float(np.median([softness[i] for i in members])) for members in phases])
 
-    def phase_median(values: np.ndarray, phase: int) -> float:
-        return float(np.median([v for v, p in zip(values, phase_of, strict=True) if p == phase]))
 
-    combed = [phase_median(comb_excess, p) for p in range(PULLDOWN_CYCLE)]
-    soft = [phase_median(softness, p) for p in range(PULLDOWN_CYCLE)]
+def field_mixed_frames(measures: dict[int, tuple[float, float]], cuts: Iterable[int] = ()) -> dict[int, str]:
+    """Reference frames of a 3:2 pulldown that mix two film frames: frame -> "combed" or "blended".
+
+    The cadence repeats every 5 frames, so the evidence is each phase's (`cadence_phases`). When the
+    most combed phase is clearly combed (`MIXED_EXCESS`), it and the more mixed of its two neighbouring
+    phases are mixed. The cadence is found afresh in each run of consecutive frames between `cuts` (an
+    edit made on video breaks it); a run shorter than two cycles takes the one found over all the frames
+    (a film cut telecined whole keeps it). Softness alone does not find a cadence (a shot's own changes
+    of focus or content move it as much): a Reference blended throughout by a deinterlacer, never combed,
+    is not found; nor is anything in fewer than two cycles."""
+    frames = sorted(measures)
+    whole = _mixed_in_run(measures) if len(frames) >= 2 * PULLDOWN_CYCLE else {}
+    found: dict[int, str] = {}
+    for run in split_shots(frames, set(cuts) | _gaps(frames)):
+        members = [f for f in frames if f in run]
+        if len(members) >= 2 * PULLDOWN_CYCLE:
+            found.update(_mixed_in_run({f: measures[f] for f in members}))
+        else:
+            found.update({f: how for f, how in whole.items() if f in run})
+    return found
+
+
+def mixed_partner_reason(reference_frame: int, how: str) -> str:
+    """Why a Source frame whose Reference partner mixes two film frames' fields is not a pair."""
+    return (f"its Reference partner {reference_frame} mixes two film frames' fields ({how}, 3:2 pulldown): "
+            f"no one film frame to learn from")
+
+
+def _gaps(frames: list[int]) -> set[int]:
+    """The frames that follow a gap in a sorted frame list."""
+    return {b for a, b in zip(frames, frames[1:], strict=False) if b != a + 1}
+
+
+def _mixed_in_run(measures: dict[int, tuple[float, float]]) -> dict[int, str]:
+    """`field_mixed_frames` in one run of consecutive frames, one cadence."""
+    frames = sorted(measures)
+    combed, soft = cadence_phases(measures)
     strongest = max(range(PULLDOWN_CYCLE), key=combed.__getitem__)
     if combed[strongest] < MIXED_EXCESS:
         return {}
@@ -341,9 +368,9 @@ def field_mixed_frames(measures: dict[int, tuple[float, float]]) -> dict[int, st
     # nearly as sharp as the clean frames on a slow pan: 0.002 softer on one corpus shot).
     mixed = [max(c, s) for c, s in zip(combed, soft, strict=True)]
     companion = max(((strongest - 1) % PULLDOWN_CYCLE, (strongest + 1) % PULLDOWN_CYCLE), key=mixed.__getitem__)
-    pair = (strongest, companion)
-    return {f: "combed" if combed[p] >= soft[p] else "blended"
-            for f, p in zip(frames, phase_of, strict=True) if p in pair}
+    phase_of = {f: (f - frames[0]) % PULLDOWN_CYCLE for f in frames}
+    return {f: "combed" if combed[phase_of[f]] >= soft[phase_of[f]] else "blended"
+            for f in frames if phase_of[f] in (strongest, companion)}
 
 
 def shot_name(index: int) -> str:

@@ -8,9 +8,11 @@ into training units by the scope the artist chose (the workflow's Stage 1 pair c
   scene      runs of neighbouring shots whose colour is alike, or the scenes named (12-24 pairs each)
   shot       one unit per shot (4-9 pairs each)
 
-Each unit gets its pairs (`ml.curation.suggest_pairs` over the unit's frames, with the scope's count)
-and, per shot, held-out pairs: the frames its model is scored on. Every shot also gets shot-scope
-pairs at plan time, kept for the fallback below, so no later step needs the plates' analysis again.
+Each unit gets its pairs (`ml.curation.suggest_pairs` over the unit's frames, with the scope's count;
+partners by time, and for a Reference at a 3:2 pulldown's rate never a frame that mixes two film
+frames, which the plan reads the Reference once to find) and, per shot, held-out pairs: the frames its
+model is scored on. Every shot also gets shot-scope pairs at plan time, kept for the fallback below, so
+no later step needs the plates' analysis again.
 
 Shot-level fallback, decided by measurement (`decide_fallbacks`): after a sequence or scene unit is
 trained, `ml score` scores its model per shot on that shot's held-out pairs against the baseline
@@ -293,12 +295,14 @@ class PlanRules:
 
 @dataclass
 class _Reel:
-    """The Source read once for planning: per-frame stats, cuts, shots, and each frame's Reference partner."""
+    """The Source read once for planning: per-frame stats, cuts, shots, each frame's Reference partner, and
+    why a partner cannot be used (a pulldown Reference's frame mixing two film frames)."""
 
     by_frame: dict[int, FrameStats]
     cuts: list[int]
     shots: list[Shot]
     partner: Callable[[int], int | None]
+    partner_problem: Callable[[int], str | None]
 
 
 def build_plan(job: Job, job_path: str | os.PathLike, scope: str = "sequence", *, rules: PlanRules | None = None,
@@ -354,9 +358,28 @@ def _read_reel(job: Job, frames: Sequence[int] | None, load: Callable[[int], np.
     load = load or (lambda f: source_frame(job, f))
     stats = curation.analyse_frames(load, frames, workers, progress)
     cuts = curation.detect_cuts(stats)
-    partner = functools.partial(_reference_partner, nominal=curation.nominal_mapping(job.source, job.reference),
-                                reference=job.reference)
-    return _Reel({s.frame: s for s in stats}, cuts, curation.split_shots(frames, cuts), partner)
+    nominal = curation.nominal_mapping(job.source, job.reference)
+    partner = functools.partial(_reference_partner, nominal=nominal, reference=job.reference)
+    problems = _field_mixed_partners(job, frames, partner, [nominal(c) for c in cuts], workers)
+    return _Reel({s.frame: s for s in stats}, cuts, curation.split_shots(frames, cuts), partner, problems.get)
+
+
+def _field_mixed_partners(job: Job, frames: list[int], partner: Callable[[int], int | None],
+                          reference_cuts: list[int], workers: int) -> dict[int, str]:
+    """For a Reference at a 3:2 pulldown's rate, read once: why each Source frame whose partner mixes two
+    film frames' fields cannot be a pair (`curation.field_mixed_frames`, its cadence found between the
+    Source's cuts)."""
+    from . import curation
+    from .ingest import plate_frames, reference_frame
+
+    if not job.reference.path or not curation.is_pulldown(job.source.fps, job.reference.fps):
+        return {}
+    reference_frames = list(plate_frames(job.reference))
+    values = curation.load_parallel(lambda f: reference_frame(job, f), reference_frames,
+                                    lambda image, _: curation.interlace_measures(image), workers)
+    measures = dict(zip(reference_frames, values, strict=True))
+    mixed = curation.field_mixed_frames(measures, reference_cuts)
+    return {f: curation.mixed_partner_reason(r, mixed[r]) for f in frames if (r := partner(f)) in mixed}
 
 
 def _scene_of(reel: _Reel, rules: PlanRules) -> list[int]:
@@ -375,7 +398,8 @@ def _suggest(reel: _Reel, shot_list: list[Shot], unit_scope: str, wanted: int | 
 
     members = [reel.by_frame[f] for s in shot_list for f in range(s.first, s.last + 1) if f in reel.by_frame]
     # Every cut of the reel: frames next to a cut at the unit's edge are refused too.
-    suggestion = curation.suggest_pairs(members, wanted, unit_scope, cuts=reel.cuts, reference_for=reel.partner)
+    suggestion = curation.suggest_pairs(members, wanted, unit_scope, cuts=reel.cuts, reference_for=reel.partner,
+                                        partner_problem=reel.partner_problem)
     # suggest_pairs numbers the shots of its own range from 1: give them the reel's names.
     names = {s.first: s.name for s in shot_list}
     starts = sorted(names)

@@ -99,11 +99,10 @@ def _field_mixed_partners(job: Job, matched: curation.MatchResult,
     mixes two film frames' fields cannot be a pair, and a note naming those Reference frames."""
     if not curation.is_pulldown(job.source.fps, job.reference.fps):
         return {}, None
-    mixed = curation.field_mixed_frames(matched.reference_interlace)
+    mixed = curation.field_mixed_frames(matched.reference_interlace, matched.reference_cuts)
     if not mixed:
         return {}, None
-    refused = {f: f"its Reference partner {r} mixes two film frames' fields ({mixed[r]}, 3:2 pulldown): "
-                  f"no one film frame to learn from" for f, r in partner.items() if r in mixed}
+    refused = {f: curation.mixed_partner_reason(r, mixed[r]) for f, r in partner.items() if r in mixed}
     listed = ", ".join(f"{r} {how}" for r, how in sorted(mixed.items()))
     note = (f"the Reference has 3:2 pulldown: {len(mixed)} of its {len(matched.reference_interlace)} frames read mix "
             f"two film frames' fields ({listed}); the {len(refused)} Source frame(s) paired to them are not "

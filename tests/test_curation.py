@@ -367,3 +367,19 @@ def test_a_pulldown_references_mixed_frames_are_found_and_a_clean_one_has_none(p
     assert curation.field_mixed_frames({f: curation.interlace_measures(image) for f, image in short.items()}) == {}
     assert curation.is_pulldown(23.976, 29.97) and curation.is_pulldown(24.0, 30.0)
     assert not curation.is_pulldown(24.0, 25.0) and not curation.is_pulldown(24.0, 24.0)
+
+
+def test_a_cadence_broken_at_a_video_edit_is_found_again_after_it(photos):
+    """Two telecined shots joined on video, the second's cadence two frames on: each run between the
+    cuts has its own cadence. Without the cut, one cadence is forced on both and the second run's
+    mixed frames are missed."""
+    first = _telecine(_pan(photos[0], 16, 4, 20, speed=2.0), "combed")
+    second = list(_telecine(_pan(photos[1], 16, 5, 30, speed=2.0), "blended").values())[2:]
+    cut = FIRST + len(first)
+    video = {**first, **{cut + i: frame for i, frame in enumerate(second)}}
+    measures = {f: curation.interlace_measures(image) for f, image in video.items()}
+    expected = {f: "combed" for f in first if (f - FIRST) % 5 in (2, 3)}
+    expected.update({cut + i: ("combed" if (i + 2) % 5 == 2 else "blended") for i in range(len(second))
+                     if (i + 2) % 5 in (2, 3)})
+    assert curation.field_mixed_frames(measures, [cut]) == expected
+    assert curation.field_mixed_frames(measures) != expected

@@ -191,6 +191,41 @@ def test_pulldown_frames_that_mix_two_film_frames_are_not_pairs(field_run):
     refused = {p["reference_frame"] for p in suggested["pairs"] if "mixes two film frames" in p["reason"]}
     assert refused and refused <= mixed, (refused, mixed)
     assert not {p["reference_frame"] for p in suggested["pairs"] if p["accepted"]} & mixed
+    # The bench's measure of the same detector: the NTSC shot's mixed frames found as the truth has
+    # them, none on a clean Reference.
+    import bench_pulldown
+
+    rows = bench_pulldown.measure([out / "shots"], log=lambda _: None)
+    by_kind = {row["kind"]: row for row in rows}
+    assert by_kind["ntsc_pulldown"]["found"] == by_kind["ntsc_pulldown"]["truth"] != {}
+    assert by_kind["grey_edge"]["found"] == {} and by_kind["grey_edge"]["combed_phase"] < 0.15
+    assert "| ntsc_pulldown | 112x76 | 15 |" in bench_pulldown.markdown(rows)
+
+
+def test_a_reel_plan_pairs_no_source_frame_with_a_mixed_pulldown_frame(field_run, tmp_path):
+    """Film scale: `ml plan` pairs by time without matching, but for an NTSC Reference it reads the
+    Reference once for its cadence and refuses the Source frames whose partner mixes two film frames,
+    as the shot's suggest does."""
+    from ml.job import Job, Plate
+    from ml.plan import build_plan
+
+    out, _, _ = field_run
+    shot = field_corpus.load_shot(_shot(out, "ntsc_pulldown"))
+    source, reference = shot["source"], shot["reference"]
+    job = Job(name="reel", work_dir=str(tmp_path / "work"),
+              source=Plate(path=source["path"], first_frame=source["first_frame"], last_frame=source["last_frame"],
+                           fps=source["fps"]),
+              reference=Plate(path=reference["path"], first_frame=reference["first_frame"],
+                              last_frame=reference["last_frame"], fps=reference["fps"]))
+    plan = build_plan(job, tmp_path / "job.json", "shot")
+    truth = sample.load_truth(_shot(out, "ntsc_pulldown"))
+    mixed = {e["frame"] for e in truth["reference_frames"] if e["field_mix"] != "clean"}
+    paired = {p["reference_frame"] for unit in plan.units for p in unit.pairs}
+    assert paired and not paired & mixed, (paired, mixed)
+    # The same Reference told as 24 fps (no pulldown) is paired by time, mixed frames and all.
+    job.reference.fps = source["fps"]
+    assert any(p["reference_frame"] in mixed for unit in build_plan(job, tmp_path / "job.json", "shot").units
+               for p in unit.pairs)
 
 
 def test_batch_door_runs_the_addon_on_a_shot(field_run):
