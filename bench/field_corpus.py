@@ -208,6 +208,7 @@ class Kind:
     frames: int = 16
     cut_to: str = ""               # a second photograph the shot cuts to (both scans cut there)
     cut_at: int = 0                # frames after the first at which it cuts (0: halfway)
+    pan_px_per_frame: float = sample_shot.PAN_PX_PER_FRAME  # the camera's pan, Source px per frame
     source: SourceSpec = field(default_factory=SourceSpec)
     reference: ReferenceSpec = field(default_factory=ReferenceSpec)
     settings: dict[str, Any] = field(default_factory=dict)  # recipe fields a user would set
@@ -641,7 +642,8 @@ def generate_kind(kind_name: str, out_dir: str | Path, size: str = "small", seed
 
     cut = first + (kind.cut_at or frames // 2) if kind.cut_to else None
     spans = [(first, last)] if cut is None else [(first, cut - 1), (cut, last)]
-    shots = [sample_shot._load_shot(name, photo, span, span, 0, (width, height), rng, photo=PHOTO_MAKERS[photo]())
+    shots = [sample_shot._load_shot(name, photo, span, span, 0, (width, height), rng, photo=PHOTO_MAKERS[photo](),
+                                    pan_px_per_frame=kind.pan_px_per_frame)
              for name, photo, span in zip("AB"[:len(photos)], photos, spans, strict=True)]
     scene = CutScene([Scene(kind, shot, (width, height)) for shot in shots], cut)
 

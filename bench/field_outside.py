@@ -102,6 +102,13 @@ KINDS = [
          reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
                                  framing="letterbox", chroma_420=True),
          settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
+    Kind("x_fast_pan_pulldown", "chroma", "cat",
+         "a fast pan (6 Source px a frame, four times the others') over a cat (fur); NTSC 3:2 pulldown "
+         "letterboxed 4:2:0 Reference, so its combed and blended frames mix two quite different pictures",
+         pan_px_per_frame=6.0,
+         reference=ReferenceSpec(size_2k=(720, 486), pixel_aspect=10 / 11, fps=30000 / 1001, cadence="pulldown",
+                                 framing="letterbox", chroma_420=True),
+         settings={"reference.fps": 30000 / 1001, "reference.pixel_aspect": 10 / 11}),
 ]
 
 

@@ -139,6 +139,7 @@ class _Shot:
     centre: np.ndarray                  # original photo px at time_mid
     velocity: np.ndarray                # original photo px per frame
     scale: float                        # original photo px per Source px at time_mid
+    pan_px_per_frame: float = PAN_PX_PER_FRAME  # Source px per frame
 
     def camera(self, time: float, width: int, height: int) -> np.ndarray:
         """3x3 map from Source pixels to (pre-shrunk) photo pixels at a content time."""
@@ -155,7 +156,7 @@ class _Shot:
                 "camera": {"centre_photo_px": self.centre.tolist(), "time_mid": self.time_mid,
                            "velocity_photo_px_per_frame": self.velocity.tolist(),
                            "photo_px_per_source_px": self.scale, "zoom_per_frame": ZOOM_PER_FRAME,
-                           "pan_source_px_per_frame": PAN_PX_PER_FRAME}}
+                           "pan_source_px_per_frame": self.pan_px_per_frame}}
 
 
 def _translate(dx: float, dy: float) -> np.ndarray:
@@ -234,10 +235,12 @@ def damage_source(clean: np.ndarray, fade_strength: np.ndarray, gains: np.ndarra
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def _load_shot(name: str, photo_name: str, frames: tuple[int, int], content: tuple[int, int], offset: int,
-               size: tuple[int, int], rng: np.random.Generator, photo: np.ndarray | None = None) -> _Shot:
-    """Place a camera window that stays inside the photo for every content time of the shot.
-    `photo` (float32 0..1 RGB) replaces skimage.data.<photo_name> (the field corpus's composites)."""
+def _load_shot(name: str, photo_name: str, frames: tuple[int, int], content: tuple[int, int], offset: int,  # noqa: PLR0913  one per placement choice
+               size: tuple[int, int], rng: np.random.Generator, photo: np.ndarray | None = None,
+               pan_px_per_frame: float = PAN_PX_PER_FRAME) -> _Shot:
+    """Place a camera window, panning `pan_px_per_frame` Source px per frame, that stays inside the
+    photo for every content time of the shot. `photo` (float32 0..1 RGB) replaces
+    skimage.data.<photo_name> (the field corpus's composites)."""
     import skimage.data
     from skimage.transform import resize
 
@@ -250,8 +253,8 @@ def _load_shot(name: str, photo_name: str, frames: tuple[int, int], content: tup
     span = content_last - content_first
     zoom = 1.0 + ZOOM_PER_FRAME * span / 2.0
     guard = 0.04 * width + 8.0  # room for the Reference warp, weave and the bicubic footprint
-    need_x = width * zoom + guard + abs(direction[0]) * PAN_PX_PER_FRAME * span
-    need_y = height * zoom + guard + abs(direction[1]) * PAN_PX_PER_FRAME * span
+    need_x = width * zoom + guard + abs(direction[0]) * pan_px_per_frame * span
+    need_y = height * zoom + guard + abs(direction[1]) * pan_px_per_frame * span
     scale = min((pw - 4) / need_x, (ph - 4) / need_y)
     slack = np.array([(pw - 4 - scale * need_x) / 2, (ph - 4 - scale * need_y) / 2])
     centre = np.array([(pw - 1) / 2, (ph - 1) / 2]) + rng.uniform(-0.8, 0.8, 2) * slack
@@ -266,7 +269,8 @@ def _load_shot(name: str, photo_name: str, frames: tuple[int, int], content: tup
     return _Shot(name=name, photo_name=photo_name, photo=np.clip(photo, 0, 1),
                  photo_from_original=photo_from_original, first_frame=first, last_frame=last,
                  reference_offset=offset, time_mid=(content_first + content_last) / 2.0,
-                 centre=centre, velocity=direction * PAN_PX_PER_FRAME * scale, scale=float(scale))
+                 centre=centre, velocity=direction * pan_px_per_frame * scale, scale=float(scale),
+                 pan_px_per_frame=float(pan_px_per_frame))
 
 
 def _check_arguments(out_dir: Path, frames: int, width: int, height: int,

@@ -452,6 +452,7 @@ def test_shots_outside_the_corpus_generate_apart_from_it_and_are_named_so(tmp_pa
             for photo in filter(None, (kind.photo, kind.cut_to)):
                 assert not set(field_corpus.PHOTO_SOURCES[photo]) & set(sample.PHOTOS)
         _check_cut_shot(field_corpus.generate_kind("x_cut_pulldown", tmp_path / "cut", frames=12))
+        _check_fast_pan(field_corpus.generate_kind("x_fast_pan_pulldown", tmp_path / "fast", frames=8))
         shot = field_corpus.generate_kind("x_horse_letterbox_flat", tmp_path / "horse", frames=2)
         assert Path(shot.out_dir, "truth", "truth.json").exists()
         result = {"size": "small", "date": "d", "cpu_count": 2, "harness": copy.deepcopy(field.HarnessSettings().__dict__),
@@ -467,6 +468,20 @@ def test_shots_outside_the_corpus_generate_apart_from_it_and_are_named_so(tmp_pa
         field_corpus.PHOTO_MAKERS.update(saved[2])
         field_corpus.OUTSIDE_SEEDS.clear()
         field_corpus.OUTSIDE_SEEDS.update(saved[3])
+
+
+def _check_fast_pan(shot) -> None:
+    """x_fast_pan_pulldown pans four times as fast as the others, and the product finds its Reference's
+    mixed frames as the truth has them."""
+    from ml import curation
+
+    truth = sample.load_truth(shot.out_dir)
+    assert [s["camera"]["pan_source_px_per_frame"] for s in truth["shots"]] == [6.0]
+    reference = field_corpus.load_shot(shot.out_dir)["reference"]
+    measures = {e["frame"]: curation.interlace_measures(read_image(frame_path(reference["path"], e["frame"])))
+                for e in truth["reference_frames"]}
+    assert curation.field_mixed_frames(measures) == \
+        {e["frame"]: e["field_mix"] for e in truth["reference_frames"] if e["field_mix"] != "clean"}
 
 
 def _check_cut_shot(shot) -> None:
