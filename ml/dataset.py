@@ -415,7 +415,7 @@ def _manifest(job: Job, records: list[dict]) -> dict:
         "branch": job.branch, "source_plate": job.source.path, "reference_plate": job.reference.path,
         "pairs": records,
         # A block-coded Reference (`guide.coding_block_phase`): its colour is trusted only coarser than its
-        # blocks; one with half-resolution chroma (`guide.chroma_octave_ratio`) only at twice its pixel size.
+        # blocks; one with half-resolution chroma (`guide.is_half_chroma`) only at twice its pixel size.
         "coding_blocks": bool(planner and planner.blocky), "half_chroma": bool(planner and planner.half_chroma),
         "preview": records[len(records) // 2]["input"],
         "rejected": [{"source_frame": p.source_frame, "reference_frame": p.reference_frame, "reason": p.reason}

@@ -111,8 +111,17 @@ _BLOCK_EDGE_RATIO = 1.3
 # only across) is not told apart reliably (0.48-0.95 on three photographs with linear upsampling) and
 # keeps the usual limit. So does a Reference whose picture is softer than its raster, where its luma also
 # lacks the finest octave: the corpus's 4:2:0 SD References at its 2K size (scaled-up photographs)
-# give 0.61-0.70.
+# give 0.61-0.70. A soft picture's 4:2:0 chroma drops less against its luma, but its own finest octave
+# is still as weak as any 4:2:0 chroma's: ratios 0.60-0.65 (chroma's own 0.27-0.33) on two outside shots
+# of fur and a clock at small size, one of them a fast pan whose 3-frame median sat at the threshold and
+# whose finer colour the guide then took (CIEDE2000 1.52 -> 1.72). So under _CHROMA_OCTAVE_RATIO_SOFT a
+# Reference whose chroma's own ratio is under _CHROMA_OWN_RATIO is 4:2:0 too: the 4:2:0 Reference kinds
+# 0.27-0.38 without coding blocks, full chroma 0.40-1.35 (the soft one at 0.40 has a ratio of 1.0). Not
+# on a blocky Reference, whose blocks move both (flat_blocky: 0.67 and 0.41, and taking it as 4:2:0
+# lost 1.63 -> 2.08).
 _CHROMA_OCTAVE_RATIO = 0.6
+_CHROMA_OCTAVE_RATIO_SOFT = 0.75
+_CHROMA_OWN_RATIO = 0.45
 _OCTAVE_TILE = 16
 _OCTAVE_WINDOW = 512  # px of the picture's centre looked at, each way (0.32 -> 0.07 s per 1080p frame)
 _BLOCK_SAMPLE_FRAMES = 3
@@ -294,9 +303,9 @@ class GuidePlanner:
 
     def _reference_coding(self) -> tuple[bool, bool]:
         """Whether the Reference shows video coding blocks (`coding_block_phase`, the same grid on every
-        frame looked at) and whether its chroma has half its luma's resolution (`chroma_octave_ratio`,
-        median), on a few of its frames: the pairs' partners, else the frames nominally under the
-        Source's first, middle and last."""
+        frame looked at) and whether its chroma has half its luma's resolution (`chroma_octaves`, their
+        medians, `is_half_chroma`), on a few of its frames: the pairs' partners, else the frames
+        nominally under the Source's first, middle and last."""
         frames = [reference for _, reference in self.anchors]
         if not frames:
             src = self.job.source
@@ -310,10 +319,13 @@ class GuidePlanner:
             except Exception:  # noqa: BLE001 - an unreadable frame says nothing about coding; the guide names it later
                 continue
             phases.append(coding_block_phase(image))
-            octave_ratios.append(chroma_octave_ratio(image))
+            octave_ratios.append(chroma_octaves(image))
         blocky = bool(phases) and phases[0] is not None and all(p == phases[0] for p in phases)
         measured = [r for r in octave_ratios if r is not None]
-        return blocky, bool(measured) and float(np.median(measured)) < _CHROMA_OCTAVE_RATIO
+        if not measured:
+            return blocky, False
+        relative, own = (float(np.median([m[i] for m in measured])) for i in range(2))
+        return blocky, is_half_chroma(relative, own, blocky)
 
     def in_reference(self, frame: int) -> bool:
         return self.job.reference.first_frame <= frame <= self.job.reference.last_frame
@@ -448,9 +460,17 @@ def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) ->
     return found[0], found[1]
 
 
-def chroma_octave_ratio(reference_rgb: np.ndarray) -> float | None:
-    """The median over 16 px tiles of the picture (bars left out) of the chroma's finest-octave energy
-    ratio over the luma's (see _CHROMA_OCTAVE_RATIO); None where too little of the frame has structure."""
+def is_half_chroma(relative: float, own: float, blocky: bool = False) -> bool:
+    """Whether `chroma_octaves` say 4:2:0: the chroma's finest octave well under the luma's, or somewhat
+    under it and weak in itself (a soft picture; not on a blocky Reference). See _CHROMA_OCTAVE_RATIO."""
+    return relative < _CHROMA_OCTAVE_RATIO or \
+        (not blocky and relative < _CHROMA_OCTAVE_RATIO_SOFT and own < _CHROMA_OWN_RATIO)
+
+
+def chroma_octaves(reference_rgb: np.ndarray) -> tuple[float, float] | None:
+    """Medians over 16 px tiles of the picture (bars left out) of the chroma's finest-octave energy ratio
+    over the luma's, and of the chroma's own (see _CHROMA_OCTAVE_RATIO); None where too little of the
+    frame has structure."""
     from .colour import rgb_to_ycbcr
     from .primitives import gaussian_blur
 
@@ -480,7 +500,7 @@ def chroma_octave_ratio(reference_rgb: np.ndarray) -> float | None:
         return None
     luma_ratio = top_energy[structured, 0] / next_energy[structured, 0]
     chroma_ratio = (top_energy[structured, 1] + top_energy[structured, 2]) / chroma_next[structured]
-    return float(np.median(chroma_ratio / luma_ratio))
+    return float(np.median(chroma_ratio / luma_ratio)), float(np.median(chroma_ratio))
 
 
 def sampling_sigma(matrix: np.ndarray, half_chroma: bool = False) -> float:
@@ -558,7 +578,7 @@ def detail_sigma(matrix: np.ndarray, blocky: bool = False, half_chroma: bool = F
     chroma whole on SD and pan-and-scan References and kept CIEDE2000 within 0.2 of it except on a
     heavily grained night shot (+0.3); 1.0 and 2.0 gained more PSNR on the lowest-resolution
     References but lost CIEDE2000 on the others. A `blocky` Reference (coding blocks) corrects only
-    below BLOCKY_DETAIL x its block instead; one with `half_chroma` (`chroma_octave_ratio`: 4:2:0
+    below BLOCKY_DETAIL x its block instead; one with `half_chroma` (`is_half_chroma`: 4:2:0
     video) resolves colour at twice its pixel size, so below twice the usual limit (field corpus, 200
     steps: pal_speedup 28.6 / 4.24 -> 29.0 / 4.16, ntsc_pulldown 40.0 / 1.68 -> 41.0 / 1.75)."""
     if blocky:

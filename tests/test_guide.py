@@ -27,6 +27,7 @@ from ml.imageio import read_image, write_exr  # noqa: E402
 from ml.ingest import source_frame  # noqa: E402
 from ml.job import Crop, Job, Pair, Plate  # noqa: E402
 from ml.neural.models import build_model, guide_tensor, model_config, rgb_to_ycbcr  # noqa: E402
+from ml.primitives import gaussian_blur  # noqa: E402
 from ml.sample import generate_sample  # noqa: E402
 
 
@@ -472,14 +473,22 @@ def test_half_resolution_chroma_is_found_and_doubles_the_detail_limit(sample, tm
     and the dataset records it, so the baseline's band doubles too."""
     picture = _photo("coffee", 320, 192)
     half = field_corpus.degrade_reference(picture, field_corpus.ReferenceSpec(chroma_420=True))
-    assert guide.chroma_octave_ratio(picture) > 0.8
-    assert guide.chroma_octave_ratio(half) < 0.5
+    assert guide.chroma_octaves(picture)[0] > 0.8 and not guide.is_half_chroma(*guide.chroma_octaves(picture))
+    assert guide.chroma_octaves(half)[0] < 0.5 and guide.is_half_chroma(*guide.chroma_octaves(half))
     subtitled, _ = field_corpus.burn_subtitle(picture.copy(), (0, 0, 320, 192))
-    assert guide.chroma_octave_ratio(subtitled) > 0.7
+    assert guide.chroma_octaves(subtitled)[0] > 0.7
     letterboxed = picture.copy()
     letterboxed[:24] = letterboxed[-24:] = 0.0
-    assert guide.chroma_octave_ratio(letterboxed) > 0.8
-    assert guide.chroma_octave_ratio(np.full((64, 64, 3), 0.4, np.float32)) is None  # nothing to measure
+    assert guide.chroma_octaves(letterboxed)[0] > 0.8
+    assert guide.chroma_octaves(np.full((64, 64, 3), 0.4, np.float32)) is None  # nothing to measure
+    # A picture softer than its raster: 4:2:0 lowers its chroma's finest octave less against the luma's
+    # (over the first threshold), but that octave is as weak as any 4:2:0 chroma's; the same soft picture
+    # with full chroma keeps a ratio near 1. A blocky Reference is not read so (its blocks move both).
+    soft = gaussian_blur(picture, 0.8)
+    soft_half = guide.chroma_octaves(field_corpus.degrade_reference(soft, field_corpus.ReferenceSpec(chroma_420=True)))
+    assert soft_half[0] > 0.6 and guide.is_half_chroma(*soft_half), soft_half
+    assert not guide.is_half_chroma(*soft_half, blocky=True)
+    assert not guide.is_half_chroma(*guide.chroma_octaves(soft))
     scaled = np.diag([3.0, 3.0, 1.0])
     assert guide.detail_sigma(scaled, half_chroma=True) == pytest.approx(2 * guide.detail_sigma(scaled))
     assert guide.detail_sigma(scaled, blocky=True, half_chroma=True) == guide.detail_sigma(scaled, blocky=True)
