@@ -141,7 +141,9 @@ def section(result: dict) -> str:
              "under grain, whose finer colour is grain although its luma follows the Reference's). x_text_speedup_grain "
              "also found that a frame with no Reference partner kept its colour grain (`GuidePlanner.shot_colour_smoothing`). "
              "x_cut_pulldown cuts to another picture under a pulldown Reference whose fields straddle the cut: the "
-             "product's curation finds the cut and keeps its pairs away from it.")
+             "product's curation finds the cut and keeps its pairs away from it. x_fast_pan_pulldown pans four times "
+             "as fast under a pulldown Reference, so its combed and blended frames mix two quite different pictures; "
+             "it found that the guide read a soft picture's 4:2:0 chroma as full (`guide.is_half_chroma`).")
     return f"{TITLE}\n\n{intro}\n{body}"
 
 
