@@ -17,6 +17,7 @@ the coverage. numpy only: the engine's host side.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -300,6 +301,8 @@ class GuidePlanner:
             self.blocky, self.half_chroma = self._reference_coding()
         self._shot_smoothing: float | None = None  # `shot_colour_smoothing`, measured on first use
         self._shot_lock = threading.Lock()
+        self._mixed: dict[int, str] | None = None  # `mixed_reference_frames`, found on first use
+        self._mixed_lock = threading.Lock()
 
     def _reference_coding(self) -> tuple[bool, bool]:
         """Whether the Reference shows video coding blocks (`coding_block_phase`, the same grid on every
@@ -335,7 +338,12 @@ class GuidePlanner:
         the sync offset of the nearest pair, then of the next pairs out (across a cut the
         nearest pair may be in the other shot, with another offset). Measured on the field
         corpus, the nearest pair's offset beats choosing among neighbouring frames by structure:
-        neighbours differ by a little motion, which the start warp (another frame's) confuses."""
+        neighbours differ by a little motion, which the start warp (another frame's) confuses.
+        A pulldown Reference's frame that mixes two film frames is tried after the nearest clean
+        frames either side of it (`mixed_reference_frames`): the film frame it half shows has no
+        clean frame of its own, and a neighbour's one frame of motion is what the per-frame solve
+        takes out, where the mix's two fields disagree by it (a fast pan's: 1.60-1.76 CIEDE2000
+        on those frames against 1.46-1.48 on the others)."""
         if frame in self.pair_partner:
             return [self.pair_partner[frame]]
         nominal = self.nominal(frame)
@@ -344,7 +352,37 @@ class GuidePlanner:
             offset = reference - self.nominal(source)
             if offset not in offsets:
                 offsets.append(offset)
-        return [nominal + offset for offset in (offsets or [0])[:_MAX_PARTNER_TRIES]]
+        guesses = [nominal + offset for offset in (offsets or [0])[:_MAX_PARTNER_TRIES]]
+        mixed = self.mixed_reference_frames()
+        if not mixed.keys() & set(guesses):
+            return guesses
+        candidates: list[int] = []
+        for guess in guesses:
+            if guess in mixed:
+                candidates += [r for r in (_nearest_clean(guess, -1, mixed), _nearest_clean(guess, 1, mixed))
+                               if self.in_reference(r)]
+            candidates.append(guess)
+        return list(dict.fromkeys(candidates))
+
+    def mixed_reference_frames(self) -> dict[int, str]:
+        """For a Reference at a 3:2 pulldown's rate, its frames that mix two film frames' fields
+        (`curation.field_mixed_frames` over the whole plate, read once on first use); else none."""
+        with self._mixed_lock:
+            if self._mixed is None:
+                job = self.job
+                self._mixed = {}
+                if job.reference.path and curation.is_pulldown(job.source.fps, job.reference.fps):
+                    def measure(frame: int) -> tuple[float, float] | None:
+                        try:
+                            return curation.interlace_measures(reference_frame(job, frame))
+                        except Exception:  # noqa: BLE001 - an unreadable frame is named where it would guide
+                            return None
+
+                    frames = list(range(job.reference.first_frame, job.reference.last_frame + 1))
+                    with ThreadPoolExecutor(max_workers=4) as pool:
+                        measured = dict(zip(frames, pool.map(measure, frames), strict=True))
+                    self._mixed = curation.field_mixed_frames({f: m for f, m in measured.items() if m is not None})
+            return self._mixed
 
     def start_matrix(self, frame: int, reference_shape: tuple[int, int], source_shape: tuple[int, int]
                      ) -> tuple[np.ndarray, str]:
@@ -372,9 +410,16 @@ class GuidePlanner:
             return None, None, GuideFrame(frame, None, None, "none", 0.0, "no Reference plate")
         src = source_rgb if source_rgb is not None else source_frame(job, frame)
         tried: list[tuple[float, np.ndarray | None, np.ndarray | None, GuideFrame]] = []
-        for partner in self.candidate_partners(frame):
+        candidates = self.candidate_partners(frame)
+        mixed_frames = {} if frame in self.pair_partner else self.mixed_reference_frames()
+        mixed = next((r for r in candidates if r in mixed_frames), None)
+        for partner in candidates:
             aligned, cov, record = self._guide_from(frame, src, partner)
             if cov is not None and cov.any():
+                if mixed is not None and partner != mixed:
+                    record.note = "; ".join(filter(None, [record.note, (
+                        f"Reference frame {mixed} mixes two film frames' fields "
+                        f"({mixed_frames[mixed]}); guided by {partner}, the nearest clean one")]))
                 return aligned, cov, record
             tried.append((-1.0 if cov is None else 0.0, aligned, cov, record))
         _, aligned, cov, record = max(tried, key=lambda t: t[0])
@@ -432,6 +477,14 @@ class GuidePlanner:
             return (1.0 if choice == "reference" else 0.0), 0.0
         weight = fine_weight(src, aligned, cov, sampling_sigma(matrix, self.half_chroma), self.blocky)
         return (0.0, weight) if self.blocky else (weight, 0.0)
+
+
+def _nearest_clean(frame: int, step: int, mixed: dict[int, str]) -> int:
+    """The nearest frame from `frame` in direction `step` (+1 / -1) that is not in `mixed`."""
+    frame += step
+    while frame in mixed:
+        frame += step
+    return frame
 
 
 def coding_block_phase(reference_rgb: np.ndarray, period: int = CODING_BLOCK) -> tuple[int, int] | None:

@@ -200,6 +200,19 @@ def test_pulldown_frames_that_mix_two_film_frames_are_not_pairs(field_run):
     assert by_kind["ntsc_pulldown"]["found"] == by_kind["ntsc_pulldown"]["truth"] != {}
     assert by_kind["grey_edge"]["found"] == {} and by_kind["grey_edge"]["combed_phase"] < 0.15
     assert "| ntsc_pulldown | 112x76 | 15 |" in bench_pulldown.markdown(rows)
+    # Inference: a Source frame whose film frame only a mixed frame shows is guided by the nearest
+    # clean Reference frame instead, and its record says so.
+    from ml.guide import GuidePlanner
+    from ml.job import load_job
+
+    planner = GuidePlanner(load_job(out / "work" / "ntsc_pulldown" / "cli" / "job.json"))
+    assert set(planner.mixed_reference_frames()) == mixed
+    lone = [p["source_frame"] for p in truth["pairs"] if p["reference_frame"] is None]
+    frame = next(f for f in lone if f not in planner.pair_partner)
+    candidates = planner.candidate_partners(frame)
+    assert candidates[0] not in mixed and any(r in mixed for r in candidates), candidates
+    _, cover, record = planner.guide(frame)
+    assert cover is not None and record.reference_frame not in mixed and "mixes two film frames" in record.note
 
 
 def test_a_reel_plan_pairs_no_source_frame_with_a_mixed_pulldown_frame(field_run, tmp_path):
