@@ -38,7 +38,8 @@ from bench_dataset import cpu_name  # noqa: E402
 CARRIED_SECTIONS = [ROOT / "bench" / "results" / name
                     for name in ("field_corpus.md", "film_scale.md", "baseline_fit.md", "primitives.md",
                                  "field_schedule.md", "starting_grade.md", "fine_colour.md",
-                                 "colour_grain.md", "field_outside.md", "reference_limits.md", "speedup_pairs.md")]
+                                 "colour_grain.md", "field_outside.md", "reference_limits.md", "speedup_pairs.md",
+                                 "pulldown_frames.md")]
 
 # (title, script arguments for the full run, for --quick, what is compared, the size run here)
 BENCHMARKS = [
