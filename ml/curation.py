@@ -346,6 +346,22 @@ def field_mixed_frames(measures: dict[int, tuple[float, float]], cuts: Iterable[
     return found
 
 
+def read_field_mixes(load_reference: FrameLoader, frames: Sequence[int], cuts: Iterable[int] = (),
+                     workers: int = 4) -> dict[int, str]:
+    """`field_mixed_frames` of Reference `frames`, each read once; a frame that cannot be read is left
+    out (it is named where it is used)."""
+    def measure(frame: int) -> tuple[float, float] | None:
+        try:
+            return interlace_measures(load_reference(frame))
+        except Exception:  # noqa: BLE001 - an unreadable frame says nothing of the cadence
+            return None
+
+    frames = list(frames)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        measured = dict(zip(frames, pool.map(measure, frames), strict=True))
+    return field_mixed_frames({f: m for f, m in measured.items() if m is not None}, cuts)
+
+
 def mixed_partner_reason(reference_frame: int, how: str) -> str:
     """Why a Source frame whose Reference partner mixes two film frames' fields is not a pair."""
     return (f"its Reference partner {reference_frame} mixes two film frames' fields ({how}, 3:2 pulldown): "

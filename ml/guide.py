@@ -17,7 +17,6 @@ the coverage. numpy only: the engine's host side.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -372,16 +371,8 @@ class GuidePlanner:
                 job = self.job
                 self._mixed = {}
                 if job.reference.path and curation.is_pulldown(job.source.fps, job.reference.fps):
-                    def measure(frame: int) -> tuple[float, float] | None:
-                        try:
-                            return curation.interlace_measures(reference_frame(job, frame))
-                        except Exception:  # noqa: BLE001 - an unreadable frame is named where it would guide
-                            return None
-
-                    frames = list(range(job.reference.first_frame, job.reference.last_frame + 1))
-                    with ThreadPoolExecutor(max_workers=4) as pool:
-                        measured = dict(zip(frames, pool.map(measure, frames), strict=True))
-                    self._mixed = curation.field_mixed_frames({f: m for f, m in measured.items() if m is not None})
+                    self._mixed = curation.read_field_mixes(
+                        lambda f: reference_frame(job, f), range(job.reference.first_frame, job.reference.last_frame + 1))
             return self._mixed
 
     def start_matrix(self, frame: int, reference_shape: tuple[int, int], source_shape: tuple[int, int]

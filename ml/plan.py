@@ -374,11 +374,8 @@ def _field_mixed_partners(job: Job, frames: list[int], partner: Callable[[int], 
 
     if not job.reference.path or not curation.is_pulldown(job.source.fps, job.reference.fps):
         return {}
-    reference_frames = list(plate_frames(job.reference))
-    values = curation.load_parallel(lambda f: reference_frame(job, f), reference_frames,
-                                    lambda image, _: curation.interlace_measures(image), workers)
-    measures = dict(zip(reference_frames, values, strict=True))
-    mixed = curation.field_mixed_frames(measures, reference_cuts)
+    mixed = curation.read_field_mixes(lambda f: reference_frame(job, f), plate_frames(job.reference),
+                                      reference_cuts, workers)
     return {f: curation.mixed_partner_reason(r, mixed[r]) for f in frames if (r := partner(f)) in mixed}
 
 
