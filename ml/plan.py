@@ -350,6 +350,7 @@ def _read_reel(job: Job, frames: Sequence[int] | None, load: Callable[[int], np.
     """Analyse every Source frame once at proxy size and find the reel's cuts and shots."""
     from . import curation
     from .ingest import plate_frames, source_frame
+    from .suggest_stage import reference_field_mixes
 
     frames = list(frames if frames is not None else plate_frames(job.source))
     if len(frames) < 2:
@@ -360,23 +361,10 @@ def _read_reel(job: Job, frames: Sequence[int] | None, load: Callable[[int], np.
     cuts = curation.detect_cuts(stats)
     nominal = curation.nominal_mapping(job.source, job.reference)
     partner = functools.partial(_reference_partner, nominal=nominal, reference=job.reference)
-    problems = _field_mixed_partners(job, frames, partner, [nominal(c) for c in cuts], workers)
+    # An NTSC Reference's frames that mix two film frames are no partner (as `suggest` refuses them).
+    mixed = reference_field_mixes(job, cuts, workers)
+    problems = {f: curation.mixed_partner_reason(r, mixed[r]) for f in frames if (r := partner(f)) in mixed}
     return _Reel({s.frame: s for s in stats}, cuts, curation.split_shots(frames, cuts), partner, problems.get)
-
-
-def _field_mixed_partners(job: Job, frames: list[int], partner: Callable[[int], int | None],
-                          reference_cuts: list[int], workers: int) -> dict[int, str]:
-    """For a Reference at a 3:2 pulldown's rate, read once: why each Source frame whose partner mixes two
-    film frames' fields cannot be a pair (`curation.field_mixed_frames`, its cadence found between the
-    Source's cuts)."""
-    from . import curation
-    from .ingest import plate_frames, reference_frame
-
-    if not job.reference.path or not curation.is_pulldown(job.source.fps, job.reference.fps):
-        return {}
-    mixed = curation.read_field_mixes(lambda f: reference_frame(job, f), plate_frames(job.reference),
-                                      reference_cuts, workers)
-    return {f: curation.mixed_partner_reason(r, mixed[r]) for f in frames if (r := partner(f)) in mixed}
 
 
 def _scene_of(reel: _Reel, rules: PlanRules) -> list[int]:

@@ -82,7 +82,9 @@ def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, r
                          f"{job.source.fps:g} so every stage maps them so.")
     partner: dict[int, int | None] = {m.source_frame: m.reference_frame if m.in_range else None
                                       for m in matched.frames}
-    refused, pulldown_note = _field_mixed_partners(job, matched, partner)
+    mixed = curation.field_mixed_frames(matched.reference_interlace, matched.reference_cuts) \
+        if curation.is_pulldown(job.source.fps, job.reference.fps) else {}
+    refused, pulldown_note = _field_mixed_partners(mixed, len(matched.reference_interlace), partner)
     if pulldown_note:
         notes.append(pulldown_note)
     for shot in matched.shots:
@@ -93,25 +95,34 @@ def _matched_partners(job: Job, frames: list[int], options: SuggestJobOptions, r
             notes + ([speed_note] if speed_note else [])), implied_fps
 
 
-def _field_mixed_partners(job: Job, matched: curation.MatchResult,
+def _field_mixed_partners(mixed: Mapping[int, str], frames_read: int,
                           partner: Mapping[int, int | None]) -> tuple[dict[int, str], str | None]:
-    """For a Reference at a 3:2 pulldown's rate: why each Source frame paired to a Reference frame that
-    mixes two film frames' fields cannot be a pair, and a note naming those Reference frames."""
-    if not curation.is_pulldown(job.source.fps, job.reference.fps):
-        return {}, None
-    mixed = curation.field_mixed_frames(matched.reference_interlace, matched.reference_cuts)
+    """Why each Source frame paired to a Reference frame that mixes two film frames' fields (`mixed`,
+    found among `frames_read` Reference frames) cannot be a pair, and a note naming those frames."""
     if not mixed:
         return {}, None
     refused = {f: curation.mixed_partner_reason(r, mixed[r]) for f, r in partner.items() if r in mixed}
     listed = ", ".join(f"{r} {how}" for r, how in sorted(mixed.items()))
-    note = (f"the Reference has 3:2 pulldown: {len(mixed)} of its {len(matched.reference_interlace)} frames read mix "
+    note = (f"the Reference has 3:2 pulldown: {len(mixed)} of its {frames_read} frames read mix "
             f"two film frames' fields ({listed}); the {len(refused)} Source frame(s) paired to them are not "
             f"suggested as pairs.")
     return refused, note
 
 
+def reference_field_mixes(job: Job, source_cuts: Sequence[int], workers: int = 4) -> dict[int, str]:
+    """For a Reference at a 3:2 pulldown's rate, its frames that mix two film frames' fields, reading the
+    whole plate once (`curation.read_field_mixes`; the cadence found between the Source's cuts, mapped
+    by time); else none. For the callers that pair by time without matching: `suggest --no-match`, `ml plan`."""
+    if not job.reference.path or not curation.is_pulldown(job.source.fps, job.reference.fps):
+        return {}
+    nominal = curation.nominal_mapping(job.source, job.reference)
+    return curation.read_field_mixes(lambda f: reference_frame(job, f), plate_frames(job.reference),
+                                     [nominal(c) for c in source_cuts], workers)
+
+
 def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _Partners:
-    """Source stats, cuts and each frame's Reference partner at the same time (None outside the Reference)."""
+    """Source stats, cuts and each frame's Reference partner at the same time (None outside the Reference);
+    for a pulldown Reference, why a partner that mixes two film frames cannot be used."""
     stats = curation.analyse_frames(lambda f: source_frame(job, f), frames, workers,
                                     lambda done, total, *_: reporter.progress(done, total, "analyse"))
     cuts = curation.detect_cuts(stats)
@@ -121,4 +132,6 @@ def _nominal_partners(job: Job, frames: list[int], workers: int, reporter) -> _P
     for f in frames:
         r = nominal(f)
         partner[f] = r if (ref_first <= r <= ref_last or not job.reference.path) else None
-    return stats, cuts, partner, {}, []
+    mixed = reference_field_mixes(job, cuts, workers)
+    refused, pulldown_note = _field_mixed_partners(mixed, job.reference.last_frame - ref_first + 1, partner)
+    return stats, cuts, partner, refused, [pulldown_note] if pulldown_note else []

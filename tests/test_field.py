@@ -191,6 +191,13 @@ def test_pulldown_frames_that_mix_two_film_frames_are_not_pairs(field_run):
     refused = {p["reference_frame"] for p in suggested["pairs"] if "mixes two film frames" in p["reason"]}
     assert refused and refused <= mixed, (refused, mixed)
     assert not {p["reference_frame"] for p in suggested["pairs"] if p["accepted"]} & mixed
+    # Pairing by time without matching (`suggest --no-match`) reads the Reference for them too.
+    code, text, events, _ = field.run_engine(["suggest", str(out / "work" / "ntsc_pulldown" / "cli" / "job.json"),
+                                              "--no-match"], 300)
+    assert code == 0, text
+    (result,) = [e for e in events if e.get("type") == "result"]
+    assert not {p["reference_frame"] for p in result["pairs"]} & mixed
+    assert any("mixes two film frames" in r["reason"] for r in result["rejected"]), result["rejected"]
     # The bench's measure of the same detector: the NTSC shot's mixed frames found as the truth has
     # them, none on a clean Reference.
     import bench_pulldown
